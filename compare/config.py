@@ -1,0 +1,377 @@
+"""The suite file: a strict, documented schema, validated whole before any training starts.
+
+A suite is YAML with the keys of `Suite` below. Unknown keys are errors at any depth; every problem is
+reported as one line naming the file and the key. The `grid` sweeps any setting of the suite: each key
+is a dotted path into the suite (`budget.units`, `stages.dpo.beta`, `task.annotator.flip_rate`) or
+`seed`, each value a list; runs are every arm at every point of the grid's cross product.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compare.tasks import TASKS
+
+DEMO_STAGES = ("sft",)
+PREFERENCE_STAGES = ("preferred_ft", "dpo", "rm")
+STAGE_KINDS = DEMO_STAGES + PREFERENCE_STAGES
+
+
+class SuiteError(Exception):
+    """A problem with a suite file, said in one line."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Annotator(Strict):
+    temperature: float = Field(
+        0.25, gt=0, description="Bradley–Terry temperature: P(a preferred) = sigmoid((gold_a - gold_b) / T)."
+    )
+    flip_rate: float = Field(
+        0.0, ge=0, le=0.5, description="Probability that a label is flipped after the choice."
+    )
+
+
+class TaskSettings(Strict):
+    name: str = Field("reviews", description="Built-in task name.")
+    seed: int = Field(0, description="Seed of the task's prompt splits and pretraining corpus.")
+    demonstrator_quality: float = Field(
+        0.6, ge=0, le=1, description="Share of the demonstrator's sentences that are positive (1 = best)."
+    )
+    train_prompts: int = Field(400, ge=1, description="Size of the training prompt pool.")
+    eval_prompts: int = Field(32, ge=1, description="Prompts per evaluation split (ID and OOD).")
+    annotator: Annotator = Field(default_factory=Annotator, description="The simulated preference annotator.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; built-in tasks: {', '.join(TASKS)}")
+        return v
+
+
+class TinyBase(Strict):
+    """The built-in base model: a tiny GPT-2 pretrained on the task's corpus on the CPU, cached."""
+
+    n_layer: int = Field(2, ge=1, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, description="Attention heads.")
+    n_embd: int = Field(64, ge=8, description="Hidden size.")
+    n_positions: int = Field(64, ge=16, description="Longest sequence (prompt + completion) in tokens.")
+    corpus_size: int = Field(20000, ge=100, description="Pretraining texts.")
+    steps: int = Field(1500, ge=1, description="Pretraining optimiser steps.")
+    batch_size: int = Field(64, ge=1, description="Pretraining batch size.")
+    lr: float = Field(3e-3, gt=0, description="Pretraining learning rate.")
+    seed: int = Field(0, description="Pretraining seed (the base model is the same for every run).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        return self
+
+
+class BaseModelSettings(Strict):
+    model: str | None = Field(
+        None, description="A local folder or hub id of a causal LM; empty = the built-in tiny model."
+    )
+    tiny: TinyBase = Field(default_factory=TinyBase, description="Settings of the built-in tiny model.")
+
+    @field_validator("model")
+    @classmethod
+    def _path_exists(cls, v: str | None) -> str | None:
+        # A value that looks like a path must exist; anything else is taken as a hub id.
+        if v is not None and (v.startswith((".", "/", "~")) or Path(v).exists()):
+            path = Path(v).expanduser()
+            if not path.is_dir():
+                raise ValueError(f"base model path {v!r} does not exist or is not a folder")
+        return v
+
+
+class Cost(Strict):
+    demonstration: float = Field(4.0, gt=0, description="Annotation units one demonstration costs.")
+    comparison: float = Field(1.0, gt=0, description="Annotation units one comparison costs.")
+
+
+class Budget(Strict):
+    units: float = Field(256, gt=0, description="Annotation units every arm gets.")
+    cost: Cost = Field(default_factory=Cost, description="The cost model.")
+
+
+class Train(Strict):
+    """Optimiser settings shared by the TRL-backed stages."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the stage's data.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimiser step.")
+
+
+class SFTStage(Train):
+    pass
+
+
+class RewardStage(Train):
+    pass
+
+
+class DPOStage(Train):
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    beta: float = Field(
+        0.1, gt=0, description="DPO's KL strength beta (higher = closer to the start policy)."
+    )
+
+
+class Stages(Strict):
+    sft: SFTStage = Field(default_factory=SFTStage, description="SFT on demonstrations (TRL SFTTrainer).")
+    preferred_ft: SFTStage = Field(
+        default_factory=SFTStage,
+        description="SFT on the chosen side of the comparisons (the imitation control).",
+    )
+    rm: RewardStage = Field(default_factory=RewardStage, description="Reward model (TRL RewardTrainer).")
+    dpo: DPOStage = Field(default_factory=DPOStage, description="DPO on comparisons (TRL DPOTrainer).")
+
+
+class Arm(Strict):
+    recipe: list[Literal["sft", "preferred_ft", "dpo", "rm"]] = Field(
+        default_factory=list, description="Stages in order, from the base model; [] evaluates the base model."
+    )
+    demonstration_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the budget spent on demonstrations; default 1 for SFT-only recipes, "
+        "0 for preference-only ones, 0.5 when a recipe needs both.",
+    )
+    stages: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-arm overrides of `stages` settings, e.g. {dpo: {beta: 0.3}}."
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.recipe)) != len(self.recipe):
+            raise ValueError("a recipe may use each stage once")
+        if "rm" in self.recipe and self.recipe[-1] != "rm":
+            raise ValueError("rm trains a scorer; nothing in this version consumes it, so it must come last")
+        for kind in self.stages:
+            if kind not in self.recipe:
+                raise ValueError(f"overrides stage {kind!r} that is not in the recipe")
+        return self
+
+    @property
+    def needs_demonstrations(self) -> bool:
+        return any(s in DEMO_STAGES for s in self.recipe)
+
+    @property
+    def needs_comparisons(self) -> bool:
+        return any(s in PREFERENCE_STAGES for s in self.recipe)
+
+
+class Evaluation(Strict):
+    samples_per_prompt: int = Field(4, ge=1, description="Samples per evaluation prompt.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest completion in tokens.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature; KL to the base is measured at the same temperature."
+    )
+    examples: int = Field(3, ge=0, description="Example generations per arm shown in the report.")
+
+
+class Suite(Strict):
+    name: str = Field(description="Suite name; the report goes to reports/<name>/ by default.")
+    description: str = Field("", description="What the suite is for, shown in the report.")
+    task: TaskSettings = Field(
+        default_factory=TaskSettings, description="The task and its simulated labellers."
+    )
+    base: BaseModelSettings = Field(
+        default_factory=BaseModelSettings, description="The base model of every arm."
+    )
+    budget: Budget = Field(default_factory=Budget, description="The annotation budget and cost model.")
+    stages: Stages = Field(default_factory=Stages, description="Hyper-parameters of each training stage.")
+    arms: dict[str, Arm] = Field(description="Arms by name: each a recipe spending the same budget.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {"seed": [0]}, description="Settings to sweep: dotted path -> list of values."
+    )
+    eval: Evaluation = Field(
+        default_factory=Evaluation, description="Evaluation settings, the same for every arm."
+    )
+
+    @field_validator("arms")
+    @classmethod
+    def _some_arms(cls, v: dict[str, Arm]) -> dict[str, Arm]:
+        if not v:
+            raise ValueError("a suite needs at least one arm")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        v.setdefault("seed", [0])
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in v["seed"]):
+            raise ValueError("grid.seed must be a list of integers")
+        return v
+
+
+def allocate(units: float, cost: Cost, share: float, demos: bool, comparisons: bool) -> tuple[int, int]:
+    """How many demonstrations and comparisons `units` buy when a share goes to demonstrations."""
+    n_demos = math.floor(units * share / cost.demonstration + 1e-9) if demos else 0
+    n_comparisons = (
+        math.floor((units - n_demos * cost.demonstration) / cost.comparison + 1e-9) if comparisons else 0
+    )
+    return n_demos, n_comparisons
+
+
+def default_share(arm: Arm) -> float:
+    if arm.demonstration_share is not None:
+        return arm.demonstration_share
+    if arm.needs_demonstrations and arm.needs_comparisons:
+        return 0.5
+    return 1.0 if arm.needs_demonstrations else 0.0
+
+
+def arm_allocation(suite: Suite, arm: Arm) -> tuple[int, int]:
+    return allocate(
+        suite.budget.units,
+        suite.budget.cost,
+        default_share(arm),
+        arm.needs_demonstrations,
+        arm.needs_comparisons,
+    )
+
+
+def arm_stages(suite: Suite, arm: Arm) -> Stages:
+    """The suite's stage settings with the arm's overrides applied (validated)."""
+    merged = suite.stages.model_dump()
+    for kind, overrides in arm.stages.items():
+        merged[kind] = {**merged[kind], **overrides}
+    return Stages.model_validate(merged)
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+def _loc(error: dict) -> str:
+    return ".".join(str(p) for p in error["loc"]) or "(top level)"
+
+
+def _one_line(path: Path, err: ValidationError, prefix: str = "") -> SuiteError:
+    e = err.errors()[0]
+    where = ".".join(p for p in (prefix, _loc(e)) if p)
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "missing":
+        msg = "required key is missing"
+    elif "input" in e and not isinstance(e["input"], dict | list):
+        msg = f"{msg} (got {e['input']!r})"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return SuiteError(f"{path}: {where}: {msg}{more}")
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KeyError(dotted)
+    node[parts[-1]] = value
+
+
+def _has_path(suite: Suite, dotted: str) -> bool:
+    node: Any = suite
+    for part in dotted.split("."):
+        if isinstance(node, BaseModel) and part in type(node).model_fields:
+            node = getattr(node, part)
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return not isinstance(node, BaseModel | dict)
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Read, override (`key.path=value`, value parsed as YAML) and validate a suite file."""
+    path = Path(path)
+    if not path.exists():
+        raise SuiteError(f"{path}: no such file")
+    if path.is_dir():
+        raise SuiteError(f"{path}: is a directory, not a suite file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise SuiteError(f"{path}: {where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not a text file") from None
+    if data is None:
+        raise SuiteError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite is a mapping of keys, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SuiteError(f"--set {item!r}: expected key.path=value")
+        try:
+            _set_path(data, key, yaml.safe_load(raw))
+        except (KeyError, yaml.YAMLError):
+            raise SuiteError(f"--set {item!r}: cannot set {key}") from None
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as err:
+        raise _one_line(path, err) from None
+    validate_runs(suite, path)
+    return suite
+
+
+def grid_points(suite: Suite) -> list[dict[str, Any]]:
+    keys = list(suite.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(suite.grid[k] for k in keys))]
+
+
+def apply_point(suite: Suite, point: dict[str, Any], path: Path | str = "suite") -> Suite:
+    """The suite with one grid point's values set (seed excluded: it is the run's, not a setting)."""
+    data = copy.deepcopy(suite.model_dump())
+    for key, value in point.items():
+        if key != "seed":
+            _set_path(data, key, value)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as err:
+        raise _one_line(Path(str(path)), err) from None
+
+
+def validate_runs(suite: Suite, path: Path) -> None:
+    """Everything that can fail before training: grid keys, every grid point, budget arithmetic."""
+    for key in suite.grid:
+        if key != "seed" and not _has_path(suite, key):
+            raise SuiteError(
+                f"{path}: grid.{key}: unknown setting (grid keys are dotted paths into the suite)"
+            )
+    for point in grid_points(suite):
+        resolved = apply_point(suite, point, path)
+        for name, arm in resolved.arms.items():
+            try:
+                arm_stages(resolved, arm)
+            except ValidationError as err:
+                raise _one_line(path, err, prefix=f"arms.{name}.stages") from None
+            n_demos, n_comparisons = arm_allocation(resolved, arm)
+            cost = resolved.budget.cost
+            if arm.needs_demonstrations and n_demos < 1:
+                raise SuiteError(
+                    f"{path}: budget.units: {resolved.budget.units:g} units buy no demonstration for arm {name!r} "
+                    f"(share {default_share(arm):g}, cost.demonstration {cost.demonstration:g})"
+                )
+            if arm.needs_comparisons and n_comparisons < 1:
+                raise SuiteError(
+                    f"{path}: budget.units: {resolved.budget.units:g} units buy no comparison for arm {name!r} "
+                    f"(cost.comparison {cost.comparison:g})"
+                )

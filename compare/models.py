@@ -1,0 +1,283 @@
+"""Models and tokens: the built-in tiny base model, loading any causal LM, sampling and log-probs.
+
+Sampling and log-prob computation live here once and serve every stage (comparison data, evaluation,
+online RL), so that temperature, padding and position ids are handled the same way everywhere
+(PPO.md rows 2–4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- tokenizer and tiny base model -----------------------------------------------------------------------
+def build_word_tokenizer(words: list[str]):
+    """A word-level tokenizer over `words`, with a pad token distinct from EOS (PPO.md row 1)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+
+
+def tiny_gpt2(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions: int):
+    """A GPT-2-style causal LM with dropout off everywhere (PPO.md row 6)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        summary_first_dropout=0.0,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def pretrain(
+    model, tokenizer, texts: list[str], steps: int, batch_size: int, lr: float, seed: int, desc: str
+):
+    """Next-token pretraining on `texts` (each ends with EOS); a plain loop, the model is tiny."""
+    set_seed(seed)
+    dev = device()
+    model.to(dev).train()
+    enc = tokenizer([t + EOS for t in texts], padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    labels = ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * max(0.1, 1 - s / steps)
+    )
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, leave=False, disable=None):
+        idx = torch.randint(0, len(texts), (batch_size,), generator=gen)
+        width = int(mask[idx].sum(1).max())
+        out = model(
+            input_ids=ids[idx, :width].to(dev),
+            attention_mask=mask[idx, :width].to(dev),
+            labels=labels[idx, :width].to(dev),
+        )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(out.loss.item())
+    model.eval()
+    return losses
+
+
+def load_policy(path: str | Path, **kwargs):
+    """A causal LM and its tokenizer from a folder or hub id; a pad token distinct from EOS is ensured."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    ensure_pad_token(model, tokenizer)
+    model.to(device()).eval()
+    return model, tokenizer
+
+
+def load_reward_model(path: str | Path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    model.to(device()).eval()
+    return model, tokenizer
+
+
+def ensure_pad_token(model, tokenizer) -> None:
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def save_model(model, tokenizer, path: Path) -> None:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def model_ref(stage_dir: Path) -> str:
+    """Where a stage's model is: the stage folder itself, or the path/hub id a `ref.json` points to."""
+    ref = stage_dir / "ref.json"
+    return json.loads(ref.read_text())["model"] if ref.exists() else str(stage_dir)
+
+
+# -- sampling and log-probs ------------------------------------------------------------------------------
+@dataclass
+class Samples:
+    """Completions sampled for a list of prompts; rows are prompt-major (prompt i, sample j)."""
+
+    prompts: list[str]
+    completions: list[str]  # decoded text, starting with a space, without EOS
+    completion_ids: list[list[int]]  # truncated after the first EOS (EOS included when present)
+    ended: list[bool]  # whether the completion ended with EOS
+    logprobs: list[float]  # summed log-prob of the completion under the sampling distribution
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, so a padded row scores like the unpadded one (PPO.md row 2)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    batch_size: int = 256,
+) -> Samples:
+    """Sample `n` completions per prompt with a KV cache; logits are divided by `temperature` (row 3)."""
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    rows = [p for p in prompt_ids for _ in range(n)]
+    out = Samples([p for p in prompts for _ in range(n)], [], [], [], [])
+    for start in range(0, len(rows), batch_size):
+        ids, mask = left_pad(rows[start : start + batch_size], pad)
+        ids, mask = ids.to(dev), mask.to(dev)
+        b = ids.shape[0]
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        tokens, logps = [], []
+        past, step_ids, pos = None, ids, position_ids(mask)
+        for _ in range(max_new_tokens):
+            logits = model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = logits.past_key_values
+            step_logp = torch.log_softmax(logits.logits[:, -1].float() / temperature, dim=-1)
+            nxt = torch.multinomial(step_logp.exp(), 1, generator=gen).squeeze(1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            logps.append(torch.where(done, 0.0, step_logp.gather(1, nxt[:, None]).squeeze(1)))
+            tokens.append(nxt)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+            step_ids = nxt[:, None]
+            pos = pos[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=dev)], dim=1)
+        toks = torch.stack(tokens, 1).tolist()
+        lps = torch.stack(logps, 1).sum(1).tolist()
+        for row, lp in zip(toks, lps):
+            cut = row.index(eos) + 1 if eos in row else len(row)
+            kept = [t for t in row[:cut] if t != pad]
+            body = kept[:-1] if kept and kept[-1] == eos else kept
+            out.completion_ids.append(kept)
+            out.ended.append(bool(kept) and kept[-1] == eos)
+            out.completions.append(" " + tokenizer.decode(body, skip_special_tokens=True))
+            out.logprobs.append(lp)
+    return out
+
+
+@torch.no_grad()
+def completion_logprobs(
+    model, tokenizer, prompts: list[str], completion_ids: list[list[int]], temperature: float, batch_size=256
+) -> list[float]:
+    """Summed log-prob of each completion after its prompt, logits divided by `temperature`."""
+    return [
+        float(x.sum())
+        for x in token_logprobs(model, tokenizer, prompts, completion_ids, temperature, batch_size)
+    ]
+
+
+def token_logprobs(model, tokenizer, prompts, completion_ids, temperature: float, batch_size=256):
+    """Per-token log-probs of each completion (a list of 1-D tensors), read one position early (row 4)."""
+    dev = next(model.parameters()).device
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    result = []
+    for start in range(0, len(prompt_ids), batch_size):
+        p_ids, p_mask = left_pad(prompt_ids[start : start + batch_size], tokenizer.pad_token_id)
+        c_ids, c_mask = right_pad(completion_ids[start : start + batch_size], tokenizer.pad_token_id)
+        ids = torch.cat([p_ids, c_ids], 1).to(dev)
+        mask = torch.cat([p_mask, c_mask], 1).to(dev)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+        # the logit at position t predicts token t + 1
+        logits = logits[:, p_ids.shape[1] - 1 : -1].float() / temperature
+        lp = torch.log_softmax(logits, -1).gather(2, c_ids.to(dev)[..., None]).squeeze(-1)
+        lp = lp * c_mask.to(dev)
+        result.extend(lp[i, : int(c_mask[i].sum())].cpu() for i in range(lp.shape[0]))
+    return result
+
+
+@torch.no_grad()
+def reward_scores(
+    rm, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256
+) -> list[float]:
+    """Reward-model score of prompt + completion + EOS, read at the last non-pad token (PPO.md row 8).
+
+    The reward trainer appends EOS to every training text, so scoring does the same.
+    """
+    dev = next(rm.parameters()).device
+    texts = [p + c + tokenizer.eos_token for p, c in zip(prompts, completions)]
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
+        ids, mask = right_pad(enc, tokenizer.pad_token_id)
+        ids, mask = ids.to(dev), mask.to(dev)
+        logits = rm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+        scores.extend(logits[:, 0].float().tolist())
+    return scores
+
+
+def mean_or_nan(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan

@@ -1,0 +1,146 @@
+"""From a validated suite to runs and a deduplicated DAG of stages.
+
+A stage is identified by its kind, its own settings and its inputs' keys; two runs that need the same
+base model, demonstrations, comparisons or SFT warm start name the same stage, which runs once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from compare.config import Suite, apply_point, arm_allocation, arm_stages, grid_points
+
+# Bump a kind's version when its code changes what it produces, so old cache entries are not reused.
+STAGE_VERSIONS = {
+    "base": 1,
+    "demos": 1,
+    "comparisons": 1,
+    "sft": 1,
+    "preferred_ft": 1,
+    "dpo": 1,
+    "rm": 1,
+    "eval": 1,
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    params: dict[str, Any] = field(hash=False, compare=False)
+    inputs: dict[str, Stage] = field(default_factory=dict, hash=False, compare=False)
+
+    @cached_property
+    def key(self) -> str:
+        spec = {
+            "kind": self.kind,
+            "version": STAGE_VERSIONS[self.kind],
+            "params": self.params,
+            "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.key}"
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stage) and other.key == self.key
+
+
+@dataclass
+class Run:
+    """One arm at one grid point: its resolved settings and the stage that evaluates it."""
+
+    arm: str
+    point: dict[str, Any]
+    suite: Suite
+    n_demonstrations: int
+    n_comparisons: int
+    eval: Stage
+
+    @property
+    def seed(self) -> int:
+        return int(self.point["seed"])
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.arm] + [f"{k}={v}" for k, v in self.point.items()])
+
+
+def task_params(suite: Suite) -> dict[str, Any]:
+    return suite.task.model_dump()
+
+
+def base_stage(suite: Suite) -> Stage:
+    if suite.base.model is not None:
+        return Stage("base", {"model": suite.base.model})
+    return Stage(
+        "base", {"task": suite.task.name, "task_seed": suite.task.seed, "tiny": suite.base.tiny.model_dump()}
+    )
+
+
+def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
+    arm = suite.arms[arm_name]
+    seed = int(point["seed"])
+    stages = arm_stages(suite, arm)
+    n_demos, n_comparisons = arm_allocation(suite, arm)
+    base = base_stage(suite)
+    task = task_params(suite)
+    policy, reward_model, comparisons = base, None, None
+    demos = Stage("demos", {"task": task, "n": n_demos, "seed": seed}) if n_demos else None
+    for kind in arm.recipe:
+        settings = getattr(stages, kind).model_dump()
+        if kind == "sft":
+            policy = Stage("sft", {"train": settings, "seed": seed}, {"model": policy, "data": demos})
+            continue
+        if (
+            comparisons is None
+        ):  # comparisons are sampled from the policy the first preference stage starts from
+            comparisons = Stage(
+                "comparisons", {"task": task, "n": n_comparisons, "seed": seed}, {"policy": policy}
+            )
+        if kind == "rm":
+            reward_model = Stage(
+                "rm", {"train": settings, "seed": seed}, {"model": policy, "data": comparisons}
+            )
+        else:
+            policy = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})
+    inputs = {"policy": policy, "base": base}
+    if reward_model is not None:
+        inputs["reward_model"] = reward_model
+    ev = Stage("eval", {"task": task, "eval": suite.eval.model_dump(), "seed": seed}, inputs)
+    return Run(arm_name, point, suite, n_demos, n_comparisons, ev)
+
+
+def plan_runs(suite: Suite) -> list[Run]:
+    runs = []
+    for point in grid_points(suite):
+        resolved = apply_point(suite, point)
+        runs.extend(build_run(resolved, arm, point) for arm in resolved.arms)
+    return runs
+
+
+def stage_order(runs: list[Run]) -> list[Stage]:
+    """Every stage the runs need, each once, inputs before the stages that use them."""
+    order: list[Stage] = []
+    seen: set[str] = set()
+
+    def visit(stage: Stage) -> None:
+        if stage.key in seen:
+            return
+        for dep in stage.inputs.values():
+            if dep is not None:
+                visit(dep)
+        seen.add(stage.key)
+        order.append(stage)
+
+    for run in runs:
+        visit(run.eval)
+    return order

@@ -1,0 +1,81 @@
+"""Execute a plan: run every stage that is not cached, in order, then collect results for the report."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from compare.cache import StageCache
+from compare.plan import Run, Stage, stage_order
+from compare.stages.common import Context, read_jsonl
+
+RUN_COLUMNS = ["arm", "seed", "budget", "n_demonstrations", "n_comparisons"]
+
+
+def execute(runs: list[Run], cache: StageCache, ctx: Context) -> dict[str, float]:
+    """Run what is missing; returns seconds per stage that ran (cached stages are not listed)."""
+    from compare.stages import RUNNERS
+    from compare.stages.common import quiet_libraries
+
+    cache.clear_stale()
+    todo = [s for s in stage_order(runs) if not cache.is_complete(s.name)]
+    timings: dict[str, float] = {}
+    if not todo:
+        return timings
+    quiet_libraries(ctx.verbose)
+    bar = tqdm(todo, desc="stages", unit="stage", disable=None)
+    for stage in bar:
+        bar.set_postfix_str(stage.kind)
+        start = time.time()
+        inputs = {name: cache.path(dep.name) for name, dep in stage.inputs.items()}
+        info = {
+            "kind": stage.kind,
+            "key": stage.key,
+            "params": stage.params,
+            "inputs": {n: d.name for n, d in stage.inputs.items()},
+        }
+        with cache.writing(stage.name, info) as out:
+            RUNNERS[stage.kind](stage.params, out, inputs, ctx)
+        timings[stage.name] = time.time() - start
+    return timings
+
+
+def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Results (one row per run and split), per-sample rows, and training logs, from the cache."""
+    results, samples, logs = [], [], []
+    for run in runs:
+        meta = {
+            "arm": run.arm,
+            "seed": run.seed,
+            "budget": run.suite.budget.units,
+            "n_demonstrations": run.n_demonstrations,
+            "n_comparisons": run.n_comparisons,
+            **{f"grid.{k}": v for k, v in run.point.items() if k != "seed"},
+        }
+        folder = cache.path(run.eval.name)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for split, m in metrics.items():
+            results.append({**meta, "split": split, **m})
+        samples.extend({**meta, **row} for row in read_jsonl(folder / "samples.jsonl"))
+        for stage in _training_stages(run.eval):
+            history = cache.path(stage.name) / "log_history.json"
+            if history.exists() and stage.kind != "base":
+                for entry in json.loads(history.read_text()):
+                    logs.append({**meta, "stage": stage.kind, **entry})
+    results_df = pd.DataFrame(results)
+    for col in ("proxy_reward", "rm_accuracy"):
+        if col not in results_df:
+            results_df[col] = float("nan")
+    return results_df, pd.DataFrame(samples), pd.DataFrame(logs)
+
+
+def _training_stages(stage: Stage) -> list[Stage]:
+    found = []
+    for dep in stage.inputs.values():
+        found.extend(_training_stages(dep))
+        if dep.kind in ("sft", "preferred_ft", "dpo", "rm") and dep not in found:
+            found.append(dep)
+    return found

@@ -1,0 +1,31 @@
+"""Stage `base`: the model every arm starts from.
+
+Built-in: a tiny GPT-2 with a word-level tokenizer over the task's language, pretrained on the task's
+corpus (good, bad and mixed behaviour alike). Otherwise a pointer to a local folder or hub id.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from compare.models import build_word_tokenizer, pretrain, save_model, tiny_gpt2
+from compare.stages.common import Context, make_task
+
+
+def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    if "model" in params:
+        (out / "ref.json").write_text(json.dumps({"model": params["model"]}))
+        return
+    tiny = params["tiny"]
+    task = make_task({"name": params["task"], "seed": params["task_seed"]})
+    tokenizer = build_word_tokenizer(task.vocabulary())
+    tokenizer.padding_side = "right"
+    model = tiny_gpt2(tokenizer, tiny["n_layer"], tiny["n_head"], tiny["n_embd"], tiny["n_positions"])
+    corpus = task.pretraining_corpus(tiny["corpus_size"], random.Random(f"corpus-{tiny['seed']}"))
+    losses = pretrain(
+        model, tokenizer, corpus, tiny["steps"], tiny["batch_size"], tiny["lr"], tiny["seed"], "pretrain base"
+    )
+    save_model(model, tokenizer, out)
+    (out / "log_history.json").write_text(json.dumps([{"step": i, "loss": x} for i, x in enumerate(losses)]))

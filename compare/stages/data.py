@@ -1,0 +1,62 @@
+"""Stages `demos` and `comparisons`: spending the annotation budget with the simulated labellers.
+
+Demonstrations: the demonstrator writes a completion for a training prompt. Comparisons: two completions
+sampled from the arm's starting policy for a training prompt, judged by the annotator on their gold
+rewards (Bradley–Terry with a temperature, then a flip rate). Only these labels reach training; the gold
+rewards are stored beside them for analysis (label accuracy), never read by a training stage.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from compare.models import load_policy, model_ref, sample
+from compare.oracle import annotate
+from compare.stages.common import Context, make_task, write_jsonl
+
+COMPARISON_TEMPERATURE = 1.0  # sample the pair from the policy itself
+MAX_NEW_TOKENS = 32
+
+
+def _train_prompts(task, n: int, rng: random.Random) -> list[str]:
+    pool = task.prompts("train")
+    return [rng.choice(pool) for _ in range(n)]
+
+
+def run_demos(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    task = make_task(params["task"])
+    rng = random.Random(f"demos-{params['seed']}")
+    rows = []
+    for prompt in _train_prompts(task, params["n"], rng):
+        completion = task.demonstrate(prompt, rng)
+        rows.append(
+            {"prompt": prompt, "completion": completion, "gold": task.gold_reward(prompt, completion)}
+        )
+    write_jsonl(out / "demos.jsonl", rows)
+
+
+def run_comparisons(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    task = make_task(params["task"])
+    annotator = params["task"]["annotator"]
+    rng = random.Random(f"comparisons-{params['seed']}")
+    prompts = _train_prompts(task, params["n"], rng)
+    model, tokenizer = load_policy(model_ref(inputs["policy"]))
+    pairs = sample(model, tokenizer, prompts, 2, MAX_NEW_TOKENS, COMPARISON_TEMPERATURE, seed=params["seed"])
+    rows = []
+    for i, prompt in enumerate(prompts):
+        a, b = pairs.completions[2 * i], pairs.completions[2 * i + 1]
+        gold_a, gold_b = task.gold_reward(prompt, a), task.gold_reward(prompt, b)
+        a_wins = annotate(gold_a, gold_b, annotator["temperature"], annotator["flip_rate"], rng)
+        chosen, rejected = (a, b) if a_wins else (b, a)
+        gold_chosen, gold_rejected = (gold_a, gold_b) if a_wins else (gold_b, gold_a)
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "gold_chosen": gold_chosen,
+                "gold_rejected": gold_rejected,
+            }
+        )
+    write_jsonl(out / "comparisons.jsonl", rows)

@@ -1,0 +1,27 @@
+"""Stage `dpo`: Direct Preference Optimisation with TRL's DPOTrainer.
+
+Loss -log sigmoid(beta * [(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))]) (Rafailov et al.
+2023, eq. 7); the reference is the frozen starting policy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compare.models import load_policy, model_ref
+from compare.stages.common import Context, read_jsonl, train_and_save, trainer_args
+
+
+def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = load_policy(model_ref(inputs["model"]))
+    rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
+    data = Dataset.from_list(
+        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    )
+    train = params["train"]
+    args = trainer_args(DPOConfig, train, params["seed"], out, ctx, beta=train["beta"], max_length=None)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    train_and_save(trainer, out, ctx)

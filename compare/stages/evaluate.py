@@ -1,0 +1,87 @@
+"""Stage `eval`: the one evaluator every arm goes through (same prompts, sampling, metrics).
+
+For each split (ID, OOD): K samples per prompt from the policy at the suite's temperature; per sample the
+gold reward and its parts, the log-probs under the policy and the base model (KL to the base is the mean
+sampled sequence-level log-ratio, at the same temperature for every arm), and, when the run has a reward
+model, its score. The reward model is also checked against the gold reward on pairs of the policy's own
+samples (noise-free labels).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from compare.metrics import distinct_n, pairwise_accuracy, sampled_kl
+from compare.models import (
+    completion_logprobs,
+    load_policy,
+    load_reward_model,
+    model_ref,
+    reward_scores,
+    sample,
+)
+from compare.stages.common import Context, make_task, write_jsonl
+
+SPLITS = ("id", "ood")
+
+
+def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    task = make_task(params["task"])
+    settings = params["eval"]
+    k, temperature = settings["samples_per_prompt"], settings["temperature"]
+    policy, tokenizer = load_policy(model_ref(inputs["policy"]))
+    same_as_base = inputs["policy"] == inputs["base"]
+    base = policy if same_as_base else load_policy(model_ref(inputs["base"]))[0]
+    rm = load_reward_model(model_ref(inputs["reward_model"])) if "reward_model" in inputs else None
+    rows, metrics = [], {}
+    for split in SPLITS:
+        prompts = task.prompts(split)
+        samples = sample(
+            policy, tokenizer, prompts, k, settings["max_new_tokens"], temperature, seed=params["seed"]
+        )
+        base_lp = completion_logprobs(base, tokenizer, samples.prompts, samples.completion_ids, temperature)
+        proxy = (
+            reward_scores(*rm, samples.prompts, samples.completions) if rm else [None] * len(samples.prompts)
+        )
+        golds = [task.gold(p, c) for p, c in zip(samples.prompts, samples.completions)]
+        for i, (prompt, completion, g) in enumerate(zip(samples.prompts, samples.completions, golds)):
+            rows.append(
+                {
+                    "split": split,
+                    "prompt_index": i // k,
+                    "sample_index": i % k,
+                    "prompt": prompt,
+                    "completion": completion,
+                    "gold_reward": g.reward,
+                    "well_formed": g.well_formed,
+                    "length": len(samples.completion_ids[i]) - int(samples.ended[i]),
+                    "ended_with_eos": samples.ended[i],
+                    "logp_policy": samples.logprobs[i],
+                    "logp_base": base_lp[i],
+                    "proxy_reward": proxy[i],
+                }
+            )
+        split_rows = [r for r in rows if r["split"] == split]
+        m = {
+            "gold_reward": statistics.fmean(g.reward for g in golds),
+            "kl_to_base": 0.0 if same_as_base else sampled_kl(samples.logprobs, base_lp),
+            "distinct_2": distinct_n(samples.completions, 2),
+            "mean_length": statistics.fmean(r["length"] for r in split_rows),
+            "well_formed": statistics.fmean(float(g.well_formed) for g in golds),
+            "eos_rate": statistics.fmean(float(e) for e in samples.ended),
+        }
+        if rm:
+            m["proxy_reward"] = statistics.fmean(proxy)
+            # pairs of the policy's own samples for one prompt: (0, 1), (2, 3), ...
+            a = [i for i in range(len(golds)) if i % k % 2 == 0 and i % k + 1 < k]
+            m["rm_accuracy"] = pairwise_accuracy(
+                [proxy[i] for i in a],
+                [proxy[i + 1] for i in a],
+                [golds[i].reward for i in a],
+                [golds[i + 1].reward for i in a],
+            )
+        metrics[split] = m
+    write_jsonl(out / "samples.jsonl", rows)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -1,0 +1,31 @@
+"""Stage `rm`: a reward model trained on the comparisons with TRL's RewardTrainer.
+
+Initialised from the policy the comparisons were sampled from, with a scalar head; the Bradley–Terry
+loss -log sigmoid(r(chosen) - r(rejected)) (Ouyang et al. 2022, eq. 1). The trainer appends EOS, and
+the score is read at the last non-pad token, so scoring elsewhere appends EOS too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compare.models import ensure_pad_token, model_ref
+from compare.stages.common import Context, read_jsonl, train_and_save, trainer_args
+
+
+def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    path = model_ref(inputs["model"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    ensure_pad_token(model, tokenizer)
+    rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
+    data = Dataset.from_list(
+        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    )
+    args = trainer_args(RewardConfig, params["train"], params["seed"], out, ctx, max_length=None)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    train_and_save(trainer, out, ctx)

@@ -1,0 +1,8 @@
+"""Built-in tasks: a plain dict from name to class (no registry machinery)."""
+
+from compare.tasks.base import GoldScore, Task
+from compare.tasks.reviews import Reviews
+
+TASKS: dict[str, type[Task]] = {"reviews": Reviews}
+
+__all__ = ["TASKS", "GoldScore", "Task"]

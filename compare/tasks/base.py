@@ -1,0 +1,54 @@
+"""What every task gives the harness: prompts, a gold reward, a demonstrator and a pretraining corpus.
+
+A task is the *world* an experiment lives in. Training methods see only what the simulated labellers
+produce from it (demonstrations, comparisons); the gold reward is read by evaluation and by the
+annotator, never by a training method (DESIGN.md, fairness rule 3).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+SPLITS = ("train", "id", "ood")
+
+
+@dataclass(frozen=True)
+class GoldScore:
+    """The gold reward of one completion, with the parts it was built from (for reports and teaching)."""
+
+    reward: float
+    well_formed: bool
+    positivity: float = 0.0
+    malformed: float = 0.0
+    repetition: float = 0.0
+    off_topic: float = 0.0
+
+
+class Task:
+    """Base class. Subclasses set `name` and implement the methods below; settings come from `__init__`."""
+
+    name: str = ""
+
+    def prompts(self, split: str) -> list[str]:
+        """Prompts of one split: "train" (the pool data is drawn from), "id" or "ood" (evaluation)."""
+        raise NotImplementedError
+
+    def gold(self, prompt: str, completion: str) -> GoldScore:
+        """The true objective for `completion` written after `prompt`."""
+        raise NotImplementedError
+
+    def gold_reward(self, prompt: str, completion: str) -> float:
+        return self.gold(prompt, completion).reward
+
+    def demonstrate(self, prompt: str, rng: random.Random) -> str:
+        """A completion written by the simulated expert labeller (imperfect by design)."""
+        raise NotImplementedError
+
+    def pretraining_corpus(self, n: int, rng: random.Random) -> list[str]:
+        """Full texts (prompt + completion) in which a base model learns the task's language."""
+        raise NotImplementedError
+
+    def vocabulary(self) -> list[str]:
+        """Every word the task's language uses (built-in tasks train a word-level tokenizer on it)."""
+        raise NotImplementedError
