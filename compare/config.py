@@ -21,7 +21,8 @@ from compare.tasks import TASKS
 
 DEMO_STAGES = ("sft",)
 PREFERENCE_STAGES = ("preferred_ft", "dpo", "rm")
-STAGE_KINDS = DEMO_STAGES + PREFERENCE_STAGES
+REWARD_MODEL_USERS = ("ppo", "rloo", "best_of_n")  # stages that optimise (or select by) a trained reward model
+STAGE_KINDS = DEMO_STAGES + PREFERENCE_STAGES + REWARD_MODEL_USERS + ("ppo_gold",)
 
 
 class SuiteError(Exception):
@@ -129,6 +130,49 @@ class DPOStage(Train):
     )
 
 
+class PPOStage(Strict):
+    """Our PPO (PPO.md): rollouts, reward-model score, per-token KL penalty, GAE, clipped updates."""
+
+    episodes: int = Field(1024, ge=1, description="Prompts rolled out in all (rollout batches x batch size).")
+    rollout_batch_size: int = Field(64, ge=2, description="Prompts per rollout batch.")
+    minibatches: int = Field(1, ge=1, description="Minibatches per PPO epoch (one optimiser step each).")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (eps 1e-5); tiny models need large ones.")
+    lr_decay: bool = Field(False, description="Decay the learning rate linearly to 0 over training.")
+    temperature: float = Field(0.7, gt=0, description="Rollout temperature, used in every log-prob too.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest response.")
+    kl_coef: float = Field(0.05, ge=0, description="KL penalty coefficient (initial value when adaptive).")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
+    target_kl: float | None = Field(None, gt=0, description="If set, adapt kl_coef towards this KL (Ziegler et al.).")
+    kl_horizon: int = Field(10000, ge=1, description="Horizon of the adaptive KL controller.")
+    whiten_rewards: bool = Field(False, description="Whiten per-token rewards (masked, mean kept).")
+    missing_eos_penalty: float | None = Field(1.0, ge=0, description="Subtracted from responses without EOS.")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    clip_eps: float = Field(0.2, gt=0, description="Policy ratio clip range.")
+    vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient.")
+    vf_clip: float = Field(0.2, gt=0, description="Value clip range.")
+    gold_eval_every: int = Field(2, ge=1, description="Rollout batches between gold checks on a fixed held-out batch.")
+    gold_eval_prompts: int = Field(32, ge=1, description="Prompts in that fixed held-out batch.")
+    lora_r: int | None = Field(None, ge=1, description="Train a LoRA adapter of this rank (peft) instead of all weights.")
+
+
+class RLOOStage(Strict):
+    """TRL's RLOOTrainer scoring with our reward model (REINFORCE, leave-one-out baseline)."""
+
+    episodes: int = Field(512, ge=1, description="Prompts used in all.")
+    num_generations: int = Field(4, ge=2, description="Completions per prompt (the leave-one-out group).")
+    batch_size: int = Field(16, ge=2, description="Completions per optimiser step.")
+    lr: float = Field(3e-4, gt=0, description="Learning rate.")
+    beta: float = Field(0.05, ge=0, description="KL coefficient to the starting policy.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
+
+
+class BestOfN(Strict):
+    n: int = Field(4, ge=1, description="Candidates sampled per answer; the reward model keeps its favourite.")
+
+
 class Stages(Strict):
     sft: SFTStage = Field(default_factory=SFTStage, description="SFT on demonstrations (TRL SFTTrainer).")
     preferred_ft: SFTStage = Field(
@@ -137,10 +181,16 @@ class Stages(Strict):
     )
     rm: RewardStage = Field(default_factory=RewardStage, description="Reward model (TRL RewardTrainer).")
     dpo: DPOStage = Field(default_factory=DPOStage, description="DPO on comparisons (TRL DPOTrainer).")
+    ppo: PPOStage = Field(default_factory=PPOStage, description="PPO against the reward model (our own).")
+    ppo_gold: PPOStage = Field(
+        default_factory=PPOStage, description="PPO against the gold reward itself: an oracle upper bound."
+    )
+    rloo: RLOOStage = Field(default_factory=RLOOStage, description="RLOO against the reward model (TRL).")
+    best_of_n: BestOfN = Field(default_factory=BestOfN, description="Best-of-n sampling with the reward model.")
 
 
 class Arm(Strict):
-    recipe: list[Literal["sft", "preferred_ft", "dpo", "rm"]] = Field(
+    recipe: list[Literal["sft", "preferred_ft", "dpo", "rm", "ppo", "rloo", "best_of_n", "ppo_gold"]] = Field(
         default_factory=list, description="Stages in order, from the base model; [] evaluates the base model."
     )
     demonstration_share: float | None = Field(
@@ -158,8 +208,11 @@ class Arm(Strict):
     def _check(self):
         if len(set(self.recipe)) != len(self.recipe):
             raise ValueError("a recipe may use each stage once")
-        if "rm" in self.recipe and self.recipe[-1] != "rm":
-            raise ValueError("rm trains a scorer; nothing in this version consumes it, so it must come last")
+        for i, kind in enumerate(self.recipe):
+            if kind in REWARD_MODEL_USERS and "rm" not in self.recipe[:i]:
+                raise ValueError(f"{kind} needs a reward model: put rm before it in the recipe")
+        if "best_of_n" in self.recipe and self.recipe[-1] != "best_of_n":
+            raise ValueError("best_of_n selects at sampling time, so it must come last")
         for kind in self.stages:
             if kind not in self.recipe:
                 raise ValueError(f"overrides stage {kind!r} that is not in the recipe")
