@@ -59,7 +59,7 @@ def _plan(suite, cache: StageCache) -> int:
     from compare.plan import plan_runs, stage_order
 
     runs = plan_runs(suite)
-    stages = stage_order(runs)
+    stages = stage_order([r.eval for r in runs])
     print(f"suite {suite.name}: {len(runs)} runs, {len(stages)} stages, cache {cache.root}")
     print("\nruns:")
     for run in runs:

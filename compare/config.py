@@ -21,7 +21,11 @@ from compare.tasks import TASKS
 
 DEMO_STAGES = ("sft",)
 PREFERENCE_STAGES = ("preferred_ft", "dpo", "rm")
-REWARD_MODEL_USERS = ("ppo", "rloo", "best_of_n")  # stages that optimise (or select by) a trained reward model
+REWARD_MODEL_USERS = (
+    "ppo",
+    "rloo",
+    "best_of_n",
+)  # stages that optimise (or select by) a trained reward model
 STAGE_KINDS = DEMO_STAGES + PREFERENCE_STAGES + REWARD_MODEL_USERS + ("ppo_gold",)
 
 
@@ -143,7 +147,9 @@ class PPOStage(Strict):
     max_new_tokens: int = Field(32, ge=1, description="Longest response.")
     kl_coef: float = Field(0.05, ge=0, description="KL penalty coefficient (initial value when adaptive).")
     kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
-    target_kl: float | None = Field(None, gt=0, description="If set, adapt kl_coef towards this KL (Ziegler et al.).")
+    target_kl: float | None = Field(
+        None, gt=0, description="If set, adapt kl_coef towards this KL (Ziegler et al.)."
+    )
     kl_horizon: int = Field(10000, ge=1, description="Horizon of the adaptive KL controller.")
     whiten_rewards: bool = Field(False, description="Whiten per-token rewards (masked, mean kept).")
     missing_eos_penalty: float | None = Field(1.0, ge=0, description="Subtracted from responses without EOS.")
@@ -152,9 +158,13 @@ class PPOStage(Strict):
     clip_eps: float = Field(0.2, gt=0, description="Policy ratio clip range.")
     vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient.")
     vf_clip: float = Field(0.2, gt=0, description="Value clip range.")
-    gold_eval_every: int = Field(2, ge=1, description="Rollout batches between gold checks on a fixed held-out batch.")
+    gold_eval_every: int = Field(
+        2, ge=1, description="Rollout batches between gold checks on a fixed held-out batch."
+    )
     gold_eval_prompts: int = Field(32, ge=1, description="Prompts in that fixed held-out batch.")
-    lora_r: int | None = Field(None, ge=1, description="Train a LoRA adapter of this rank (peft) instead of all weights.")
+    lora_r: int | None = Field(
+        None, ge=1, description="Train a LoRA adapter of this rank (peft) instead of all weights."
+    )
 
 
 class RLOOStage(Strict):
@@ -170,7 +180,9 @@ class RLOOStage(Strict):
 
 
 class BestOfN(Strict):
-    n: int = Field(4, ge=1, description="Candidates sampled per answer; the reward model keeps its favourite.")
+    n: int = Field(
+        4, ge=1, description="Candidates sampled per answer; the reward model keeps its favourite."
+    )
 
 
 class Stages(Strict):
@@ -186,7 +198,9 @@ class Stages(Strict):
         default_factory=PPOStage, description="PPO against the gold reward itself: an oracle upper bound."
     )
     rloo: RLOOStage = Field(default_factory=RLOOStage, description="RLOO against the reward model (TRL).")
-    best_of_n: BestOfN = Field(default_factory=BestOfN, description="Best-of-n sampling with the reward model.")
+    best_of_n: BestOfN = Field(
+        default_factory=BestOfN, description="Best-of-n sampling with the reward model."
+    )
 
 
 class Arm(Strict):

@@ -23,8 +23,11 @@ STAGE_VERSIONS = {
     "preferred_ft": 1,
     "dpo": 1,
     "rm": 1,
+    "ppo": 1,
+    "rloo": 1,
     "eval": 1,
 }
+TRAINING_KINDS = ("sft", "preferred_ft", "dpo", "rm", "ppo", "rloo")
 
 
 @dataclass(frozen=True)
@@ -93,30 +96,37 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     n_demos, n_comparisons = arm_allocation(suite, arm)
     base = base_stage(suite)
     task = task_params(suite)
-    policy, reward_model, comparisons = base, None, None
+    policy, reward_model, comparisons, best_of_n = base, None, None, None
     demos = Stage("demos", {"task": task, "n": n_demos, "seed": seed}) if n_demos else None
     for kind in arm.recipe:
         settings = getattr(stages, kind).model_dump()
         if kind == "sft":
             policy = Stage("sft", {"train": settings, "seed": seed}, {"model": policy, "data": demos})
-            continue
-        if (
-            comparisons is None
-        ):  # comparisons are sampled from the policy the first preference stage starts from
-            comparisons = Stage(
-                "comparisons", {"task": task, "n": n_comparisons, "seed": seed}, {"policy": policy}
-            )
-        if kind == "rm":
-            reward_model = Stage(
-                "rm", {"train": settings, "seed": seed}, {"model": policy, "data": comparisons}
-            )
+        elif kind in ("ppo", "rloo"):  # online RL on the reward model: prompts only, no annotation
+            online = {"train": settings, "seed": seed, "task": task, "reward": "model"}
+            policy = Stage(kind, online, {"model": policy, "reward_model": reward_model})
+        elif kind == "ppo_gold":  # the oracle upper bound: PPO on the gold reward itself
+            online = {"train": settings, "seed": seed, "task": task, "reward": "gold"}
+            policy = Stage("ppo", online, {"model": policy})
+        elif kind == "best_of_n":  # no training: selection at sampling time, done by the evaluator
+            best_of_n = settings["n"]
         else:
-            policy = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})
+            if comparisons is None:  # sampled from the policy that the first preference stage starts from
+                comparisons = Stage(
+                    "comparisons", {"task": task, "n": n_comparisons, "seed": seed}, {"policy": policy}
+                )
+            trained = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})
+            if kind == "rm":
+                reward_model = trained
+            else:
+                policy = trained
     inputs = {"policy": policy, "base": base}
     if reward_model is not None:
         inputs["reward_model"] = reward_model
-    ev = Stage("eval", {"task": task, "eval": suite.eval.model_dump(), "seed": seed}, inputs)
-    return Run(arm_name, point, suite, n_demos, n_comparisons, ev)
+    params = {"task": task, "eval": suite.eval.model_dump(), "seed": seed}
+    if best_of_n is not None:
+        params["best_of_n"] = best_of_n
+    return Run(arm_name, point, suite, n_demos, n_comparisons, Stage("eval", params, inputs))
 
 
 def plan_runs(suite: Suite) -> list[Run]:
@@ -127,8 +137,8 @@ def plan_runs(suite: Suite) -> list[Run]:
     return runs
 
 
-def stage_order(runs: list[Run]) -> list[Stage]:
-    """Every stage the runs need, each once, inputs before the stages that use them."""
+def stage_order(roots: list[Stage]) -> list[Stage]:
+    """Every stage the roots need (roots included), each once, inputs before the stages that use them."""
     order: list[Stage] = []
     seen: set[str] = set()
 
@@ -141,6 +151,6 @@ def stage_order(runs: list[Run]) -> list[Stage]:
         seen.add(stage.key)
         order.append(stage)
 
-    for run in runs:
-        visit(run.eval)
+    for root in roots:
+        visit(root)
     return order

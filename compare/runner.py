@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from compare.cache import StageCache
-from compare.plan import Run, Stage, stage_order
+from compare.plan import TRAINING_KINDS, Run, Stage, stage_order
 from compare.stages.common import Context, read_jsonl
 
 RUN_COLUMNS = ["arm", "seed", "budget", "n_demonstrations", "n_comparisons"]
@@ -21,7 +21,7 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> dict[str, float
     from compare.stages.common import quiet_libraries
 
     cache.clear_stale()
-    todo = [s for s in stage_order(runs) if not cache.is_complete(s.name)]
+    todo = [s for s in stage_order([r.eval for r in runs]) if not cache.is_complete(s.name)]
     timings: dict[str, float] = {}
     if not todo:
         return timings
@@ -73,9 +73,5 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
 
 
 def _training_stages(stage: Stage) -> list[Stage]:
-    found = []
-    for dep in stage.inputs.values():
-        found.extend(_training_stages(dep))
-        if dep.kind in ("sft", "preferred_ft", "dpo", "rm") and dep not in found:
-            found.append(dep)
-    return found
+    """The training stages upstream of `stage`, each once, inputs first."""
+    return [s for s in stage_order([stage]) if s.kind in TRAINING_KINDS]

@@ -10,11 +10,13 @@ samples (noise-free labels).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
 from compare.metrics import distinct_n, pairwise_accuracy, sampled_kl
 from compare.models import (
+    Samples,
     completion_logprobs,
     load_policy,
     load_reward_model,
@@ -22,6 +24,7 @@ from compare.models import (
     reward_scores,
     sample,
 )
+from compare.ppo_math import bon_kl_bound
 from compare.stages.common import Context, make_task, write_jsonl
 
 SPLITS = ("id", "ood")
@@ -38,13 +41,19 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     rows, metrics = [], {}
     for split in SPLITS:
         prompts = task.prompts(split)
+        n = params.get("best_of_n", 1)
         samples = sample(
-            policy, tokenizer, prompts, k, settings["max_new_tokens"], temperature, seed=params["seed"]
+            policy, tokenizer, prompts, k * n, settings["max_new_tokens"], temperature, seed=params["seed"]
         )
-        base_lp = completion_logprobs(base, tokenizer, samples.prompts, samples.completion_ids, temperature)
         proxy = (
             reward_scores(*rm, samples.prompts, samples.completions) if rm else [None] * len(samples.prompts)
         )
+        log_ratio = None
+        if n > 1:
+            samples, proxy, log_ratio = best_of_n(samples, proxy, k, n)
+        base_lp = completion_logprobs(base, tokenizer, samples.prompts, samples.completion_ids, temperature)
+        if log_ratio is not None:  # best-of-n: log pi_bon(y) = log pi(y) + estimated log-ratio
+            samples.logprobs = [b + r for b, r in zip(base_lp, log_ratio)]
         golds = [task.gold(p, c) for p, c in zip(samples.prompts, samples.completions)]
         for i, (prompt, completion, g) in enumerate(zip(samples.prompts, samples.completions, golds)):
             rows.append(
@@ -66,12 +75,14 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         split_rows = [r for r in rows if r["split"] == split]
         m = {
             "gold_reward": statistics.fmean(g.reward for g in golds),
-            "kl_to_base": 0.0 if same_as_base else sampled_kl(samples.logprobs, base_lp),
+            "kl_to_base": 0.0 if same_as_base and n == 1 else sampled_kl(samples.logprobs, base_lp),
             "distinct_2": distinct_n(samples.completions, 2),
             "mean_length": statistics.fmean(r["length"] for r in split_rows),
             "well_formed": statistics.fmean(float(g.well_formed) for g in golds),
             "eos_rate": statistics.fmean(float(e) for e in samples.ended),
         }
+        if n > 1:
+            m["kl_bound"] = bon_kl_bound(n)
         if rm:
             m["proxy_reward"] = statistics.fmean(proxy)
             # pairs of the policy's own samples for one prompt: (0, 1), (2, 3), ...
@@ -85,3 +96,33 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         metrics[split] = m
     write_jsonl(out / "samples.jsonl", rows)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+
+def best_of_n(
+    samples: Samples, proxy: list[float], k: int, n: int
+) -> tuple[Samples, list[float], list[float]]:
+    """Keep the highest-scoring of each group of n; rows are prompt-major, k groups of n per prompt.
+
+    Returns the kept samples, their scores and the estimated log(pi_bon / pi) of each (see module doc).
+    """
+    keep, log_ratio = [], []
+    per_prompt = k * n
+    for p0 in range(0, len(proxy), per_prompt):
+        groups = [list(range(p0 + g * n, p0 + (g + 1) * n)) for g in range(k)]
+        for g, members in enumerate(groups):
+            winner = max(members, key=lambda i: proxy[i])
+            others = [proxy[i] for h, m in enumerate(groups) if h != g for i in m]
+            if others:  # smoothed empirical CDF of the reward under pi, at the winner's reward
+                cdf = (sum(r <= proxy[winner] for r in others) + 1) / (len(others) + 2)
+                log_ratio.append(math.log(n) + (n - 1) * math.log(cdf))
+            else:
+                log_ratio.append(math.nan)
+            keep.append(winner)
+    kept = Samples(
+        prompts=[samples.prompts[i] for i in keep],
+        completions=[samples.completions[i] for i in keep],
+        completion_ids=[samples.completion_ids[i] for i in keep],
+        ended=[samples.ended[i] for i in keep],
+        logprobs=[samples.logprobs[i] for i in keep],
+    )
+    return kept, [proxy[i] for i in keep], log_ratio

@@ -1,0 +1,114 @@
+"""Suite config: budget arithmetic, grid expansion, stage keys, and one-line errors for bad input."""
+
+import textwrap
+
+import pytest
+
+from compare.cli import main
+from compare.config import Arm, Cost, allocate, default_share, load_suite
+from compare.plan import plan_runs, stage_order
+
+MICRO = """
+name: micro
+arms:
+  sft: {recipe: [sft]}
+  dpo: {recipe: [dpo]}
+grid:
+  seed: [0, 1]
+"""
+
+
+def write(tmp_path, text, name="suite.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_allocate_budget_arithmetic():
+    cost = Cost(demonstration=4, comparison=1)
+    assert allocate(256, cost, 1.0, True, False) == (64, 0)
+    assert allocate(256, cost, 0.0, False, True) == (0, 256)
+    assert allocate(10, cost, 0.5, True, True) == (1, 6)  # 5 units -> 1 demo (4); 6 left -> 6 comparisons
+    assert allocate(3, cost, 1.0, True, False) == (0, 0)
+    assert allocate(7, Cost(demonstration=2.5, comparison=1.5), 1.0, True, False) == (2, 0)
+
+
+def test_default_share():
+    assert default_share(Arm(recipe=["sft"])) == 1.0
+    assert default_share(Arm(recipe=["dpo"])) == 0.0
+    assert default_share(Arm(recipe=["sft", "dpo"])) == 0.5
+    assert default_share(Arm(recipe=["sft", "dpo"], demonstration_share=0.25)) == 0.25
+
+
+def test_grid_expands_and_stages_are_shared(tmp_path):
+    suite = load_suite(write(tmp_path, MICRO + "  budget.units: [64, 128]\n"))
+    runs = plan_runs(suite)
+    assert len(runs) == 2 * 2 * 2
+    assert {r.n_demonstrations for r in runs if r.arm == "sft"} == {16, 32}
+    stages = stage_order([r.eval for r in runs])
+    assert sum(s.kind == "base" for s in stages) == 1  # one base model for every run
+    keys = [s.key for s in stages]
+    assert len(keys) == len(set(keys))
+
+
+def test_stage_keys_stable_and_sensitive(tmp_path):
+    path = write(tmp_path, MICRO)
+    a = {r.label: r.eval.key for r in plan_runs(load_suite(path))}
+    b = {r.label: r.eval.key for r in plan_runs(load_suite(path))}
+    assert a == b
+    c = {r.label: r.eval.key for r in plan_runs(load_suite(path, ["stages.dpo.beta=0.3"]))}
+    assert c["sft seed=0"] == a["sft seed=0"] and c["dpo seed=0"] != a["dpo seed=0"]
+    d = {r.label: r.eval.key for r in plan_runs(load_suite(path, ["base.tiny.steps=10"]))}
+    assert d["sft seed=0"] != a["sft seed=0"]
+
+
+def test_shipped_suites_validate():
+    from pathlib import Path
+
+    for path in sorted(Path("experiments").glob("*.yaml")):
+        assert plan_runs(load_suite(path))
+
+
+BAD = [
+    ("name: [unclosed", "invalid YAML"),
+    ("", "empty"),
+    ("- a\n- b\n", "mapping"),
+    (MICRO + "colour: red\n", "colour: unknown key"),
+    (MICRO.replace("{recipe: [sft]}", "{recipe: [sft], lr: 1}"), "arms.sft.lr: unknown key"),
+    (MICRO + "stages:\n  dpo: {betta: 0.1}\n", "stages.dpo.betta: unknown key"),
+    (MICRO + "budget:\n  units: lots\n", "budget.units"),
+    (MICRO + "budget:\n  units: -5\n", "budget.units"),
+    (MICRO + "task:\n  annotator: {flip_rate: 0.9}\n", "task.annotator.flip_rate"),
+    (MICRO + "task: {name: chess}\n", "task.name"),
+    (MICRO + "budget: {units: 2}\n", "budget.units: 2 units buy no demonstration"),
+    (MICRO + "base: {model: ./no/such/model}\n", "base.model"),
+    (MICRO.replace("{recipe: [dpo]}", "{recipe: [ppo]}"), "needs a reward model"),
+    (MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  stages.dpo.gamma: [1]"), "grid.stages.dpo.gamma"),
+    (MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  stages.dpo.beta: [-1]"), "stages.dpo.beta"),
+    ("name: x\n", "arms: required key is missing"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BAD)
+def test_bad_suite_is_one_line_error(tmp_path, capsys, text, expected):
+    path = write(tmp_path, text)
+    cache = tmp_path / "cache"
+    assert main(["run", str(path), "--cache-dir", str(cache), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert str(path) in err and expected in err
+    assert not (tmp_path / "out").exists() and not cache.exists()  # nothing trained, nothing written
+
+
+def test_missing_file_and_directory(tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_set_override_and_bad_override(tmp_path, capsys):
+    path = write(tmp_path, MICRO)
+    assert load_suite(path, ["budget.units=32"]).budget.units == 32
+    assert main(["plan", str(path), "--set", "budget"]) == 2
+    assert "key.path=value" in capsys.readouterr().err

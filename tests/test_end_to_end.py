@@ -1,0 +1,110 @@
+"""A micro suite through the command line: report, results, cache hits, resuming after an interruption."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from compare.cache import MARKER
+from compare.cli import main
+
+MICRO = """
+name: micro
+description: micro suite for the tests
+task: {train_prompts: 64, eval_prompts: 4}
+base:
+  tiny: {n_layer: 1, n_head: 2, n_embd: 32, corpus_size: 1000, steps: 60, batch_size: 32}
+budget: {units: 48, cost: {demonstration: 4, comparison: 1}}
+stages:
+  sft: {epochs: 1, batch_size: 8}
+  preferred_ft: {epochs: 1, batch_size: 8}
+  rm: {epochs: 1, batch_size: 8}
+  dpo: {epochs: 1, batch_size: 8}
+arms:
+  base: {recipe: []}
+  sft: {recipe: [sft]}
+  preferred_ft: {recipe: [preferred_ft]}
+  dpo: {recipe: [dpo]}
+  rm: {recipe: [rm]}
+grid: {seed: [0, 1]}
+eval: {samples_per_prompt: 2, max_new_tokens: 16}
+"""
+
+REQUIRED = ["arm", "seed", "budget", "split", "gold_reward", "kl_to_base", "proxy_reward", "distinct_2", "mean_length"]
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    suite = root / "micro.yaml"
+    suite.write_text(textwrap.dedent(MICRO))
+    cache, out = root / "cache", root / "report"
+    argv = ["run", str(suite), "--cache-dir", str(cache), "--out", str(out)]
+    assert main(argv) == 0
+    return suite, cache, out, argv
+
+
+def test_results_and_report(micro_run):
+    _, _, out, _ = micro_run
+    results = pd.read_csv(out / "results.csv")
+    assert set(REQUIRED) <= set(results.columns)
+    assert set(results["arm"]) == {"base", "sft", "preferred_ft", "dpo", "rm"}
+    assert set(results["split"]) == {"id", "ood"} and set(results["seed"]) == {0, 1}
+    assert len(results) == 5 * 2 * 2
+    counts = results.groupby("arm")[["n_demonstrations", "n_comparisons"]].first()
+    assert tuple(counts.loc["sft"]) == (12, 0) and tuple(counts.loc["dpo"]) == (0, 48)
+    assert results.loc[results["arm"] == "rm", "proxy_reward"].notna().all()
+    assert results.loc[results["arm"] == "sft", "proxy_reward"].isna().all()
+    samples = pd.read_csv(out / "samples.csv")
+    assert len(samples) == 5 * 2 * 2 * 4 * 2  # arms x seeds x splits x prompts x samples
+    text = (out / "report.md").read_text()
+    for needle in ("## Setup", "| **sft** |", "gold reward ID", "## Example generations", "demonstrations"):
+        assert needle in text
+    for png in ("gold_by_arm.png", "gold_vs_kl.png", "training.png"):
+        assert (out / "plots" / png).stat().st_size > 5000
+        assert f"plots/{png}" in text
+
+
+def test_rerun_hits_the_cache(micro_run, capsys):
+    _, cache, out, argv = micro_run
+    before = sorted(os.listdir(cache))
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "all stages cached" in capsys.readouterr().out
+    assert sorted(os.listdir(cache)) == before
+
+
+def test_interrupted_stage_is_redone(micro_run, capsys):
+    suite, cache, out, argv = micro_run
+    evals = sorted(p for p in cache.iterdir() if p.name.startswith("eval-"))
+    victim = evals[0]
+    (victim / MARKER).unlink()  # as if the process died before publishing
+    (cache / ".tmp-eval-deadbeef-999999").mkdir()  # a dead process's half-written folder
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 stages run" in capsys.readouterr().out
+    assert (victim / MARKER).exists() and not (cache / ".tmp-eval-deadbeef-999999").exists()
+
+
+def test_report_rebuilds_from_saved_results(micro_run):
+    _, _, out, _ = micro_run
+    (out / "report.md").unlink()
+    (out / "plots" / "gold_vs_kl.png").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").exists() and (out / "plots" / "gold_vs_kl.png").exists()
+
+
+def test_plan_lists_cached_stages(micro_run, capsys):
+    suite, cache, _, _ = micro_run
+    capsys.readouterr()
+    assert main(["plan", str(suite), "--cache-dir", str(cache)]) == 0
+    printed = capsys.readouterr().out
+    assert "10 runs" in printed and "0 of" in printed and "[to run]" not in printed
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "compare", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "run" in done.stdout and "report" in done.stdout

@@ -1,0 +1,115 @@
+"""One smoke test per stage on tiny models built in the tests: losses finite, parameters changed."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from compare.config import DPOStage, RewardStage, SFTStage
+from compare.models import load_policy, load_reward_model
+from compare.stages import RUNNERS
+from compare.stages.common import Context, read_jsonl
+
+CTX = Context(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def task_params(task):
+    return {"name": "reviews", "seed": 0, "demonstrator_quality": 0.6, "train_prompts": 64, "eval_prompts": 8,
+            "annotator": {"temperature": 0.25, "flip_rate": 0.0}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demos_dir(tmp_path_factory, task_params):
+    out = tmp_path_factory.mktemp("demos")
+    RUNNERS["demos"]({"task": task_params, "n": 32, "seed": 0}, out, {}, CTX)
+    return out
+
+
+@pytest.fixture(scope="module")
+def comparisons_dir(tmp_path_factory, task_params, tiny_policy_dir):
+    out = tmp_path_factory.mktemp("comparisons")
+    RUNNERS["comparisons"]({"task": task_params, "n": 32, "seed": 0}, out, {"policy": tiny_policy_dir}, CTX)
+    return out
+
+
+def changed_fraction(before, after) -> float:
+    a, b = dict(before.named_parameters()), dict(after.named_parameters())
+    shared = [n for n in a if n in b]
+    return sum(not torch.equal(a[n], b[n]) for n in shared) / len(shared)
+
+
+def assert_trained(out, start_dir, loader=load_policy):
+    history = json.loads((out / "log_history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses and all(math.isfinite(x) for x in losses)
+    trained, _ = loader(out)
+    start, _ = loader(start_dir) if loader is load_policy else (None, None)
+    if start is not None:
+        assert changed_fraction(start, trained) > 0.9  # (nearly) every parameter moved
+    assert not (out / "trainer").exists()  # no checkpoints left behind
+
+
+def test_demos_are_the_demonstrator(demos_dir, task):
+    rows = read_jsonl(demos_dir / "demos.jsonl")
+    assert len(rows) == 32
+    assert all(r["prompt"] in task.prompts("train") and r["completion"].startswith(" ") for r in rows)
+    assert all(task.gold_reward(r["prompt"], r["completion"]) == r["gold"] for r in rows)
+
+
+def test_comparisons_follow_the_annotator(comparisons_dir):
+    rows = read_jsonl(comparisons_dir / "comparisons.jsonl")
+    assert len(rows) == 32
+    # a careful annotator (temperature 0.25, no flips) mostly prefers the higher gold reward
+    decided = [r for r in rows if r["gold_chosen"] != r["gold_rejected"]]
+    assert sum(r["gold_chosen"] > r["gold_rejected"] for r in decided) / len(decided) > 0.7
+
+
+def test_sft(tmp_path, demos_dir, tiny_policy_dir):
+    params = {"train": SFTStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    RUNNERS["sft"](params, tmp_path, {"model": tiny_policy_dir, "data": demos_dir}, CTX)
+    assert_trained(tmp_path, tiny_policy_dir)
+
+
+def test_preferred_ft(tmp_path, comparisons_dir, tiny_policy_dir):
+    params = {"train": SFTStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    RUNNERS["preferred_ft"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
+    assert_trained(tmp_path, tiny_policy_dir)
+
+
+def test_dpo(tmp_path, comparisons_dir, tiny_policy_dir):
+    params = {"train": DPOStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    RUNNERS["dpo"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
+    assert_trained(tmp_path, tiny_policy_dir)
+
+
+def test_rm(tmp_path, comparisons_dir, tiny_policy_dir):
+    params = {"train": RewardStage(epochs=2, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    RUNNERS["rm"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
+    assert_trained(tmp_path, tiny_policy_dir, loader=load_reward_model)
+    rm, _ = load_reward_model(tmp_path)
+    policy, _ = load_policy(tiny_policy_dir)
+    # the body starts from the policy and moved; the scalar head exists
+    assert not torch.equal(rm.base_model.wte.weight, policy.base_model.wte.weight)
+    assert rm.config.num_labels == 1
+
+
+def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm_dir):
+    settings = {"samples_per_prompt": 4, "max_new_tokens": 16, "temperature": 1.0, "examples": 1}
+    base_in = {"policy": tiny_policy_dir, "base": tiny_policy_dir, "reward_model": tiny_rm_dir}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    RUNNERS["eval"]({"task": task_params, "eval": settings, "seed": 0}, plain, base_in, CTX)
+    m = json.loads((plain / "metrics.json").read_text())
+    assert set(m) == {"id", "ood"} and m["id"]["kl_to_base"] == 0.0
+    rows = read_jsonl(plain / "samples.jsonl")
+    assert len(rows) == 2 * 8 * 4
+    bon = tmp_path / "bon"
+    bon.mkdir()
+    RUNNERS["eval"]({"task": task_params, "eval": settings, "seed": 0, "best_of_n": 4}, bon, base_in, CTX)
+    mb = json.loads((bon / "metrics.json").read_text())
+    # picking the reward model's favourite of 4 raises its score, and moves away from the base
+    assert mb["id"]["proxy_reward"] > m["id"]["proxy_reward"]
+    assert mb["id"]["kl_bound"] == pytest.approx(math.log(4) - 0.75)
+    assert mb["id"]["kl_to_base"] > 0
