@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print("interrupted: completed stages are cached; run again to resume", file=sys.stderr)
         return 130

@@ -24,6 +24,14 @@ from compare.config import Suite, default_share  # noqa: E402
 from compare.metrics import mean_ci  # noqa: E402
 
 SPLIT_NAMES = {"id": "ID", "ood": "OOD"}
+LOSS_NAMES = {  # what each training stage minimises
+    "sft": "NLL of demonstrations",
+    "preferred_ft": "NLL of chosen responses",
+    "dpo": "DPO loss",
+    "rm": "Bradley–Terry loss",
+    "ppo": "PPO loss (policy + value)",
+    "rloo": "RLOO loss",
+}
 METRICS = [  # column, heading, higher is better (None: neither)
     ("gold_reward", "gold reward", True),
     ("kl_to_base", "KL to base", None),
@@ -240,11 +248,12 @@ def plot_training(logs: pd.DataFrame, path: Path) -> Path:
     for ax, arm in zip(axes[0], arms):
         for stage, group in logs[logs["arm"] == arm].groupby("stage", sort=False):
             curve = group.groupby("step")["loss"].mean()
-            ax.plot(curve.index, curve.values, label=stage)
+            ax.plot(curve.index, curve.values, label=LOSS_NAMES.get(stage, stage))
         ax.set_title(arm, fontsize=9)
         ax.set_xlabel("optimiser step")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("training loss (mean over seeds)")
+    fig.suptitle("What each arm's training stages minimise", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

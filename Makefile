@@ -1,0 +1,41 @@
+# Two commands do all the set-up themselves on a fresh machine:
+#   make quick   - create .venv if needed, install, run the quick suite -> reports/quick/report.md
+#   make test    - create .venv if needed, install, run the tests
+# TORCH picks the torch build; the default is the CPU build that machines without a GPU use.
+# On a GPU machine: make quick TORCH="torch"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup quick test example benchmark lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+quick: $(STAMP)
+	$(BIN)/sft-vs-rlhf run experiments/quick.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Regenerate the example report shown in the README (the quick suite, written to reports/example/).
+example: $(STAMP)
+	$(BIN)/sft-vs-rlhf run experiments/quick.yaml --out reports/example
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/quick_suite.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check compare tests benchmarks && $(BIN)/ruff format --check compare tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info
