@@ -353,6 +353,12 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
 
 
 def _has_path(suite: Suite, dotted: str) -> bool:
+    parts = dotted.split(".")
+    # an arm's own stage setting: arms.<arm>.stages.<kind>.<field>, swept for that arm only
+    if len(parts) == 5 and parts[0] == "arms" and parts[2] == "stages":
+        arm = suite.arms.get(parts[1])
+        kind_fields = type(getattr(suite.stages, parts[3], None)).model_fields if arm else {}
+        return arm is not None and parts[3] in arm.recipe and parts[4] in kind_fields
     node: Any = suite
     for part in dotted.split("."):
         if isinstance(node, BaseModel) and part in type(node).model_fields:
@@ -402,6 +408,11 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
 def grid_points(suite: Suite) -> list[dict[str, Any]]:
     keys = list(suite.grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(suite.grid[k] for k in keys))]
+
+
+def arm_point(point: dict[str, Any], arm: str) -> dict[str, Any]:
+    """The part of a grid point that concerns one arm: keys under `arms.<other arm>.` are dropped."""
+    return {k: v for k, v in point.items() if not k.startswith("arms.") or k.split(".")[1] == arm}
 
 
 def apply_point(suite: Suite, point: dict[str, Any], path: Path | str = "suite") -> Suite:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from compare.config import Suite, apply_point, arm_allocation, arm_stages, grid_points
+from compare.config import Suite, apply_point, arm_allocation, arm_point, arm_stages, grid_points
 
 # Bump a kind's version when its code changes what it produces, so old cache entries are not reused.
 STAGE_VERSIONS = {
@@ -25,7 +25,7 @@ STAGE_VERSIONS = {
     "rm": 1,
     "ppo": 1,
     "rloo": 1,
-    "eval": 1,
+    "eval": 2,
 }
 TRAINING_KINDS = ("sft", "preferred_ft", "dpo", "rm", "ppo", "rloo")
 
@@ -130,10 +130,16 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
 
 
 def plan_runs(suite: Suite) -> list[Run]:
-    runs = []
+    """Every arm at every grid point; a key swept for one arm (`arms.<arm>....`) does not multiply the others."""
+    runs, seen = [], set()
     for point in grid_points(suite):
         resolved = apply_point(suite, point)
-        runs.extend(build_run(resolved, arm, point) for arm in resolved.arms)
+        for arm in resolved.arms:
+            own = arm_point(point, arm)
+            ident = (arm, tuple(sorted((k, str(v)) for k, v in own.items())))
+            if ident not in seen:
+                seen.add(ident)
+                runs.append(build_run(resolved, arm, own))
     return runs
 
 

@@ -112,3 +112,14 @@ def test_set_override_and_bad_override(tmp_path, capsys):
     assert load_suite(path, ["budget.units=32"]).budget.units == 32
     assert main(["plan", str(path), "--set", "budget"]) == 2
     assert "key.path=value" in capsys.readouterr().err
+
+
+def test_arm_scoped_grid_key_sweeps_one_arm(tmp_path):
+    suite = load_suite(write(tmp_path, MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  arms.dpo.stages.dpo.beta: [0.1, 0.5]")))
+    runs = plan_runs(suite)
+    assert sum(r.arm == "sft" for r in runs) == 2  # one per seed, not multiplied by dpo's sweep
+    betas = sorted(r.eval.inputs["policy"].params["train"]["beta"] for r in runs if r.arm == "dpo")
+    assert betas == [0.1, 0.1, 0.5, 0.5]
+    bad = MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  arms.sft.stages.dpo.beta: [0.1]")
+    with pytest.raises(Exception, match="grid.arms.sft.stages.dpo.beta"):
+        load_suite(write(tmp_path, bad, "bad.yaml"))

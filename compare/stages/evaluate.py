@@ -14,6 +14,7 @@ import math
 import statistics
 from pathlib import Path
 
+from compare.diversity import ead_n, self_bleu, within_and_across
 from compare.metrics import distinct_n, pairwise_accuracy, sampled_kl
 from compare.models import (
     Samples,
@@ -80,6 +81,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
             "mean_length": statistics.fmean(r["length"] for r in split_rows),
             "well_formed": statistics.fmean(float(g.well_formed) for g in golds),
             "eos_rate": statistics.fmean(float(e) for e in samples.ended),
+            **diversity(samples.completions, k, len(tokenizer)),
         }
         if n > 1:
             m["kl_bound"] = bon_kl_bound(n)
@@ -126,3 +128,17 @@ def best_of_n(
         logprobs=[samples.logprobs[i] for i in keep],
     )
     return kept, [proxy[i] for i in keep], log_ratio
+
+
+def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, float]:
+    """Diversity of a split's samples (prompt-major, k per prompt): within one prompt and across prompts."""
+    by_prompt = {i: completions[i * k : (i + 1) * k] for i in range(len(completions) // k)}
+    distinct = within_and_across(by_prompt, lambda texts: distinct_n(texts, 2))
+    bleu = within_and_across(by_prompt, self_bleu) if k > 1 else {"within": math.nan, "across": math.nan}
+    return {
+        "ead_2": ead_n(completions, 2, vocab_size),
+        "distinct_2_within": distinct["within"],
+        "distinct_2_across": distinct["across"],
+        "self_bleu_within": bleu["within"],
+        "self_bleu_across": bleu["across"],
+    }
