@@ -13,25 +13,14 @@ import platform
 import subprocess
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
+from compare import analysis, plots
+from compare.config import Suite, default_share
+from compare.metrics import mean_ci
+from compare.plots import SPLIT_NAMES
 
-from compare.config import Suite, default_share  # noqa: E402
-from compare.metrics import mean_ci  # noqa: E402
-
-SPLIT_NAMES = {"id": "ID", "ood": "OOD"}
-LOSS_NAMES = {  # what each training stage minimises
-    "sft": "NLL of demonstrations",
-    "preferred_ft": "NLL of chosen responses",
-    "dpo": "DPO loss",
-    "rm": "Bradley–Terry loss",
-    "ppo": "PPO loss (policy + value)",
-    "rloo": "RLOO loss",
-}
 METRICS = [  # column, heading, higher is better (None: neither)
     ("gold_reward", "gold reward", True),
     ("kl_to_base", "KL to base", None),
@@ -82,24 +71,38 @@ def rebuild_report(folder: Path) -> None:
     logs_path = folder / "training_logs.csv"
     logs = pd.read_csv(logs_path) if logs_path.exists() and logs_path.stat().st_size > 1 else pd.DataFrame()
     prov = json.loads((folder / "provenance.json").read_text())
-    plots = folder / "plots"
-    plots.mkdir(exist_ok=True)
+    out = folder / "plots"
+    out.mkdir(exist_ok=True)
     arms = list(suite.arms)
-    figures = [
-        (
-            "Gold reward per arm, in and out of distribution",
-            plot_gold_by_split(results, arms, plots / "gold_by_arm.png"),
-        ),
-        (
-            "Gold reward vs KL to the base model (ID prompts)",
-            plot_gold_vs_kl(results, arms, plots / "gold_vs_kl.png"),
-        ),
-    ]
-    if not logs.empty:
-        figures.append(
-            ("What each stage optimises: its training loss", plot_training(logs, plots / "training.png"))
-        )
-    text = render_markdown(suite, results, samples, prov, figures)
+    figures = {  # axis -> [(title, path or None)]; a figure without data is left out
+        "objective": [
+            ("Gold reward vs KL to the base model (ID prompts)", plots.gold_vs_kl(results, arms, out / "gold_vs_kl.png")),
+            ("What each stage optimises", plots.training_objectives(logs, out / "training.png")),
+            ("Reward–KL frontier", plots.frontier(results, arms, out / "frontier.png")),
+            ("Over-optimisation", plots.overoptimisation(results, logs, arms, out / "overoptimisation.png")),
+        ],
+        "data": [
+            ("Learning curves", plots.sweep_plot(results, arms, "grid.budget.units", "budget (annotation units, log scale)",
+                                                "Gold reward vs annotation budget", out / "learning_curves.png",
+                                                log_x=True, mark_crossover=True)),
+            ("Learning curves by cost ratio", plots.learning_curves_by_cost(results, arms, out / "cost_ratio.png")),
+            ("Robustness to label noise", plots.sweep_plot(results, arms, "grid.task.annotator.flip_rate",
+                                                          "annotator flip rate", "Gold reward vs label noise",
+                                                          out / "noise.png")),
+            ("Annotator temperature", plots.sweep_plot(results, arms, "grid.task.annotator.temperature",
+                                                      "Bradley–Terry temperature", "Gold reward vs annotator care",
+                                                      out / "annotator_temperature.png")),
+            ("Demonstrator quality", plots.sweep_plot(results, arms, "grid.task.demonstrator_quality",
+                                                     "demonstrator quality", "Gold reward vs demonstrator quality",
+                                                     out / "demonstrator_quality.png")),
+        ],
+        "generalisation": [
+            ("Gold reward per arm, in and out of distribution", plots.gold_by_split(results, arms, out / "gold_by_arm.png")),
+            ("Diversity vs quality", plots.diversity_vs_gold(results, arms, out / "diversity.png")),
+        ],
+    }  # fmt: skip
+    claims = analysis.check_claims(results, logs)
+    text = render_markdown(suite, results, samples, prov, figures, claims)
     (folder / "report.md").write_text(text)
 
 
@@ -193,75 +196,8 @@ def examples_section(samples: pd.DataFrame, arms: list[str], per_arm: int) -> st
     return "\n".join(parts)
 
 
-# -- plots -----------------------------------------------------------------------------------------------
-def _arm_means(results: pd.DataFrame, arms: list[str], metric: str, split: str):
-    rows = []
-    for arm in arms:
-        vals = results.loc[(results["arm"] == arm) & (results["split"] == split), metric]
-        mean, half, n = mean_ci(list(vals))
-        rows.append((arm, mean, 0.0 if math.isnan(half) else half, n))
-    return rows
-
-
-def plot_gold_by_split(results: pd.DataFrame, arms: list[str], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(arms) + 2), 4))
-    width = 0.38
-    for j, split in enumerate(("id", "ood")):
-        stats = _arm_means(results, arms, "gold_reward", split)
-        xs = [i + (j - 0.5) * width for i in range(len(arms))]
-        ax.bar(
-            xs, [s[1] for s in stats], width, yerr=[s[2] for s in stats], capsize=3, label=SPLIT_NAMES[split]
-        )
-    ax.set_xticks(range(len(arms)), arms, rotation=20)
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel("gold reward (mean ± 95% CI over seeds)")
-    ax.set_title("Gold reward per arm: in-distribution vs out-of-distribution prompts")
-    ax.legend(title="eval prompts")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_gold_vs_kl(results: pd.DataFrame, arms: list[str], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    gold = _arm_means(results, arms, "gold_reward", "id")
-    kl = _arm_means(results, arms, "kl_to_base", "id")
-    for (arm, g, gh, _), (_, k, kh, _) in zip(gold, kl):
-        ax.errorbar(k, g, xerr=kh, yerr=gh, fmt="o", capsize=3, label=arm)
-        ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel("KL(policy ‖ base), nats per completion (sampled)")
-    ax.set_ylabel("gold reward (ID)")
-    ax.set_title("What each arm buys with its distance from the base model")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_training(logs: pd.DataFrame, path: Path) -> Path:
-    logs = logs[logs["loss"].notna()] if "loss" in logs else logs.iloc[0:0]
-    arms = list(dict.fromkeys(logs["arm"]))
-    fig, axes = plt.subplots(1, max(1, len(arms)), figsize=(3.2 * max(1, len(arms)), 3), squeeze=False)
-    for ax, arm in zip(axes[0], arms):
-        for stage, group in logs[logs["arm"] == arm].groupby("stage", sort=False):
-            curve = group.groupby("step")["loss"].mean()
-            ax.plot(curve.index, curve.values, label=LOSS_NAMES.get(stage, stage))
-        ax.set_title(arm, fontsize=9)
-        ax.set_xlabel("optimiser step")
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("training loss (mean over seeds)")
-    fig.suptitle("What each arm's training stages minimise", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # -- markdown --------------------------------------------------------------------------------------------
-def render_markdown(suite: Suite, results, samples, prov: dict, figures) -> str:
+def render_markdown(suite: Suite, results, samples, prov: dict, figures, claims) -> str:
     arms = list(suite.arms)
     base = suite.base.model or (
         f"built-in tiny GPT-2 ({suite.base.tiny.n_layer} layers, {suite.base.tiny.n_embd} hidden, "
@@ -314,8 +250,8 @@ def render_markdown(suite: Suite, results, samples, prov: dict, figures) -> str:
             rm,
             "",
         ]
-    for title, path in figures:
-        lines += [f"### {title}", "", f"![{title}](plots/{path.name})", ""]
+    lines += axis_sections(results, arms, figures)
+    lines += claims_section(claims)
     lines += ["## Example generations", "", examples_section(samples, arms, suite.eval.examples), ""]
     lines += [
         "## Provenance",
@@ -327,3 +263,47 @@ def render_markdown(suite: Suite, results, samples, prov: dict, figures) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _figure_lines(figs) -> list[str]:
+    lines = []
+    for title, path in figs:
+        if path is not None:
+            lines += [f"![{title}](plots/{path.name})", ""]
+    return lines
+
+
+def axis_sections(results: pd.DataFrame, arms: list[str], figures: dict) -> list[str]:
+    """One section per axis of the comparison: what the numbers say, then the figures that show it."""
+    lines = ["## Objective: what each method optimises, and what it achieves", ""]
+    lines += [
+        "Each stage minimises its own objective (NLL of demonstrations, a preference loss, or the reward "
+        "model's score under a KL penalty); the gold reward is what the task wants. The gap between a reward "
+        "model's score and the gold reward is the proxy gap; the frontier shows gold reward bought per nat of KL.",
+        "",
+    ]
+    lines += _figure_lines(figures["objective"])
+    lines += ["## Data needs: quality per annotation unit, and robustness to noise", ""]
+    data_lines = analysis.data_needs_statements(results, arms)
+    lines += [f"- {x}" for x in data_lines] or [
+        "This suite sweeps no budget; see `experiments/data_needs.yaml`."
+    ]
+    lines += [""] + _figure_lines(figures["data"])
+    lines += ["## Generalisation: in vs out of distribution, and diversity", ""]
+    lines += [f"- {x}" for x in analysis.generalisation_statements(results, arms)]
+    lines += [""] + _figure_lines(figures["generalisation"])
+    return lines
+
+
+def claims_section(claims) -> list[str]:
+    lines = [
+        "## Claims checked",
+        "",
+        "Each claim is marked supported or contradicted only when a seed-paired 95% interval excludes zero; "
+        "otherwise inconclusive at this scale. 'Not measured' means this suite has no runs that bear on it.",
+        "",
+        "| claim | verdict | evidence |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence} |" for c in claims]
+    return lines + [""]

@@ -1,0 +1,243 @@
+"""Figures of the report (matplotlib, PNG). Each function reads saved results and writes one file.
+
+A figure function returns the path it wrote, or None when the suite has no data for it (e.g. no budget
+sweep, no online-RL arm), so the report shows only the figures its runs support.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from compare.analysis import curve, frontier_points, heldout_curves, sweep_values  # noqa: E402
+from compare.metrics import mean_ci  # noqa: E402
+from compare.stats import crossover, fit_bon, fit_rl  # noqa: E402
+
+SPLIT_NAMES = {"id": "ID", "ood": "OOD"}
+OBJECTIVES = {  # stage -> (logged column, what it is): what each training stage optimises
+    "sft": ("loss", "NLL of demonstrations ↓"),
+    "preferred_ft": ("loss", "NLL of chosen responses ↓"),
+    "dpo": ("loss", "DPO loss ↓"),
+    "rm": ("loss", "Bradley–Terry loss ↓"),
+    "ppo": ("objective/rlhf_reward", "RM score − β·KL ↑"),
+    "rloo": ("reward", "RM score ↑"),
+}
+ORACLE_ARMS = ("ppo_gold",)  # upper bounds, drawn dashed and labelled as such
+
+
+def label(arm: str) -> str:
+    return f"{arm} (oracle bound)" if arm in ORACLE_ARMS else arm
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _arm_means(results: pd.DataFrame, arms: list[str], metric: str, split: str):
+    rows = []
+    for arm in arms:
+        vals = results.loc[(results["arm"] == arm) & (results["split"] == split), metric]
+        mean, half, n = mean_ci(list(vals))
+        rows.append((arm, mean, 0.0 if math.isnan(half) else half, n))
+    return rows
+
+
+def gold_by_split(results: pd.DataFrame, arms: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(arms) + 2), 4))
+    width = 0.38
+    for j, split in enumerate(("id", "ood")):
+        stats = _arm_means(results, arms, "gold_reward", split)
+        xs = [i + (j - 0.5) * width for i in range(len(arms))]
+        ax.bar(
+            xs, [s[1] for s in stats], width, yerr=[s[2] for s in stats], capsize=3, label=SPLIT_NAMES[split]
+        )
+    ax.set_xticks(range(len(arms)), [label(a) for a in arms], rotation=20, ha="right")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("gold reward (mean ± 95% CI over seeds)")
+    ax.set_title("Gold reward per arm: in-distribution vs out-of-distribution prompts")
+    ax.legend(title="eval prompts")
+    return _save(fig, path)
+
+
+def gold_vs_kl(results: pd.DataFrame, arms: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    gold = _arm_means(results, arms, "gold_reward", "id")
+    kl = _arm_means(results, arms, "kl_to_base", "id")
+    for (arm, g, gh, _), (_, k, kh, _) in zip(gold, kl):
+        ax.errorbar(
+            k, g, xerr=kh, yerr=gh, fmt="s" if arm in ORACLE_ARMS else "o", capsize=3, label=label(arm)
+        )
+        ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("KL(policy ‖ base), nats per completion (sampled)")
+    ax.set_ylabel("gold reward (ID)")
+    ax.set_title("What each arm buys with its distance from the base model")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def training_objectives(logs: pd.DataFrame, path: Path) -> Path | None:
+    """Each training stage's own objective over its optimiser steps (mean over seeds), one panel per arm."""
+    if logs.empty:
+        return None
+    arms = list(dict.fromkeys(logs["arm"]))
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3), squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        for stage, group in logs[logs["arm"] == arm].groupby("stage", sort=False):
+            column, name = OBJECTIVES.get(stage, ("loss", stage))
+            if column not in group or group[column].isna().all():
+                continue
+            series = group.dropna(subset=[column]).groupby("step")[column].mean()
+            ax.plot(series.index, series.values, label=name)
+        ax.set_title(label(arm), fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("stage objective (mean over seeds)")
+    fig.suptitle("What each arm's training stages optimise", fontsize=10)
+    return _save(fig, path)
+
+
+def sweep_plot(
+    results, arms, col: str, xlabel: str, title: str, path: Path, log_x=False, mark_crossover=False
+):
+    """Gold reward (ID) against a swept setting, one line per arm, with 95% intervals."""
+    if len(sweep_values(results, col)) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    curves = {}
+    for arm in arms:
+        xs, ys, hs = curve(results, arm, col)
+        if len(xs) >= 2:
+            curves[arm] = (xs, ys)
+            ax.errorbar(xs, ys, yerr=hs, marker="o", capsize=3, label=label(arm),
+                        linestyle="--" if arm in ORACLE_ARMS else "-")  # fmt: skip
+    if not curves:
+        plt.close(fig)
+        return None
+    if mark_crossover and "sft" in curves:
+        for arm, (xs, ys) in curves.items():
+            if arm in ("sft", "base") or arm in ORACLE_ARMS or xs != curves["sft"][0]:
+                continue
+            x = crossover(xs, curves["sft"][1], ys)
+            if not math.isnan(x):
+                ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+                ax.annotate(f"{arm} > sft", (x, ax.get_ylim()[0]), rotation=90, fontsize=7, va="bottom")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("gold reward, ID (mean ± 95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def learning_curves_by_cost(results, arms, path: Path) -> Path | None:
+    """One panel of learning curves per demonstration cost: how the crossover moves with the cost ratio."""
+    cost_col, budget_col = "grid.budget.cost.demonstration", "grid.budget.units"
+    costs = sweep_values(results, cost_col)
+    if len(costs) < 2 or len(sweep_values(results, budget_col)) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.6), sharey=True, squeeze=False)
+    for ax, cost in zip(axes[0], costs):
+        sub = results[np.isclose(results[cost_col].astype(float), cost) | results[cost_col].isna()]
+        for arm in arms:
+            xs, ys, hs = curve(sub, arm, budget_col)
+            if len(xs) >= 2:
+                ax.errorbar(xs, ys, yerr=hs, marker="o", capsize=2, label=label(arm))
+        ax.set_xscale("log")
+        ax.set_title(f"demonstration = {cost:g} × comparison", fontsize=9)
+        ax.set_xlabel("budget (annotation units)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("gold reward, ID")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def diversity_vs_gold(results: pd.DataFrame, arms: list[str], path: Path) -> Path | None:
+    metric = "distinct_2_across" if "distinct_2_across" in results else "distinct_2"
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    gold = _arm_means(results, arms, "gold_reward", "id")
+    div = _arm_means(results, arms, metric, "id")
+    for (arm, g, gh, _), (_, d, dh, _) in zip(gold, div):
+        ax.errorbar(d, g, xerr=dh, yerr=gh, fmt="o", capsize=3, label=label(arm))
+        ax.annotate(arm, (d, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel(f"{metric.replace('_', ' ')} (higher = more diverse)")
+    ax.set_ylabel("gold reward (ID)")
+    ax.set_title("Diversity vs quality")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def frontier(results: pd.DataFrame, arms: list[str], path: Path) -> Path | None:
+    """Reward–KL frontier per method across its strength sweep (DPO paper, fig. 2 left)."""
+    pts = {arm: sorted(frontier_points(results, arm)) for arm in arms}
+    pts = {a: p for a, p in pts.items() if len(p) >= 2}
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for arm, p in pts.items():
+        ax.plot([k for k, _ in p], [g for _, g in p], marker="o", label=label(arm))
+    ax.set_xlabel("KL(policy ‖ base), nats (sampled, ID)")
+    ax.set_ylabel("gold reward (ID, mean over seeds)")
+    ax.set_title("Reward–KL frontier across each method's strength sweep")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, arms: list[str], path: Path) -> Path | None:
+    """Proxy and gold reward vs sqrt(KL): during online RL, and across best-of-n's n (Gao et al. 2022)."""
+    panels = []
+    for arm in arms:
+        c = heldout_curves(logs, arm)
+        if len(c) >= 3:
+            panels.append(
+                (
+                    arm,
+                    "rl",
+                    np.sqrt(np.clip(c["kl"].to_numpy(), 0, None)),
+                    c["gold"].to_numpy(),
+                    c["proxy"].to_numpy(),
+                )
+            )
+    bon_col = "grid.arms.best_of_n.stages.best_of_n.n"
+    if "best_of_n" in arms and len(sweep_values(results, bon_col)) >= 2:
+        rows = results[(results["arm"] == "best_of_n") & (results["split"] == "id")]
+        g = rows.groupby(bon_col)[["kl_to_base", "gold_reward", "proxy_reward"]].mean().reset_index()
+        d = np.sqrt(np.clip(g["kl_to_base"].to_numpy(), 0, None))
+        panels.append(("best_of_n", "bon", d, g["gold_reward"].to_numpy(), g["proxy_reward"].to_numpy()))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (arm, form, d, gold, proxy) in zip(axes[0], panels):
+        order = np.argsort(d)
+        d, gold, proxy = d[order], gold[order], proxy[order]
+        ax.plot(d, gold, "o", color="C0", label="gold (measured)")
+        if not np.all(np.isnan(proxy)):
+            ax.plot(d, proxy, "^", color="C1", label="proxy RM (measured)")
+        fit = (fit_rl if form == "rl" else fit_bon)(d, gold)
+        if not math.isnan(fit["alpha"]):
+            grid = np.linspace(max(d.min(), 1e-3), d.max(), 100)
+            gain = grid * (fit["alpha"] - fit["beta"] * (np.log(grid) if form == "rl" else grid))
+            ax.plot(grid, fit["r0"] + gain, "-", color="C0", alpha=0.6, label="gold fit (Gao et al.)")
+            if not math.isnan(fit["d_peak"]) and d.min() <= fit["d_peak"] <= d.max() * 1.5:
+                ax.axvline(fit["d_peak"], color="C0", linestyle=":", linewidth=1)
+                ax.annotate("gold peak", (fit["d_peak"], fit["r_peak"]), fontsize=7)
+        ax.set_title(f"{label(arm)}: {'during training' if form == 'rl' else 'across n'}", fontsize=9)
+        ax.set_xlabel("√KL (nats^½)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("reward")
+    fig.suptitle("Over-optimisation: the proxy keeps rising, the gold reward need not", fontsize=10)
+    return _save(fig, path)
