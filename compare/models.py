@@ -205,7 +205,7 @@ def sample(
                 use_cache=True,
             )
             past = logits.past_key_values
-            step_logp = torch.log_softmax(logits.logits[:, -1].float() / temperature, dim=-1)
+            step_logp = torch.log_softmax(scaled_logits(model, logits.logits[:, -1], temperature), dim=-1)
             nxt = torch.multinomial(step_logp.exp(), 1, generator=gen).squeeze(1)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             logps.append(torch.where(done, 0.0, step_logp.gather(1, nxt[:, None]).squeeze(1)))
@@ -248,13 +248,10 @@ def token_logprobs(model, tokenizer, prompts, completion_ids, temperature: float
     for start in range(0, len(prompt_ids), batch_size):
         p_ids, p_mask = left_pad(prompt_ids[start : start + batch_size], tokenizer.pad_token_id)
         c_ids, c_mask = right_pad(completion_ids[start : start + batch_size], tokenizer.pad_token_id)
-        ids = torch.cat([p_ids, c_ids], 1).to(dev)
-        mask = torch.cat([p_mask, c_mask], 1).to(dev)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
-        # the logit at position t predicts token t + 1
-        logits = logits[:, p_ids.shape[1] - 1 : -1].float() / temperature
-        lp = torch.log_softmax(logits, -1).gather(2, c_ids.to(dev)[..., None]).squeeze(-1)
-        lp = lp * c_mask.to(dev)
+        c_ids, c_mask = c_ids.to(dev), c_mask.to(dev)
+        logits = response_logits(model, p_ids.to(dev), p_mask.to(dev), c_ids, c_mask, temperature)
+        lp = gather_logprobs(logits, c_ids)
+        lp = lp * c_mask
         result.extend(lp[i, : int(c_mask[i].sum())].cpu() for i in range(lp.shape[0]))
     return result
 
@@ -273,11 +270,59 @@ def reward_scores(
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
         ids, mask = right_pad(enc, tokenizer.pad_token_id)
-        ids, mask = ids.to(dev), mask.to(dev)
-        logits = rm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
-        scores.extend(logits[:, 0].float().tolist())
+        scores.extend(sequence_scores(rm, ids.to(dev), mask.to(dev)).tolist())
     return scores
 
 
 def mean_or_nan(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
+
+
+# -- batched forward passes (shared by evaluation and PPO) ------------------------------------------------
+def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float):
+    """Logits / `temperature` that predict each response token, (B, T, V) float32 (PPO.md rows 2-4).
+
+    Prompts (B, P) are left-padded, responses (B, T) right-padded; masks are 1 at real tokens. The
+    logit at position t predicts token t + 1, so the response's logits start one position early (row 4);
+    position ids skip the left padding (row 2).
+    """
+    ids = torch.cat([prompt_ids, response_ids], 1)
+    mask = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], 1)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+    return scaled_logits(model, logits[:, prompt_ids.shape[1] - 1 : -1], temperature)
+
+
+def scaled_logits(model, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits / temperature in float32, with the pad token ruled out.
+
+    Pad is filler, never an output: the policy's distribution excludes it in sampling and in every
+    recomputed log-prob alike, so sampled and recomputed log-probs agree (PPO.md row 3).
+    """
+    logits = logits.float() / temperature
+    config = getattr(model, "config", None) or model.module.config  # DDP wraps the model
+    pad = config.pad_token_id
+    if pad is not None and pad != config.eos_token_id and pad < logits.shape[-1]:
+        logits[..., pad] = float("-inf")
+    return logits
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits) at `tokens`: (B, T, V), (B, T) -> (B, T)."""
+    return torch.log_softmax(logits, dim=-1).gather(2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def per_token_scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A sequence-classification model's scalar head applied at every position, (B, L) float32.
+
+    The value model of PPO reads this at response positions; a reward model's score is its value at the
+    last real token (`sequence_scores`). Causal-LM classifiers in transformers name their head `score`.
+    """
+    hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask))
+    return model.score(hidden.last_hidden_state).squeeze(-1).float()
+
+
+def sequence_scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Score of each row (B,) read at its last non-pad token (PPO.md row 8); any padding side."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(mask.bool(), positions, -1).max(dim=1).values.clamp(min=0)
+    return per_token_scores(model, ids, mask).gather(1, last.unsqueeze(1)).squeeze(1)

@@ -16,16 +16,16 @@ from compare.config import Suite, apply_point, arm_allocation, arm_point, arm_st
 
 # Bump a kind's version when its code changes what it produces, so old cache entries are not reused.
 STAGE_VERSIONS = {
-    "base": 1,
+    "base": 2,
     "demos": 1,
-    "comparisons": 1,
+    "comparisons": 2,
     "sft": 1,
     "preferred_ft": 1,
     "dpo": 1,
     "rm": 1,
     "ppo": 1,
     "rloo": 1,
-    "eval": 2,
+    "eval": 3,
 }
 TRAINING_KINDS = ("sft", "preferred_ft", "dpo", "rm", "ppo", "rloo")
 

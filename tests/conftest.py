@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from compare.models import build_word_tokenizer, pretrain, save_model, tiny_gpt2
 from compare.tasks.reviews import Reviews
@@ -20,6 +21,7 @@ def tiny_policy_dir(tmp_path_factory, task):
     """A 1-layer GPT-2 over the reviews language, pretrained for a few steps so it writes some reviews."""
     path = tmp_path_factory.mktemp("tiny_policy")
     tokenizer = build_word_tokenizer(task.vocabulary())
+    torch.manual_seed(0)  # the initialisation must not depend on which test built the fixture first
     model = tiny_gpt2(tokenizer, n_layer=1, n_head=2, n_embd=32, n_positions=64)
     corpus = task.pretraining_corpus(2000, random.Random(0))
     pretrain(model, tokenizer, corpus, steps=150, batch_size=32, lr=3e-3, seed=0, desc="fixture")
@@ -30,7 +32,6 @@ def tiny_policy_dir(tmp_path_factory, task):
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tmp_path_factory, tiny_policy_dir):
     """A reward model: the tiny policy's body with a fresh scalar head (untrained, but a valid scorer)."""
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = tmp_path_factory.mktemp("tiny_rm")

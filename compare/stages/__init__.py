@@ -4,7 +4,7 @@ Every runner has the signature `run(params, out, inputs, ctx)`: its settings, th
 the folders of its input stages by name, and run-wide context. Modules import TRL only inside runners.
 """
 
-from compare.stages import base, data, dpo, evaluate, rm, sft
+from compare.stages import base, data, dpo, evaluate, ppo, rloo, rm, sft
 
 RUNNERS = {
     "base": base.run,
@@ -14,5 +14,7 @@ RUNNERS = {
     "preferred_ft": sft.run_preferred_ft,
     "dpo": dpo.run,
     "rm": rm.run,
+    "ppo": ppo.run,
+    "rloo": rloo.run,
     "eval": evaluate.run,
 }

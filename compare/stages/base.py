@@ -10,7 +10,7 @@ import json
 import random
 from pathlib import Path
 
-from compare.models import build_word_tokenizer, pretrain, save_model, tiny_gpt2
+from compare.models import build_word_tokenizer, pretrain, save_model, set_seed, tiny_gpt2
 from compare.stages.common import Context, make_task
 
 
@@ -22,6 +22,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     task = make_task({"name": params["task"], "seed": params["task_seed"]})
     tokenizer = build_word_tokenizer(task.vocabulary())
     tokenizer.padding_side = "right"
+    set_seed(tiny["seed"])  # initialisation seeded too, whatever ran before in this process
     model = tiny_gpt2(tokenizer, tiny["n_layer"], tiny["n_head"], tiny["n_embd"], tiny["n_positions"])
     corpus = task.pretraining_corpus(tiny["corpus_size"], random.Random(f"corpus-{tiny['seed']}"))
     losses = pretrain(

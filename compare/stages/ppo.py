@@ -1,0 +1,443 @@
+"""Stage `ppo` (and `ppo_gold`): RLHF with PPO against a reward model, or against the gold reward.
+
+The project's own PPO (TRL removed its trainer); /work/shared/PPO.md lists what it must get right, and
+"row N" below points into that table. One rollout batch, top to bottom (see `train`):
+
+    1. roll out      sample responses at temperature T with a KV cache (`compare.models.sample`)
+    2. score         reward-model score at the last token of prompt + response + EOS, or the gold reward;
+                     minus a penalty for responses without EOS
+    3. KL penalty    r_t = -beta * kl_t per token, the score added on the last response token
+    4. whiten        optionally the rewards (scale only)
+    5. GAE           advantages and returns from the value model's per-token values; advantages whitened
+    6. updates       `ppo_epochs` passes, each a fresh permutation into `minibatches` minibatches; one AdamW
+                     step per minibatch on the clipped policy loss + vf_coef * clipped value loss
+
+Models: the policy; a frozen reference (a separate copy, or with LoRA the policy with its adapter
+disabled); a value model initialised from the reward model (values = the RM's score head at every
+position), or, for the gold reward, from the policy's body with a zero scalar head; the frozen RM.
+Dropout is off in all of them (row 6). `accelerate` places them and runs backward, so `accelerate
+launch` gives data parallelism: `rollout_batch_size` is the global batch, split over processes.
+
+Writes the policy (LoRA merged) and `log_history.json`: one entry per rollout batch ("step", "episode",
+the PPO.md metrics, "loss", "time/*"); every `gold_eval_every` batches the entry also has heldout/gold,
+heldout/proxy (NaN for the gold reward) and heldout/kl, measured before that batch's update on a fixed
+batch of ID prompts; a last entry (step = number of batches) holds them after the final update.
+
+References: Schulman et al. 2017 (PPO); Ziegler et al. 2019 and Stiennon et al. 2020 (KL-penalised RLHF);
+Huang et al. 2022/2024 ("The N(+) Implementation Details of RLHF with PPO"); CleanRL's ppo.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from compare.metrics import sampled_kl
+from compare.models import (
+    completion_logprobs,
+    device,
+    ensure_pad_token,
+    gather_logprobs,
+    left_pad,
+    load_policy,
+    model_ref,
+    per_token_scores,
+    response_logits,
+    reward_scores,
+    right_pad,
+    sample,
+    save_model,
+    sequence_scores,
+)
+from compare.ppo_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    apply_missing_eos_penalty,
+    entropy_from_logits,
+    gae_advantages,
+    kl_estimate,
+    masked_whiten,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+)
+from compare.stages.common import Context, make_task
+
+SEED_STRIDE = 100003  # per-process seed offset (row 19)
+
+
+# -- models ----------------------------------------------------------------------------------------------
+@dataclass
+class Models:
+    policy: torch.nn.Module  # a peft model when training LoRA
+    ref: torch.nn.Module | None  # None with LoRA: the reference is the policy with its adapter disabled
+    value: torch.nn.Module  # a sequence-classification model; its head gives per-token values
+    rm: torch.nn.Module | None  # None when the reward is the gold reward
+    tokenizer: object
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Row 6: dropout off, in `nn.Dropout` modules and in attention that takes a float probability."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
+def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Models:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    policy_path = model_ref(inputs["model"])
+    policy, tokenizer = load_policy(policy_path)
+    ref = None
+    if lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=lora_r,
+            lora_alpha=2 * lora_r,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        policy = get_peft_model(policy, lora)
+    else:
+        ref = load_policy(policy_path)[0].requires_grad_(False)  # a separate frozen copy (row 20)
+    rm = None
+    if reward == "model":
+        rm_path = model_ref(inputs["reward_model"])
+        if AutoTokenizer.from_pretrained(rm_path).get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"the reward model at {rm_path} must share the policy's tokenizer")
+        rm = AutoModelForSequenceClassification.from_pretrained(rm_path).requires_grad_(False)
+        value = AutoModelForSequenceClassification.from_pretrained(rm_path)  # a critic that knows the reward
+    elif reward == "gold":
+        value = AutoModelForSequenceClassification.from_pretrained(policy_path, num_labels=1)
+        torch.nn.init.zeros_(value.score.weight)
+        if getattr(value.score, "bias", None) is not None:
+            torch.nn.init.zeros_(value.score.bias)
+    else:
+        raise ValueError(f"reward must be 'model' or 'gold', got {reward!r}")
+    for model in (value, rm):
+        if model is not None:
+            if model.get_input_embeddings().num_embeddings < len(tokenizer):
+                model.resize_token_embeddings(len(tokenizer))
+            ensure_pad_token(model, tokenizer)
+    for model in (policy, ref, value, rm):
+        if model is not None:
+            disable_dropout(model)
+            model.to(device())
+    return Models(policy, ref, value, rm, tokenizer)
+
+
+@contextmanager
+def reference(models: Models):
+    """The frozen reference policy (row 20): its own copy, or the LoRA policy with the adapter disabled."""
+    if models.ref is not None:
+        yield models.ref
+    else:
+        with models.policy.disable_adapter():
+            yield models.policy
+
+
+class PolicyAndValue(torch.nn.Module):
+    """Policy and value model as one module, so one optimiser and one DDP wrapper serve both (as TRL)."""
+
+    def __init__(self, policy: torch.nn.Module, value: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy, self.value = policy, value
+
+    def forward(self, batch: Batch, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return policy_logits(self.policy, batch, temperature), compute_values(self.value, batch)
+
+
+# -- one rollout batch as tensors ------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Prompts left-padded (B, P); responses right-padded (B, T), pad after the first EOS (row 7)."""
+
+    prompts: list[str]
+    completions: list[str]  # decoded responses, as `sample` writes them (for the gold reward)
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    mask: torch.Tensor  # (B, T) bool: valid response positions; the EOS itself is valid (row 1)
+    has_eos: torch.Tensor  # (B,) bool: the response ended with EOS (an EOS in the prompt does not count)
+
+    def rows(self, index: torch.Tensor) -> Batch:
+        pick = index.tolist()
+        return Batch(
+            [self.prompts[i] for i in pick],
+            [self.completions[i] for i in pick],
+            self.prompt_ids[index],
+            self.prompt_mask[index],
+            self.response_ids[index],
+            self.mask[index],
+            self.has_eos[index],
+        )
+
+
+def make_batch(tokenizer, prompts, completions, prompt_rows, response_rows, device) -> Batch:
+    """Pad token rows into a `Batch`; `response_rows` are already cut after their first EOS."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompt_ids, prompt_mask = left_pad(prompt_rows, pad)
+    response_ids, mask = right_pad(response_rows, pad)
+    has_eos = torch.tensor([bool(r) and r[-1] == eos for r in response_rows])
+    tensors = (prompt_ids, prompt_mask, response_ids, mask.bool(), has_eos)
+    return Batch(list(prompts), list(completions), *(t.to(device) for t in tensors))
+
+
+def rollout(
+    policy, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, seed: int
+) -> Batch:
+    """1. Roll out: one response per prompt, sampled at `temperature` by the shared sampler (row 3)."""
+    samples = sample(policy, tokenizer, prompts, 1, max_new_tokens, temperature, seed)
+    prompt_rows = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    dev = next(policy.parameters()).device
+    return make_batch(tokenizer, prompts, samples.completions, prompt_rows, samples.completion_ids, dev)
+
+
+def policy_logits(model, batch: Batch, temperature: float) -> torch.Tensor:
+    """Logits / T predicting each response token (B, T, V); the same temperature everywhere (row 3)."""
+    return response_logits(
+        model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.mask, temperature
+    )
+
+
+def compute_values(value_model, batch: Batch) -> torch.Tensor:
+    """V(prefix before response token t), (B, T): the value head at the position that predicts token t."""
+    ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.mask.to(batch.prompt_mask.dtype)], 1)
+    return per_token_scores(value_model, ids, mask)[:, batch.prompt_ids.shape[1] - 1 : -1]
+
+
+def score_responses(batch: Batch, tokenizer, penalty: float | None, rm=None, task=None) -> torch.Tensor:
+    """2. Score (B,): the RM at the last token of prompt + response + EOS (row 8), or the gold reward.
+
+    The RM was trained on texts with EOS appended (TRL's RewardTrainer), so a response without EOS gets one
+    here; a response that ended with EOS already has it. Then `penalty` is subtracted from responses
+    without EOS (row 9).
+    """
+    if rm is not None:
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        spare = torch.full_like(batch.has_eos, pad, dtype=batch.response_ids.dtype).unsqueeze(1)
+        ids = torch.cat([batch.prompt_ids, batch.response_ids, spare], 1)
+        mask = torch.cat([batch.prompt_mask, batch.mask.long(), torch.zeros_like(spare)], 1)
+        rows = (~batch.has_eos).nonzero().squeeze(1)
+        end = batch.prompt_ids.shape[1] + batch.mask.sum(1)  # first slot after each response
+        ids[rows, end[rows]], mask[rows, end[rows]] = eos, 1
+        scores = sequence_scores(rm, ids, mask)
+    else:
+        gold = [task.gold_reward(p, c) for p, c in zip(batch.prompts, batch.completions)]
+        scores = torch.tensor(gold, dtype=torch.float32, device=batch.mask.device)
+    if penalty is not None:
+        scores = apply_missing_eos_penalty(scores, batch.has_eos, penalty)
+    return scores
+
+
+@torch.no_grad()
+def heldout_metrics(models: Models, task, prompts: list[str], settings: dict, seed: int) -> dict[str, float]:
+    """Gold reward, RM score and sampled KL to the reference on a fixed held-out batch (same seed each time)."""
+    policy, tokenizer, temperature = models.policy, models.tokenizer, settings["temperature"]
+    samples = sample(policy, tokenizer, prompts, 1, settings["max_new_tokens"], temperature, seed)
+    with reference(models) as ref:
+        ref_lp = completion_logprobs(ref, tokenizer, samples.prompts, samples.completion_ids, temperature)
+    gold = [task.gold_reward(p, c) for p, c in zip(samples.prompts, samples.completions)]
+    proxy = reward_scores(models.rm, tokenizer, samples.prompts, samples.completions) if models.rm else []
+    return {
+        "heldout/gold": sum(gold) / len(gold),
+        "heldout/proxy": sum(proxy) / len(proxy) if proxy else math.nan,
+        "heldout/kl": sampled_kl(samples.logprobs, ref_lp),  # as evaluation measures KL (DESIGN.md rule 5)
+    }
+
+
+def prompt_batches(pool: list[str], batch_size: int, n_batches: int, seed: int):
+    """Batches drawn from `pool` in seeded shuffled passes: the same order on every process (row 19)."""
+    rng, queue = random.Random(seed), []
+    for _ in range(n_batches):
+        while len(queue) < batch_size:
+            queue += rng.sample(pool, len(pool))
+        yield queue[:batch_size]
+        queue = queue[batch_size:]
+
+
+# -- the stage -------------------------------------------------------------------------------------------
+def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    settings = params["train"]
+    accelerator = make_accelerator()
+    task = make_task(params["task"])
+    models = load_models(inputs, params["reward"], settings["lora_r"])
+    history = train(models, task, settings, params["seed"], accelerator, ctx)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_policy(models, out)
+        (out / "log_history.json").write_text(json.dumps(history, indent=1))
+
+
+def save_policy(models: Models, out: Path) -> None:
+    """The trained policy and its tokenizer; a LoRA adapter is merged into the weights first."""
+    policy = models.policy
+    if models.ref is None:  # LoRA
+        policy = policy.merge_and_unload()
+    save_model(policy, models.tokenizer, out)
+
+
+def make_accelerator():
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()  # the devices `compare.models.device` knows: CUDA, else the CPU (gloo)
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+
+
+def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Context) -> list[dict]:
+    """PPO on `models` in place; returns the log history (one dict per rollout batch, and a final one)."""
+    s = settings
+    world, rank = accelerator.num_processes, accelerator.process_index
+    n_batches = s["episodes"] // s["rollout_batch_size"]
+    local_size = s["rollout_batch_size"] // world
+    if n_batches < 1 or s["rollout_batch_size"] % world or local_size < max(2, s["minibatches"]):
+        raise ValueError(
+            f"need episodes >= rollout_batch_size ({s['episodes']} < {s['rollout_batch_size']}?) and a "
+            f"rollout batch that splits into {world} processes x at least {s['minibatches']} minibatches"
+        )
+    process_seed = seed + rank * SEED_STRIDE  # decorrelated sampling, same data order (row 19)
+    torch.manual_seed(process_seed)
+    seeds = random.Random(process_seed)
+    tokenizer, temperature = models.tokenizer, s["temperature"]
+
+    wrapper = PolicyAndValue(models.policy, models.value).train()
+    trainable = [p for p in wrapper.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=s["lr"], eps=1e-5, weight_decay=0.0)  # eps (row 18)
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    models.policy = accelerator.unwrap_model(wrapper).policy  # the same object, for sampling and saving
+    for frozen in (models.ref, models.rm):
+        if frozen is not None:
+            frozen.to(accelerator.device).eval()
+    if s["target_kl"] is None:
+        kl_ctl = FixedKLController(s["kl_coef"])
+    else:
+        kl_ctl = AdaptiveKLController(s["kl_coef"], s["target_kl"], s["kl_horizon"])
+    heldout_prompts = task.prompts("id")[: s["gold_eval_prompts"]]
+
+    def heldout() -> dict[str, float]:
+        if not accelerator.is_main_process:
+            return {}
+        with accelerator.autocast():
+            return heldout_metrics(models, task, heldout_prompts, s, seed)
+
+    history = []
+    batches = prompt_batches(task.prompts("train"), s["rollout_batch_size"], n_batches, seed)
+    bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=None if rank == 0 else True)
+    for step, prompts in enumerate(bar):
+        entry = {"step": step, "episode": (step + 1) * s["rollout_batch_size"]}
+        t0 = time.perf_counter()
+        if step % s["gold_eval_every"] == 0:
+            entry.update(heldout())  # measured before this batch's update, i.e. after `step` updates
+        t1 = time.perf_counter()
+        if s["lr_decay"]:  # linear to 0 over the rollout batches (CleanRL)
+            optimizer.param_groups[0]["lr"] = s["lr"] * (1.0 - step / n_batches)
+
+        with torch.no_grad(), accelerator.autocast():
+            # 1. roll out; old log-probs, reference log-probs and values once per batch (rows 3-5)
+            local_prompts = prompts[rank::world]
+            sample_seed = seeds.getrandbits(63)
+            batch = rollout(
+                models.policy, tokenizer, local_prompts, s["max_new_tokens"], temperature, sample_seed
+            )
+            t2 = time.perf_counter()
+            mask = batch.mask
+            logits = policy_logits(models.policy, batch, temperature)
+            logprobs = gather_logprobs(logits, batch.response_ids)
+            entropy = entropy_from_logits(logits, mask)
+            del logits
+            with reference(models) as ref:
+                ref_logprobs = gather_logprobs(policy_logits(ref, batch, temperature), batch.response_ids)
+            values = compute_values(models.value, batch)
+
+            # 2. score: RM or gold, missing-EOS penalty
+            scores = score_responses(batch, tokenizer, s["missing_eos_penalty"], models.rm, task)
+            t3 = time.perf_counter()
+
+            # 3. KL penalty: per token, score on the last response token (rows 10-11)
+            kl = kl_estimate(logprobs, ref_logprobs, s["kl_estimator"])
+            rewards, non_score_reward = per_token_rewards(scores, kl, mask, kl_ctl.value)
+
+            # 4. whiten rewards (optional, mean kept; row 13)
+            if s["whiten_rewards"]:
+                rewards = masked_whiten(rewards, mask, shift_mean=False)
+
+            # 5. GAE, then whiten the advantages over valid tokens (row 14)
+            advantages, returns = gae_advantages(rewards, values, mask, s["gamma"], s["lam"])
+            advantages = masked_whiten(advantages, mask)
+
+        # 6. clipped updates: epochs x minibatches optimiser steps (rows 15-17)
+        stats = []
+        for _ in range(s["ppo_epochs"]):
+            order = torch.randperm(local_size, device=mask.device)
+            for index in torch.tensor_split(order, s["minibatches"]):
+                mb, mb_mask = batch.rows(index), mask[index]
+                with accelerator.autocast():
+                    new_logits, new_values = wrapper(mb, temperature)
+                new_logprobs = gather_logprobs(new_logits, mb.response_ids)
+                pg_loss, pg_stats = policy_loss(
+                    new_logprobs, logprobs[index], advantages[index], mb_mask, s["clip_eps"]
+                )
+                vf_loss, vf_stats = value_loss(
+                    new_values.float(), values[index], returns[index], mb_mask, s["vf_clip"]
+                )
+                loss = pg_loss + s["vf_coef"] * vf_loss
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                stats.append(
+                    {
+                        "loss": loss.detach(),
+                        "loss/policy": pg_loss.detach(),
+                        "loss/value": vf_loss.detach(),
+                        "policy/approxkl": pg_stats["approxkl"],
+                        "policy/clipfrac": pg_stats["clipfrac"],
+                        "val/clipfrac": vf_stats["vf_clipfrac"],
+                        "val/ratio": pg_stats["ratio"],
+                    }
+                )
+        t4 = time.perf_counter()
+
+        # metrics, all masked (row 21). kl, entropy and non_score_reward are per-response sums (as TRL
+        # reports them); entropy is exact, from the tempered logits; kl is the estimator trained on
+        with torch.no_grad():
+            seq_kl = torch.where(mask, kl, 0.0).sum(1)
+            metrics = {
+                "objective/kl": seq_kl.mean(),
+                "objective/entropy": entropy.sum(1).mean(),
+                "objective/non_score_reward": non_score_reward.sum(1).mean(),
+                "objective/rlhf_reward": (scores + non_score_reward.sum(1)).mean(),  # score - beta sum KL
+                "objective/scores": scores.mean(),
+                "objective/kl_coef": torch.tensor(float(kl_ctl.value)),
+                "val/num_eos": batch.has_eos.float().mean(),
+                "val/mean_length": mask.float().sum(1).mean(),
+                **{k: torch.stack([d[k].float() for d in stats]).mean() for k in stats[0]},
+            }
+            names = list(metrics)
+            reduced = accelerator.reduce(
+                torch.stack([metrics[k].float().to(mask.device) for k in names]), "mean"
+            )
+        entry.update({k: float(v) for k, v in zip(names, reduced.tolist())})
+        entry["lr"] = optimizer.param_groups[0]["lr"]
+        timings = {"heldout": t1 - t0, "generation": t2 - t1, "scoring": t3 - t2, "update": t4 - t3}
+        entry.update({f"time/{k}": v for k, v in timings.items()})
+        kl_ctl.update(entry["objective/kl"], s["rollout_batch_size"])
+        history.append(entry)
+
+    final = {"step": n_batches, "episode": n_batches * s["rollout_batch_size"]}
+    history.append({**final, **heldout()})  # after the last update
+    return history
