@@ -178,6 +178,14 @@ class RLOOStage(Strict):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
 
+    @model_validator(mode="after")
+    def _groups_fit(self):
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations})"
+            )
+        return self
+
 
 class BestOfN(Strict):
     n: int = Field(

@@ -115,7 +115,9 @@ def test_set_override_and_bad_override(tmp_path, capsys):
 
 
 def test_arm_scoped_grid_key_sweeps_one_arm(tmp_path):
-    suite = load_suite(write(tmp_path, MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  arms.dpo.stages.dpo.beta: [0.1, 0.5]")))
+    suite = load_suite(
+        write(tmp_path, MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  arms.dpo.stages.dpo.beta: [0.1, 0.5]"))
+    )
     runs = plan_runs(suite)
     assert sum(r.arm == "sft" for r in runs) == 2  # one per seed, not multiplied by dpo's sweep
     betas = sorted(r.eval.inputs["policy"].params["train"]["beta"] for r in runs if r.arm == "dpo")

@@ -33,7 +33,17 @@ grid: {seed: [0, 1]}
 eval: {samples_per_prompt: 2, max_new_tokens: 16}
 """
 
-REQUIRED = ["arm", "seed", "budget", "split", "gold_reward", "kl_to_base", "proxy_reward", "distinct_2", "mean_length"]
+REQUIRED = [
+    "arm",
+    "seed",
+    "budget",
+    "split",
+    "gold_reward",
+    "kl_to_base",
+    "proxy_reward",
+    "distinct_2",
+    "mean_length",
+]
 
 
 @pytest.fixture(scope="module")

@@ -75,5 +75,17 @@ def test_left_padding_does_not_shift_positions(tiny_policy_dir, task):
     ids, mask = left_pad([short, long], tokenizer.pad_token_id)
     with torch.no_grad():
         padded = model(input_ids=ids, attention_mask=mask).logits[0, -len(short) :]
-        alone = model(input_ids=torch.tensor([short]), attention_mask=torch.ones(1, len(short), dtype=torch.long)).logits[0]
+        alone = model(
+            input_ids=torch.tensor([short]), attention_mask=torch.ones(1, len(short), dtype=torch.long)
+        ).logits[0]
     assert torch.allclose(padded, alone, atol=1e-4)
+
+
+def test_reference_is_the_starting_policy(tmp_path, tiny_policy_dir, tiny_rm_dir):
+    trainer = rloo.build_trainer(
+        params(), tmp_path, {"model": tiny_policy_dir, "reward_model": tiny_rm_dir}, Context()
+    )
+    assert trainer.ref_model is not trainer.model
+    assert trainer.ref_model.config._name_or_path == str(tiny_policy_dir)
+    reference = dict(trainer.ref_model.named_parameters())
+    assert all(torch.equal(p, reference[n]) for n, p in trainer.model.named_parameters())

@@ -40,6 +40,8 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
+    if params.get("reward", "model") != "model":
+        raise ValueError(f"rloo trains on the reward model only, got reward={params['reward']!r}")
     train, seed = params["train"], params["seed"]
     task = make_task(params["task"])
     rng = random.Random(f"rloo-{seed}")
@@ -108,7 +110,12 @@ def use_mask_positions(model) -> None:
     def add_positions(module, args, kwargs):
         ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
         # only full-sequence passes: `generate` supplies its own position ids for cached steps
-        if kwargs.get("position_ids") is None and ids is not None and mask is not None and mask.shape == ids.shape:
+        if (
+            kwargs.get("position_ids") is None
+            and ids is not None
+            and mask is not None
+            and mask.shape == ids.shape
+        ):
             kwargs["position_ids"] = position_ids(mask.long())
         return args, kwargs
 
