@@ -284,11 +284,14 @@ def _claim_overoptimisation(results, logs) -> Claim:
         d = paired_difference(peak_minus_final, {s: 0.0 for s in peak_minus_final})
         curves = heldout_curves(logs, arm)
         fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"]) if len(curves) >= 3 else None
-        peak = (
-            ""
-            if fit is None or math.isnan(fit["kl_peak"])
-            else f"; fitted gold peak at KL ≈ {fit['kl_peak']:.2f}"
-        )
+        peak = ""
+        if fit is not None and not math.isnan(fit["kl_peak"]):
+            reached = float(curves["kl"].max())
+            peak = (
+                f"; the fitted gold curve (Gao et al.) peaks at KL ≈ {fit['kl_peak']:.2f}"
+                if fit["kl_peak"] <= reached
+                else f"; the fitted gold curve still rises at the largest KL reached ({reached:.2f})"
+            )
         evidence = (
             f"{arm}: held-out gold at its best minus at the end of training {summary(peak_minus_final)}{peak}"
         )

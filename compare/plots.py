@@ -43,6 +43,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def panels(n: int, width: float, height: float, per_row: int = 4):
+    """A figure with n panels, at most `per_row` a row; returns the figure and a flat list of n axes."""
+    cols = min(n, per_row)
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def _arm_means(results: pd.DataFrame, arms: list[str], metric: str, split: str):
     rows = []
     for arm in arms:
@@ -91,8 +102,8 @@ def training_objectives(logs: pd.DataFrame, path: Path) -> Path | None:
     if logs.empty:
         return None
     arms = list(dict.fromkeys(logs["arm"]))
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3), squeeze=False)
-    for ax, arm in zip(axes[0], arms):
+    fig, axes = panels(len(arms), 3.4, 2.8)
+    for ax, arm in zip(axes, arms):
         for stage, group in logs[logs["arm"] == arm].groupby("stage", sort=False):
             column, name = OBJECTIVES.get(stage, ("loss", stage))
             if column not in group or group[column].isna().all():
@@ -102,7 +113,7 @@ def training_objectives(logs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(label(arm), fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("stage objective (mean over seeds)")
+    axes[0].set_ylabel("stage objective (mean over seeds)")
     fig.suptitle("What each arm's training stages optimise", fontsize=10)
     return _save(fig, path)
 
@@ -198,29 +209,22 @@ def frontier(results: pd.DataFrame, arms: list[str], path: Path) -> Path | None:
 
 def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, arms: list[str], path: Path) -> Path | None:
     """Proxy and gold reward vs sqrt(KL): during online RL, and across best-of-n's n (Gao et al. 2022)."""
-    panels = []
+    curves = []
     for arm in arms:
         c = heldout_curves(logs, arm)
         if len(c) >= 3:
-            panels.append(
-                (
-                    arm,
-                    "rl",
-                    np.sqrt(np.clip(c["kl"].to_numpy(), 0, None)),
-                    c["gold"].to_numpy(),
-                    c["proxy"].to_numpy(),
-                )
-            )
+            d = np.sqrt(np.clip(c["kl"].to_numpy(), 0, None))
+            curves.append((arm, "rl", d, c["gold"].to_numpy(), c["proxy"].to_numpy()))
     bon_col = "grid.arms.best_of_n.stages.best_of_n.n"
     if "best_of_n" in arms and len(sweep_values(results, bon_col)) >= 2:
         rows = results[(results["arm"] == "best_of_n") & (results["split"] == "id")]
         g = rows.groupby(bon_col)[["kl_to_base", "gold_reward", "proxy_reward"]].mean().reset_index()
         d = np.sqrt(np.clip(g["kl_to_base"].to_numpy(), 0, None))
-        panels.append(("best_of_n", "bon", d, g["gold_reward"].to_numpy(), g["proxy_reward"].to_numpy()))
-    if not panels:
+        curves.append(("best_of_n", "bon", d, g["gold_reward"].to_numpy(), g["proxy_reward"].to_numpy()))
+    if not curves:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, (arm, form, d, gold, proxy) in zip(axes[0], panels):
+    fig, axes = panels(len(curves), 4.4, 3.6)
+    for ax, (arm, form, d, gold, proxy) in zip(axes, curves):
         order = np.argsort(d)
         d, gold, proxy = d[order], gold[order], proxy[order]
         ax.plot(d, gold, "o", color="C0", label="gold (measured)")
@@ -238,6 +242,6 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, arms: list[str],
         ax.set_xlabel("√KL (nats^½)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("reward")
+    axes[0].set_ylabel("reward")
     fig.suptitle("Over-optimisation: the proxy keeps rising, the gold reward need not", fontsize=10)
     return _save(fig, path)

@@ -118,18 +118,40 @@ def group_columns(results: pd.DataFrame) -> list[str]:
     return ["arm"] + [c for c in results.columns if c.startswith("grid.")]
 
 
+MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in results.csv
+    ("gold_reward", "id"),
+    ("gold_reward", "ood"),
+    ("kl_to_base", "id"),
+    ("proxy_reward", "id"),
+    ("distinct_2", "id"),
+    ("well_formed", "id"),
+    ("mean_length", "id"),
+]
+
+
+def grid_heading(col: str) -> str:
+    """`grid.arms.best_of_n.stages.best_of_n.n` -> `n`, `grid.budget.units` -> `units`."""
+    return col.rsplit(".", 1)[-1]
+
+
+def grid_cell(value) -> str:
+    if pd.isna(value):
+        return "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def main_table(results: pd.DataFrame, arms: list[str]) -> str:
-    cols = [(m, h) for m, h, _ in METRICS if results[m].notna().any()]
-    header = ["arm", *(c for c in group_columns(results)[1:]), "seeds"]
-    header += [f"{h} {SPLIT_NAMES[s]}" for m, h in cols for s in ("id", "ood")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    headings = {m: h for m, h, _ in METRICS}
+    cols = [(m, s) for m, s in MAIN_COLUMNS if results[m].notna().any()]
     keys = group_columns(results)
-    for key, group in sorted(results.groupby(keys, sort=False), key=lambda kv: _arm_order(kv[0], arms)):
+    header = ["arm", *(grid_heading(c) for c in keys[1:]), "seeds"]
+    header += [f"{headings[m]} {SPLIT_NAMES[s]}" for m, s in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups = results.groupby(keys, sort=False, dropna=False)
+    for key, group in sorted(groups, key=lambda kv: _arm_order(kv[0], arms)):
         key = key if isinstance(key, tuple) else (key,)
-        cells = [f"**{key[0]}**", *(str(k) for k in key[1:]), str(group["seed"].nunique())]
-        for m, _ in cols:
-            for split in ("id", "ood"):
-                cells.append(fmt_ci(group.loc[group["split"] == split, m]))
+        cells = [f"**{key[0]}**", *(grid_cell(k) for k in key[1:]), str(group["seed"].nunique())]
+        cells += [fmt_ci(group.loc[group["split"] == s, m]) for m, s in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
