@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     suite_args(run)
     run.add_argument("--out", type=Path, help="report folder (default: reports/<suite name>/)")
     run.add_argument("-v", "--verbose", action="store_true", help="show the trainers' logs and progress bars")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: 1 for the built-in tiny model, whose small matrices gain "
+        "nothing from more and suffer badly on a busy machine; torch's own default otherwise)",
+    )
     plan = sub.add_parser("plan", help="validate a suite and list its runs and stages, without training")
     suite_args(plan)
     report = sub.add_parser("report", help="rebuild a report from the results saved in its folder")
@@ -90,7 +96,8 @@ def _run(suite, cache: StageCache, args) -> int:
     runs = plan_runs(suite)
     start = time.time()
     try:
-        timings = execute(runs, cache, Context(verbose=args.verbose))
+        threads = args.threads or (1 if suite.base.model is None else None)
+        timings = execute(runs, cache, Context(verbose=args.verbose, threads=threads))
     except Exception as e:  # a stage crashed: say which, keep completed stages, leave no report
         if args.verbose:
             raise

@@ -26,6 +26,10 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> dict[str, float
     if not todo:
         return timings
     quiet_libraries(ctx.verbose)
+    if ctx.threads:
+        import torch
+
+        torch.set_num_threads(ctx.threads)
     bar = tqdm(todo, desc="stages", unit="stage", disable=None)
     for stage in bar:
         bar.set_postfix_str(stage.kind)

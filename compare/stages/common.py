@@ -19,6 +19,7 @@ class Context:
     """Run-wide settings a stage may need (not part of any stage key)."""
 
     verbose: bool = False
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
 
 
 def quiet_libraries(verbose: bool) -> None:
