@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from compare.cache import StageCache, default_cache_dir
-from compare.config import SuiteError, load_suite
+from compare.config import SuiteError, load_suites
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args)
-        suite = load_suite(args.suite, args.overrides)
+        collection, suites = load_suites(args.suite, args.overrides)
         cache = StageCache(args.cache_dir or default_cache_dir())
-        return _plan(suite, cache) if args.command == "plan" else _run(suite, cache, args)
+        if args.command == "plan":
+            return max(_plan(suite, cache) for suite in suites)
+        return _run(collection, suites, cache, args)
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -84,20 +86,22 @@ def _plan(suite, cache: StageCache) -> int:
     return 0
 
 
-def _run(suite, cache: StageCache, args) -> int:
+def _run(collection, suites, cache: StageCache, args) -> int:
     from compare.plan import plan_runs
-    from compare.report import write_report
-    from compare.runner import collect, execute
+    from compare.runner import execute
     from compare.stages.common import Context
 
-    out = args.out or Path("reports") / suite.name
+    name = collection.name if collection else suites[0].name
+    out = args.out or Path("reports") / name
     if out.exists() and not out.is_dir():
         raise SuiteError(f"--out {out}: exists and is not a folder")
-    runs = plan_runs(suite)
+    runs = {suite.name: plan_runs(suite) for suite in suites}
     start = time.time()
     try:
-        threads = args.threads or (1 if suite.base.model is None else None)
-        timings = execute(runs, cache, Context(verbose=args.verbose, threads=threads))
+        tiny = all(suite.base.model is None for suite in suites)
+        threads = args.threads or (1 if tiny else None)
+        # every suite's stages in one pass: stages shared between suites run once
+        timings = execute([r for rs in runs.values() for r in rs], cache, Context(args.verbose, threads))
     except Exception as e:  # a stage crashed: say which, keep completed stages, leave no report
         if args.verbose:
             raise
@@ -106,21 +110,52 @@ def _run(suite, cache: StageCache, args) -> int:
             file=sys.stderr,
         )
         return 1
+    if collection is None:
+        _publish(out, lambda folder: _write_suite(folder, suites[0], runs[suites[0].name], cache, timings))
+    else:
+        _publish(out, lambda folder: _write_collection(folder, collection, suites, runs, cache, timings))
+    ran = f"{len(timings)} stages run" if timings else "all stages cached"
+    total = sum(len(r) for r in runs.values())
+    report = out / "report.md" if collection is None else out / "index.md"
+    print(f"{name}: {total} runs ({ran}) in {time.time() - start:.0f}s; report: {report}")
+    return 0
+
+
+def _write_suite(folder: Path, suite, runs, cache: StageCache, timings) -> None:
+    from compare.report import write_report
+    from compare.runner import collect
+
     results, samples, logs = collect(runs, cache)
+    names = {s.name for r in runs for s in _stages(r)}
+    write_report(folder, suite, results, samples, logs, {k: v for k, v in timings.items() if k in names})
+
+
+def _write_collection(folder: Path, collection, suites, runs, cache: StageCache, timings) -> None:
+    folder.mkdir(parents=True)
+    lines = [f"# {collection.name}", "", collection.description.strip(), ""]
+    for suite in suites:
+        _write_suite(folder / suite.name, suite, runs[suite.name], cache, timings)
+        lines.append(f"- [{suite.name}]({suite.name}/report.md): {suite.description.strip()}")
+    (folder / "index.md").write_text("\n".join(lines) + "\n")
+
+
+def _stages(run):
+    from compare.plan import stage_order
+
+    return stage_order([run.eval])
+
+
+def _publish(out: Path, write) -> None:
+    """Write a report folder beside `out`, then swap it in: a half-written report is never left as one."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write_report(tmp, suite, results, samples, logs, timings)
+        write(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ran = f"{len(timings)} stages run" if timings else "all stages cached"
-    print(
-        f"{suite.name}: {len(runs)} runs ({ran}) in {time.time() - start:.0f}s; report: {out / 'report.md'}"
-    )
-    return 0
 
 
 def _report(args) -> int:

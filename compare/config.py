@@ -378,9 +378,34 @@ def _has_path(suite: Suite, dotted: str) -> bool:
     return not isinstance(node, BaseModel | dict)
 
 
-def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
-    """Read, override (`key.path=value`, value parsed as YAML) and validate a suite file."""
+class Collection(Strict):
+    """A file that runs several suites together (`suites:` paths relative to it); shared stages run once."""
+
+    name: str = Field(description="Collection name; reports go to reports/<name>/<suite name>/ by default.")
+    description: str = Field("", description="What the collection is for.")
+    suites: list[str] = Field(min_length=1, description="Suite files, relative to this file.")
+
+
+def load_suites(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[Collection | None, list[Suite]]:
+    """A suite file, or a collection of them: (the collection or None, the validated suites)."""
     path = Path(path)
+    data = _read_yaml(path)
+    if "suites" not in data:
+        return None, [load_suite(path, overrides)]
+    try:
+        collection = Collection.model_validate(data)
+    except ValidationError as err:
+        raise _one_line(path, err) from None
+    suites = [load_suite(path.parent / member, overrides) for member in collection.suites]
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise SuiteError(f"{path}: suites: two suites share a name ({', '.join(names)})")
+    return collection, suites
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise SuiteError(f"{path}: no such file")
     if path.is_dir():
@@ -397,6 +422,27 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         raise SuiteError(f"{path}: the file is empty")
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite is a mapping of keys, got {type(data).__name__}")
+    if "include" in data:  # shared settings from another file; this file's keys win (lm-eval style)
+        included = data.pop("include")
+        if not isinstance(included, str):
+            raise SuiteError(f"{path}: include: expected a file name, got {included!r}")
+        data = _merge(_read_yaml(path.parent / included), data)
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = (
+            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return merged
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Read, override (`key.path=value`, value parsed as YAML) and validate a suite file."""
+    path = Path(path)
+    data = _read_yaml(path)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

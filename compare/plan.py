@@ -77,8 +77,19 @@ class Run:
         return " ".join([self.arm] + [f"{k}={v}" for k, v in self.point.items()])
 
 
-def task_params(suite: Suite) -> dict[str, Any]:
-    return suite.task.model_dump()
+# The task settings each stage reads; a stage's key holds only these, so sweeping a setting (say the
+# annotator's flip rate) does not re-run stages that never see it (demonstrations, SFT, their evaluation).
+TASK_FIELDS = {
+    "demos": ("name", "seed", "train_prompts", "demonstrator_quality"),
+    "comparisons": ("name", "seed", "train_prompts", "annotator"),
+    "online": ("name", "seed", "train_prompts", "eval_prompts"),
+    "eval": ("name", "seed", "eval_prompts"),
+}
+
+
+def task_params(suite: Suite, use: str) -> dict[str, Any]:
+    settings = suite.task.model_dump()
+    return {k: settings[k] for k in TASK_FIELDS[use]}
 
 
 def base_stage(suite: Suite) -> Stage:
@@ -95,25 +106,33 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     stages = arm_stages(suite, arm)
     n_demos, n_comparisons = arm_allocation(suite, arm)
     base = base_stage(suite)
-    task = task_params(suite)
     policy, reward_model, comparisons, best_of_n = base, None, None, None
-    demos = Stage("demos", {"task": task, "n": n_demos, "seed": seed}) if n_demos else None
+    demos = (
+        Stage("demos", {"task": task_params(suite, "demos"), "n": n_demos, "seed": seed}) if n_demos else None
+    )
     for kind in arm.recipe:
         settings = getattr(stages, kind).model_dump()
         if kind == "sft":
             policy = Stage("sft", {"train": settings, "seed": seed}, {"model": policy, "data": demos})
         elif kind in ("ppo", "rloo"):  # online RL on the reward model: prompts only, no annotation
-            online = {"train": settings, "seed": seed, "task": task, "reward": "model"}
+            online = {
+                "train": settings,
+                "seed": seed,
+                "task": task_params(suite, "online"),
+                "reward": "model",
+            }
             policy = Stage(kind, online, {"model": policy, "reward_model": reward_model})
         elif kind == "ppo_gold":  # the oracle upper bound: PPO on the gold reward itself
-            online = {"train": settings, "seed": seed, "task": task, "reward": "gold"}
+            online = {"train": settings, "seed": seed, "task": task_params(suite, "online"), "reward": "gold"}
             policy = Stage("ppo", online, {"model": policy})
         elif kind == "best_of_n":  # no training: selection at sampling time, done by the evaluator
             best_of_n = settings["n"]
         else:
             if comparisons is None:  # sampled from the policy that the first preference stage starts from
                 comparisons = Stage(
-                    "comparisons", {"task": task, "n": n_comparisons, "seed": seed}, {"policy": policy}
+                    "comparisons",
+                    {"task": task_params(suite, "comparisons"), "n": n_comparisons, "seed": seed},
+                    {"policy": policy},
                 )
             trained = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})
             if kind == "rm":
@@ -123,7 +142,7 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     inputs = {"policy": policy, "base": base}
     if reward_model is not None:
         inputs["reward_model"] = reward_model
-    params = {"task": task, "eval": suite.eval.model_dump(), "seed": seed}
+    params = {"task": task_params(suite, "eval"), "eval": suite.eval.model_dump(), "seed": seed}
     if best_of_n is not None:
         params["best_of_n"] = best_of_n
     return Run(arm_name, point, suite, n_demos, n_comparisons, Stage("eval", params, inputs))

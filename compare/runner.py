@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import random
+import statistics
 import time
 
 import pandas as pd
@@ -10,7 +13,7 @@ from tqdm.auto import tqdm
 
 from compare.cache import StageCache
 from compare.plan import TRAINING_KINDS, Run, Stage, stage_order
-from compare.stages.common import Context, read_jsonl
+from compare.stages.common import Context, make_task, read_jsonl
 
 RUN_COLUMNS = ["arm", "seed", "budget", "n_demonstrations", "n_comparisons"]
 
@@ -61,8 +64,10 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
         }
         folder = cache.path(run.eval.name)
         metrics = json.loads((folder / "metrics.json").read_text())
+        k = run.suite.eval.samples_per_prompt
         for split, m in metrics.items():
-            results.append({**meta, "split": split, **m})
+            demo = demonstrator_gold(run.suite.task.model_dump(), split, k, run.seed)
+            results.append({**meta, "split": split, **m, "demonstrator_gold": demo})
         samples.extend({**meta, **row} for row in read_jsonl(folder / "samples.jsonl"))
         for stage in _training_stages(run.eval):
             history = cache.path(stage.name) / "log_history.json"
@@ -74,6 +79,22 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
         if col not in results_df:
             results_df[col] = float("nan")
     return results_df, pd.DataFrame(samples), pd.DataFrame(logs)
+
+
+@functools.lru_cache(maxsize=256)
+def _demonstrator_gold(task_json: str, split: str, k: int, seed: int) -> float:
+    task = make_task(json.loads(task_json))
+    rng = random.Random(f"eval-demonstrator-{seed}")
+    prompts = task.prompts(split)
+    return statistics.fmean(task.gold_reward(p, task.demonstrate(p, rng)) for p in prompts for _ in range(k))
+
+
+def demonstrator_gold(task_settings: dict, split: str, k: int, seed: int) -> float:
+    """Mean gold reward of the demonstrator on the evaluation prompts: the bar that imitation aims at.
+
+    No model is involved, so it is computed here rather than in a cached stage.
+    """
+    return _demonstrator_gold(json.dumps(task_settings, sort_keys=True), split, k, seed)
 
 
 def _training_stages(stage: Stage) -> list[Stage]:

@@ -60,6 +60,11 @@ def test_stage_keys_stable_and_sensitive(tmp_path):
     assert c["sft seed=0"] == a["sft seed=0"] and c["dpo seed=0"] != a["dpo seed=0"]
     d = {r.label: r.eval.key for r in plan_runs(load_suite(path, ["base.tiny.steps=10"]))}
     assert d["sft seed=0"] != a["sft seed=0"]
+    # a stage's key holds only the task settings it reads: label noise re-runs DPO, not SFT
+    e = {r.label: r.eval.key for r in plan_runs(load_suite(path, ["task.annotator.flip_rate=0.2"]))}
+    assert e["sft seed=0"] == a["sft seed=0"] and e["dpo seed=0"] != a["dpo seed=0"]
+    f = {r.label: r.eval.key for r in plan_runs(load_suite(path, ["task.demonstrator_quality=0.9"]))}
+    assert f["sft seed=0"] != a["sft seed=0"]
 
 
 def test_shipped_suites_validate():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import statistics
 from pathlib import Path
 
@@ -83,7 +82,6 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
             "well_formed": statistics.fmean(float(g.well_formed) for g in golds),
             "eos_rate": statistics.fmean(float(e) for e in samples.ended),
             **diversity(samples.completions, k, len(tokenizer)),
-            "demonstrator_gold": demonstrator_gold(task, prompts, k, params["seed"]),
         }
         if n > 1:
             m["kl_bound"] = bon_kl_bound(n)
@@ -144,9 +142,3 @@ def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, floa
         "self_bleu_within": bleu["within"],
         "self_bleu_across": bleu["across"],
     }
-
-
-def demonstrator_gold(task, prompts: list[str], k: int, seed: int) -> float:
-    """Mean gold reward of the demonstrator on the same prompts: the bar imitation aims at."""
-    rng = random.Random(f"eval-demonstrator-{seed}")
-    return statistics.fmean(task.gold_reward(p, task.demonstrate(p, rng)) for p in prompts for _ in range(k))
