@@ -88,7 +88,7 @@ def _plan(suite, cache: StageCache) -> int:
 
 def _run(collection, suites, cache: StageCache, args) -> int:
     from compare.plan import plan_runs
-    from compare.runner import execute
+    from compare.runner import execute, is_main_process
     from compare.stages.common import Context
 
     name = collection.name if collection else suites[0].name
@@ -110,6 +110,8 @@ def _run(collection, suites, cache: StageCache, args) -> int:
             file=sys.stderr,
         )
         return 1
+    if not is_main_process():  # the main process writes the report
+        return 0
     if collection is None:
         _publish(out, lambda folder: _write_suite(folder, suites[0], runs[suites[0].name], cache, timings))
     else:

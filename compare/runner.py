@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -44,10 +47,35 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> dict[str, float
             "params": stage.params,
             "inputs": {n: d.name for n, d in stage.inputs.items()},
         }
-        with cache.writing(stage.name, info) as out:
-            RUNNERS[stage.kind](stage.params, out, inputs, ctx)
+        if is_main_process():
+            with cache.writing(stage.name, info) as out:
+                RUNNERS[stage.kind](stage.params, out, inputs, ctx)
+        elif stage.kind in TRAINING_KINDS:  # data-parallel training: every process takes part, rank 0 saves
+            with tempfile.TemporaryDirectory() as scratch:
+                RUNNERS[stage.kind](stage.params, Path(scratch), inputs, ctx)
+        wait_for_everyone()
         timings[stage.name] = time.time() - start
     return timings
+
+
+# Under `accelerate launch`, every process runs the training stages together (data parallel); data,
+# evaluation and the cache are the main process's alone, and the others wait for it after each stage.
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return _world_size() == 1 or int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    if _world_size() > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.barrier()
 
 
 def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
