@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from compare.cli import main
-from compare.config import Arm, Cost, allocate, default_share, load_suite
+from compare.config import Arm, Cost, allocate, default_share, load_suite, load_suites
 from compare.plan import plan_runs, stage_order
 
 MICRO = """
@@ -71,7 +71,10 @@ def test_shipped_suites_validate():
     from pathlib import Path
 
     for path in sorted(Path("experiments").glob("*.yaml")):
-        assert plan_runs(load_suite(path))
+        _, suites = load_suites(path)
+        assert all(plan_runs(suite) for suite in suites)
+    collection, suites = load_suites("experiments/full.yaml")
+    assert collection.name == "full" and len(suites) == 5
 
 
 BAD = [
@@ -130,3 +133,14 @@ def test_arm_scoped_grid_key_sweeps_one_arm(tmp_path):
     bad = MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  arms.sft.stages.dpo.beta: [0.1]")
     with pytest.raises(Exception, match="grid.arms.sft.stages.dpo.beta"):
         load_suite(write(tmp_path, bad, "bad.yaml"))
+
+
+def test_include_and_collection(tmp_path):
+    write(tmp_path, "budget: {units: 64}\nstages:\n  dpo: {beta: 0.3}\n", "common.yaml")
+    path = write(tmp_path, "include: common.yaml\nstages:\n  sft: {epochs: 1}\n" + MICRO)
+    suite = load_suite(path)
+    assert suite.budget.units == 64 and suite.stages.dpo.beta == 0.3 and suite.stages.sft.epochs == 1
+    other = write(tmp_path, MICRO.replace("name: micro", "name: other"), "other.yaml")
+    both = write(tmp_path, f"name: both\nsuites: [{path.name}, {other.name}]\n", "both.yaml")
+    collection, suites = load_suites(both)
+    assert collection.name == "both" and [s.name for s in suites] == ["micro", "other"]

@@ -88,9 +88,13 @@ def hand_batch(tokenizer, prompts: list[str], responses: list[str]) -> ppo.Batch
 
 
 def unpadded_logprobs(model, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
-    """log_softmax(logits / T) at each response token, from one unpadded forward pass."""
+    """log_softmax(logits / T) at each response token, from one unpadded forward pass.
+
+    The pad token is filler, never an output: the policy's distribution excludes it (logit -inf).
+    """
     ids = torch.tensor([prompt_ids + response_ids])
     logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1] / T
+    logits[:, model.config.pad_token_id] = float("-inf")
     return torch.log_softmax(logits, -1).gather(1, torch.tensor(response_ids)[:, None]).squeeze(1)
 
 
@@ -153,6 +157,7 @@ def test_response_logprobs_come_from_the_previous_position(models):
         for t, token in enumerate(response):  # predict token t from the prefix that ends just before it
             prefix = torch.tensor([prompt + response[:t]])
             last = models.policy(input_ids=prefix).logits[0, -1] / T
+            last[models.policy.config.pad_token_id] = float("-inf")  # pad is never an output
             assert float(got[t]) == pytest.approx(float(torch.log_softmax(last, -1)[token]), abs=1e-5)
     logits = torch.randn(2, 4, 7)
     tokens = torch.randint(0, 7, (2, 4))

@@ -113,3 +113,15 @@ def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm
     assert mb["id"]["proxy_reward"] > m["id"]["proxy_reward"]
     assert mb["id"]["kl_bound"] == pytest.approx(math.log(4) - 0.75)
     assert mb["id"]["kl_to_base"] > 0
+
+
+def test_pad_is_never_sampled_and_has_no_probability(tiny_policy_dir, task):
+    from compare.models import load_policy, sample, token_logprobs
+
+    model, tok = load_policy(tiny_policy_dir)
+    with torch.no_grad():
+        model.lm_head.weight[tok.pad_token_id] += 50.0  # make pad the model's favourite token
+    s = sample(model, tok, task.prompts("id")[:4], 4, 8, 1.0, seed=0)
+    assert all(tok.pad_token_id not in ids for ids in s.completion_ids)
+    recomputed = token_logprobs(model, tok, s.prompts, s.completion_ids, 1.0)
+    assert [float(x.sum()) for x in recomputed] == pytest.approx(s.logprobs, abs=1e-4)
