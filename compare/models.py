@@ -8,7 +8,6 @@ online RL), so that temperature, padding and position ids are handled the same w
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,10 +271,6 @@ def reward_scores(
         ids, mask = right_pad(enc, tokenizer.pad_token_id)
         scores.extend(sequence_scores(rm, ids.to(dev), mask.to(dev)).tolist())
     return scores
-
-
-def mean_or_nan(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 # -- batched forward passes (shared by evaluation and PPO) ------------------------------------------------
