@@ -84,11 +84,13 @@ def gold_vs_kl(results: pd.DataFrame, arms: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     gold = _arm_means(results, arms, "gold_reward", "id")
     kl = _arm_means(results, arms, "kl_to_base", "id")
+    names: dict[tuple, list[str]] = {}  # arms at the same point (e.g. base and rm) share one label
     for (arm, g, gh, _), (_, k, kh, _) in zip(gold, kl):
-        ax.errorbar(
-            k, g, xerr=kh, yerr=gh, fmt="s" if arm in ORACLE_ARMS else "o", capsize=3, label=label(arm)
-        )
-        ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        marker = "s" if arm in ORACLE_ARMS else "o"
+        ax.errorbar(k, g, xerr=kh, yerr=gh, fmt=marker, capsize=3, label=label(arm))
+        names.setdefault((round(k, 6), round(g, 6)), []).append(arm)
+    for (k, g), point_arms in names.items():
+        ax.annotate(", ".join(point_arms), (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("KL(policy ‖ base), nats per completion (sampled)")
     ax.set_ylabel("gold reward (ID)")
     ax.set_title("What each arm buys with its distance from the base model")
