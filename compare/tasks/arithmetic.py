@@ -14,9 +14,10 @@ prompts add two three-digit numbers (100–999): the same algorithm solves them 
 carry chains), but no training prompt has that length, so memorised training answers do not help.
 Both operands of a problem have the same length, so each column sits at a fixed place in the prompt:
 with operands of mixed lengths (0–99 + 0–99) the tiny base model (2 layers, 64 wide, 1,500 steps) did
-not learn the units column at all (ID exact rate 1–4%); with equal lengths it learns part of the
-algorithm, which is what alignment should then select and extend. One-digit sums are too few (100) to
-hold any out, so they appear only in the corpus.
+not learn the units column at all (units digit right about 10% of the time, exact 1–4%); with equal
+lengths it learns part of the algorithm (exact 4–34% on ID depending on the pretraining seed), which is
+what alignment should then select and extend. One-digit sums are too few (100) to hold any out, so
+they appear only in the corpus.
 
 Gold reward. Let T be the digits of the true sum, A the words of the completion (n of them), and
 L_min = max(len a, len b), L_max = L_min + 1 the lengths a sum of these operands can have. Then
@@ -51,7 +52,6 @@ OOD_OPERANDS = (100, 999)  # OOD: three digits
 CORPUS_OPERAND_LENGTHS = {1: 0.1, 2: 0.6, 3: 0.3}  # share of corpus problems by operand length
 CORPUS_CORRECT, CORPUS_SLIPPED = 0.7, 0.2  # the remaining 0.1 of the corpus is malformed
 TWO_SLIPS = 0.3  # share of wrong answers with two slips rather than one
-EVAL_PROMPTS_PER_SPLIT = 32
 
 
 # -- the language -----------------------------------------------------------------------------------------
@@ -126,18 +126,7 @@ class Arithmetic(Task):
     """Synthetic addition task; every random choice is seeded, so the task is deterministic."""
 
     name = "arithmetic"
-
-    def __init__(
-        self,
-        seed: int = 0,
-        demonstrator_quality: float = 0.8,
-        train_prompts: int = 400,
-        eval_prompts: int = EVAL_PROMPTS_PER_SPLIT,
-    ):
-        self.seed = seed
-        self.demonstrator_quality = demonstrator_quality
-        self.n_train_prompts = train_prompts
-        self.n_eval_prompts = eval_prompts
+    default_demonstrator_quality = 0.8
 
     # -- prompts ---------------------------------------------------------------------------------------
     @cached_property

@@ -26,9 +26,29 @@ class GoldScore:
 
 
 class Task:
-    """Base class. Subclasses set `name` and implement the methods below; settings come from `__init__`."""
+    """Base class. Subclasses set `name` and implement the methods below.
+
+    The settings every task takes (the suite's `task:` keys): the seed of its prompt splits and corpus,
+    the demonstrator's quality in [0, 1] (1 = the best the demonstrator can do), the size of the
+    training prompt pool, and the number of prompts per evaluation split.
+    """
 
     name: str = ""
+    default_demonstrator_quality: float = 0.6
+
+    def __init__(
+        self,
+        seed: int = 0,
+        demonstrator_quality: float | None = None,
+        train_prompts: int = 400,
+        eval_prompts: int = 32,
+    ):
+        self.seed = seed
+        if demonstrator_quality is None:
+            demonstrator_quality = self.default_demonstrator_quality
+        self.demonstrator_quality = demonstrator_quality
+        self.n_train_prompts = train_prompts
+        self.n_eval_prompts = eval_prompts
 
     def prompts(self, split: str) -> list[str]:
         """Prompts of one split: "train" (the pool data is drawn from), "id" or "ood" (evaluation)."""

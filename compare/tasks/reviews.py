@@ -58,7 +58,6 @@ OPENERS = [
 TRAIN_OPENERS, HELD_OUT_OPENERS = OPENERS[:8], OPENERS[8:]
 INTENSIFIER = 1.5
 PROMPT_FORMAT = "{domain} review : {opener}"
-EVAL_PROMPTS_PER_SPLIT = 32
 
 POSITIVE_ADJ = [w for w, s in ADJECTIVES.items() if s >= 0.5]
 NEGATIVE_ADJ = [w for w, s in ADJECTIVES.items() if s <= -0.5]
@@ -107,18 +106,10 @@ class Reviews(Task):
     """Synthetic review-writing task; every random choice is seeded, so the task is deterministic."""
 
     name = "reviews"
+    default_demonstrator_quality = 0.6
 
-    def __init__(
-        self,
-        seed: int = 0,
-        demonstrator_quality: float = 0.6,
-        train_prompts: int = 400,
-        eval_prompts: int = EVAL_PROMPTS_PER_SPLIT,
-    ):
-        self.seed = seed
-        self.demonstrator_quality = demonstrator_quality
-        self.n_train_prompts = train_prompts
-        self.n_eval_prompts = eval_prompts
+    def __init__(self, **settings):
+        super().__init__(**settings)
         self.aspects = {**ID_DOMAINS, **OOD_DOMAINS}
 
     # -- prompts ---------------------------------------------------------------------------------------
