@@ -301,10 +301,26 @@ def _claim_overoptimisation(results, logs) -> Claim:
     return _missing(text, "no online-RL training curves with a reward model")
 
 
+STRENGTH_SETTINGS = ("beta", "kl_coef", "target_kl", "n")  # how hard each method pulls from the base
+
+
+def strength_columns(results: pd.DataFrame, arm: str) -> list[str]:
+    """Grid columns that sweep the strength of one of `arm`'s stages (DPO beta, PPO KL coefficient, n)."""
+    rows = results[results["arm"] == arm]
+    return [
+        c
+        for c in grid_cols(results)
+        if ".stages." in c and c.rsplit(".", 1)[-1] in STRENGTH_SETTINGS and rows[c].nunique() > 1
+    ]
+
+
 def frontier_points(results: pd.DataFrame, arm: str) -> list[tuple[float, float]]:
+    """(KL, gold) on ID prompts at each strength setting of one arm, mean over seeds (and other settings)."""
     rows = results[(results["arm"] == arm) & (results["split"] == "id")]
-    keys = grid_cols(rows) or ["arm"]
-    pts = rows.groupby(keys, dropna=False)[["kl_to_base", "gold_reward"]].mean()
+    keys = strength_columns(results, arm)
+    if not keys or rows.empty:
+        return []
+    pts = rows.groupby(keys)[["kl_to_base", "gold_reward"]].mean()
     return [(float(k), float(g)) for k, g in pts.itertuples(index=False)]
 
 

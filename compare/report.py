@@ -157,8 +157,10 @@ def main_table(results: pd.DataFrame, arms: list[str]) -> str:
 
 
 def _arm_order(key, arms: list[str]):
-    arm = key[0] if isinstance(key, tuple) else key
-    return (arms.index(arm) if arm in arms else len(arms), str(key))
+    key = key if isinstance(key, tuple) else (key,)
+    arm, rest = key[0], key[1:]
+    numbers = tuple(float("inf") if pd.isna(v) else v for v in rest if isinstance(v, int | float))
+    return (arms.index(arm) if arm in arms else len(arms), numbers, str(rest))
 
 
 def data_table(suite: Suite, results: pd.DataFrame) -> str:
