@@ -113,9 +113,9 @@ def _run(collection, suites, cache: StageCache, args) -> int:
     if not is_main_process():  # the main process writes the report
         return 0
     if collection is None:
-        _publish(out, lambda folder: _write_suite(folder, suites[0], runs[suites[0].name], cache, timings))
+        _publish(out, lambda folder: _write_suite(folder, suites[0], runs[suites[0].name], cache))
     else:
-        _publish(out, lambda folder: _write_collection(folder, collection, suites, runs, cache, timings))
+        _publish(out, lambda folder: _write_collection(folder, collection, suites, runs, cache))
     ran = f"{len(timings)} stages run" if timings else "all stages cached"
     total = sum(len(r) for r in runs.values())
     report = out / "report.md" if collection is None else out / "index.md"
@@ -123,20 +123,21 @@ def _run(collection, suites, cache: StageCache, args) -> int:
     return 0
 
 
-def _write_suite(folder: Path, suite, runs, cache: StageCache, timings) -> None:
+def _write_suite(folder: Path, suite, runs, cache: StageCache) -> None:
     from compare.report import write_report
     from compare.runner import collect
 
     results, samples, logs = collect(runs, cache)
-    names = {s.name for r in runs for s in _stages(r)}
-    write_report(folder, suite, results, samples, logs, {k: v for k, v in timings.items() if k in names})
+    # seconds each stage took when it ran (kept in its completion marker), so warm runs report them too
+    seconds = {s.name: cache.info(s.name).get("seconds", float("nan")) for r in runs for s in _stages(r)}
+    write_report(folder, suite, results, samples, logs, seconds)
 
 
-def _write_collection(folder: Path, collection, suites, runs, cache: StageCache, timings) -> None:
+def _write_collection(folder: Path, collection, suites, runs, cache: StageCache) -> None:
     folder.mkdir(parents=True)
     lines = [f"# {collection.name}", "", collection.description.strip(), ""]
     for suite in suites:
-        _write_suite(folder / suite.name, suite, runs[suite.name], cache, timings)
+        _write_suite(folder / suite.name, suite, runs[suite.name], cache)
         lines.append(f"- [{suite.name}]({suite.name}/report.md): {suite.description.strip()}")
     (folder / "index.md").write_text("\n".join(lines) + "\n")
 

@@ -31,13 +31,13 @@ METRICS = [  # column, heading, higher is better (None: neither)
 ]
 
 
-def write_report(out: Path, suite: Suite, results, samples, logs, timings: dict[str, float]) -> None:
+def write_report(out: Path, suite: Suite, results, samples, logs, stage_seconds: dict[str, float]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
     samples.to_csv(out / "samples.csv", index=False)
     logs.to_csv(out / "training_logs.csv", index=False)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
-    (out / "provenance.json").write_text(json.dumps(provenance(timings), indent=1))
+    (out / "provenance.json").write_text(json.dumps(provenance(stage_seconds), indent=1))
     rebuild_report(out)
 
 

@@ -1,0 +1,434 @@
+"""Our PPO against TRL 1.12.0's `trl.experimental.ppo.PPOTrainer`: speed and reward gain, same set-up.
+
+    .venv/bin/python benchmarks/ppo_vs_trl.py [--episodes N] [--repeats R] [--samples K] [--work DIR]
+
+One tiny base model (the `reviews` task's 2-layer, 64-wide GPT-2, 600 pretraining steps), 1024
+comparisons sampled from it and a reward model trained on them, built with the project's own stages and
+cached in DIR (default `.cache/ppo_vs_trl`, git-ignored). TRL 1.12.0, the last release with a PPO
+trainer, is installed into DIR/trl112-venv with the main venv's torch and transformers versions (created
+once, reused after) and runs in a subprocess with that venv's python.
+
+Both trainers get the quick suite's PPO hyper-parameters (`PPO` below) and the same number of episodes,
+one torch thread each; the value model starts from the reward model, the reference is the frozen base
+model, EOS is the stop token. TRL's `PPOConfig` defaults that differ from ours are set to ours: no
+gradient checkpointing, no bf16, constant learning rate, AdamW eps 1e-5, no sample generations. Only the
+training loop is timed (`ppo.train` for ours, `trainer.train()` for TRL), not loading or saving; ours
+runs its held-out check only before the first and after the last batch (1 prompt).
+
+Evaluation is the same for both, in this process: K samples per held-out (ID) prompt from the final
+policy at the training temperature with `compare.models.sample` (one fixed seed), scored by the reward
+model and by the task's gold reward; a gain is the mean after training minus that of the base policy
+sampled the same way. Each trainer runs R times (seeds 0..R-1, the order alternating so that a change in
+the machine's load hits both alike): episodes/s is the median, gains the mean. Prints a table, where the
+time goes per rollout batch (generation / scoring passes / update / TRL's gc.collect), and a last line
+
+    ppo_vs_trl speed_ratio=R ours_gain=A trl_gain=B
+
+with R = our episodes/s / TRL's and A, B the gold-reward gains. Target: R >= 2 with A >= B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TRL_VERSION = "1.12.0"
+SEED = 0
+TASK = {"name": "reviews", "seed": 0, "train_prompts": 400, "eval_prompts": 32}
+ANNOTATOR = {"temperature": 0.25, "flip_rate": 0.0}
+TINY = {  # the quick suite's base model, pretrained for fewer steps
+    "n_layer": 2,
+    "n_head": 4,
+    "n_embd": 64,
+    "n_positions": 64,
+    "corpus_size": 20000,
+    "steps": 600,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "seed": 0,
+}
+N_COMPARISONS = 1024  # enough for a reward model that tracks the gold reward (r ~ 0.8 on base samples)
+# Shared PPO hyper-parameters: the quick suite's `ppo` stage (PPOStage defaults otherwise).
+PPO = {
+    "rollout_batch_size": 64,
+    "minibatches": 1,
+    "ppo_epochs": 4,
+    "lr": 3e-4,
+    "temperature": 1.0,
+    "max_new_tokens": 32,
+    "kl_coef": 0.1,
+    "kl_estimator": "k1",
+    "gamma": 1.0,
+    "lam": 0.95,
+    "clip_eps": 0.2,
+    "vf_coef": 0.1,
+    "vf_clip": 0.2,
+    "missing_eos_penalty": 1.0,
+    "whiten_rewards": False,
+}
+
+# The TRL side, run by DIR/trl112-venv/bin/python with one argument: a JSON file of settings.
+TRL_RUNNER = r"""
+import json, sys, time
+
+import torch
+
+cfg = json.load(open(sys.argv[1]))
+torch.set_num_threads(1)
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.trainer_callback import PrinterCallback
+from trl.experimental.ppo import PPOConfig, PPOTrainer
+from trl.experimental.ppo import ppo_trainer as module
+
+h = cfg["ppo"]
+tokenizer = AutoTokenizer.from_pretrained(cfg["base"])
+tokenizer.padding_side = "left"  # PPOTrainer takes the queries as they are padded by its collator
+policy = AutoModelForCausalLM.from_pretrained(cfg["base"])
+ref = AutoModelForCausalLM.from_pretrained(cfg["base"])  # the frozen base model
+rm = AutoModelForSequenceClassification.from_pretrained(cfg["rm"])
+value = AutoModelForSequenceClassification.from_pretrained(cfg["rm"])  # the critic starts from the RM
+for model in (policy, ref, rm, value):
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+def tokenize(prompts):
+    return Dataset.from_dict({"input_ids": tokenizer(prompts, add_special_tokens=False)["input_ids"]})
+
+args = PPOConfig(
+    output_dir=cfg["out"] + "/trainer",
+    total_episodes=cfg["episodes"],
+    per_device_train_batch_size=h["rollout_batch_size"],  # one rollout batch on one process
+    gradient_accumulation_steps=1,
+    num_mini_batches=h["minibatches"],
+    num_ppo_epochs=h["ppo_epochs"],
+    local_rollout_forward_batch_size=h["rollout_batch_size"],
+    learning_rate=h["lr"],
+    lr_scheduler_type="constant",  # ours: lr_decay off
+    warmup_steps=0,
+    adam_epsilon=1e-5,  # as ours (PPO.md row 18)
+    weight_decay=0.0,
+    temperature=h["temperature"],
+    response_length=h["max_new_tokens"],
+    stop_token="eos",
+    missing_eos_penalty=h["missing_eos_penalty"],
+    kl_coef=h["kl_coef"],
+    kl_estimator=h["kl_estimator"],
+    whiten_rewards=h["whiten_rewards"],
+    gamma=h["gamma"],
+    lam=h["lam"],
+    cliprange=h["clip_eps"],
+    vf_coef=h["vf_coef"],
+    cliprange_value=h["vf_clip"],
+    num_sample_generations=0,  # no debugging generations inside the timed loop
+    gradient_checkpointing=False,  # PPOConfig's default is on; ours does not recompute activations
+    bf16=False,
+    use_cpu=True,
+    seed=cfg["seed"],
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
+    disable_tqdm=True,
+    dataloader_num_workers=0,
+)
+trainer = PPOTrainer(
+    args=args,
+    processing_class=tokenizer,
+    model=policy,
+    ref_model=ref,
+    reward_model=rm,
+    train_dataset=tokenize(cfg["train_prompts"]),
+    value_model=value,
+    eval_dataset=tokenize(cfg["eval_prompts"]),
+)
+trainer.remove_callback(PrinterCallback)
+
+# time per phase: generation (batch_generation), scoring passes (forward / get_reward without grad),
+# gc.collect (the trainer calls it twice per rollout batch) and the update (the rest of the loop: forward
+# with grad, backward, optimiser steps, GAE, metrics)
+import gc
+
+phases = {"generation": 0.0, "scoring": 0.0, "gc": 0.0}
+
+def timed(fn, name=None):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            if name or not torch.is_grad_enabled():
+                phases[name or "scoring"] += time.perf_counter() - t
+    return wrapper
+
+module.batch_generation = timed(module.batch_generation, "generation")
+module.forward = timed(module.forward)
+module.get_reward = timed(module.get_reward)
+gc.collect = timed(gc.collect, "gc")
+
+start = time.perf_counter()
+trainer.train()
+seconds = time.perf_counter() - start
+phases["update"] = seconds - phases["generation"] - phases["scoring"] - phases["gc"]
+policy = trainer.accelerator.unwrap_model(trainer.model).policy
+policy.save_pretrained(cfg["out"])
+tokenizer.save_pretrained(cfg["out"])
+result = {
+    "seconds": seconds,
+    "episodes": trainer.state.episode,
+    "batches": trainer.state.global_step,
+    "phases": phases,
+    "log_history": trainer.state.log_history,
+}
+json.dump(result, open(cfg["out"] + "/result.json", "w"), indent=1)
+"""
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "".join(path.read_text().splitlines(True)[-lines:])
+
+
+# -- set-up ----------------------------------------------------------------------------------------------
+def build_models(work: Path) -> tuple[Path, Path]:
+    """Base model, comparisons and reward model, with the project's stages; cached in `work`."""
+    from compare.stages import RUNNERS
+    from compare.stages.common import Context
+
+    key = {"tiny": TINY, "task": TASK, "annotator": ANNOTATOR, "comparisons": N_COMPARISONS}
+    stamp = work / "models.json"
+    base, comparisons, rm = work / "base", work / "comparisons", work / "rm"
+    if stamp.exists() and json.loads(stamp.read_text()) == key:
+        return base, rm
+    ctx = Context(verbose=False, threads=1)
+    for folder in (base, comparisons, rm):
+        folder.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    RUNNERS["base"]({"task": TASK["name"], "task_seed": TASK["seed"], "tiny": TINY}, base, {}, ctx)
+    task = {k: TASK[k] for k in ("name", "seed", "train_prompts")} | {"annotator": ANNOTATOR}
+    params = {"task": task, "n": N_COMPARISONS, "seed": SEED}
+    RUNNERS["comparisons"](params, comparisons, {"policy": base}, ctx)
+    from compare.config import RewardStage
+
+    params = {"train": RewardStage().model_dump(), "seed": SEED}
+    RUNNERS["rm"](params, rm, {"model": base, "data": comparisons}, ctx)
+    stamp.write_text(json.dumps(key))
+    print(f"built base model and reward model in {time.perf_counter() - t:.0f}s", flush=True)
+    return base, rm
+
+
+def trl_python(work: Path) -> Path:
+    """DIR/trl112-venv with trl==1.12.0 and the main venv's torch and transformers; created once."""
+    venv = work / "trl112-venv"
+    python = venv / "bin" / "python"
+    pins = [f"trl=={TRL_VERSION}", f"torch=={version('torch').split('+')[0]}"]
+    pins.append(f"transformers=={version('transformers')}")  # the same model code as ours
+    stamp = venv / "installed.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == pins:
+        return python
+    t = time.perf_counter()
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    log = work / "pip.log"  # pip's own output (this machine's pip config warns about local indexes)
+    with log.open("w") as f:
+        done = subprocess.run([str(python), "-m", "pip", "install", *pins], stdout=f, stderr=f)
+    if done.returncode:
+        sys.exit(f"installing {pins} failed; the end of {log}:\n" + tail(log))
+    stamp.write_text(json.dumps(pins))
+    print(f"installed {', '.join(pins)} into {venv} in {time.perf_counter() - t:.0f}s", flush=True)
+    return python
+
+
+# -- the two trainers ------------------------------------------------------------------------------------
+def run_ours(base: Path, rm: Path, out: Path, episodes: int, seed: int) -> dict:
+    """Our PPO stage, as `ppo.run` does it, timing `ppo.train` only."""
+    from compare.config import PPOStage
+    from compare.stages import ppo
+    from compare.stages.common import Context, make_task
+
+    settings = PPOStage(
+        episodes=episodes,
+        **PPO,
+        gold_eval_every=10**9,  # held-out checks only at the start and the end (TRL's are off)
+        gold_eval_prompts=1,
+    ).model_dump()
+    models = ppo.load_models({"model": base, "reward_model": rm}, "model", None)
+    accelerator = ppo.make_accelerator()
+    task = make_task({k: TASK[k] for k in ("name", "seed", "train_prompts", "eval_prompts")})
+    start = time.perf_counter()
+    history = ppo.train(models, task, settings, seed, accelerator, Context(threads=1))
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    ppo.save_policy(models, out)
+    steps = [e for e in history if "time/update" in e]
+    phases = {k: sum(e[f"time/{k}"] for e in steps) for k in ("generation", "scoring", "update")}
+    phases["gc"] = 0.0  # ours never calls gc.collect
+    return {
+        "seconds": seconds,
+        "episodes": len(steps) * PPO["rollout_batch_size"],
+        "batches": len(steps),
+        "phases": phases,
+        "log_history": history,
+    }
+
+
+def run_trl(python: Path, base: Path, rm: Path, out: Path, episodes: int, seed: int) -> dict:
+    from compare.tasks.reviews import Reviews
+
+    task = Reviews(seed=TASK["seed"], train_prompts=TASK["train_prompts"], eval_prompts=TASK["eval_prompts"])
+    out.mkdir(parents=True, exist_ok=True)
+    runner, config = out / "trl_runner.py", out / "trl_settings.json"
+    runner.write_text(TRL_RUNNER)
+    cfg = {
+        "base": str(base),
+        "rm": str(rm),
+        "out": str(out),
+        "episodes": episodes,
+        "seed": seed,
+        "ppo": PPO,
+        "train_prompts": task.prompts("train"),
+        "eval_prompts": task.prompts("id"),
+    }
+    config.write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    env.pop("PYTHONPATH", None)
+    log = out / "trl.log"
+    with log.open("w") as f:
+        done = subprocess.run([str(python), str(runner), str(config)], env=env, stdout=f, stderr=f)
+    if done.returncode:
+        sys.exit(f"TRL's run failed; the end of {log}:\n" + tail(log))
+    return json.loads((out / "result.json").read_text())
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+def evaluate(policy_dir: Path, rm_dir: Path, samples: int) -> dict[str, float]:
+    """Mean RM score and gold reward of `samples` completions per held-out ID prompt (fixed seed)."""
+    from compare.models import load_policy, load_reward_model, reward_scores, sample
+    from compare.tasks.reviews import Reviews
+
+    task = Reviews(seed=TASK["seed"], train_prompts=TASK["train_prompts"], eval_prompts=TASK["eval_prompts"])
+    policy, tokenizer = load_policy(policy_dir)
+    rm, _ = load_reward_model(rm_dir)
+    out = sample(
+        policy, tokenizer, task.prompts("id"), samples, PPO["max_new_tokens"], PPO["temperature"], 1234
+    )
+    rm_scores = reward_scores(rm, tokenizer, out.prompts, out.completions)
+    gold = [task.gold_reward(p, c) for p, c in zip(out.prompts, out.completions)]
+    n = len(gold)
+    return {
+        "rm": sum(rm_scores) / n,
+        "gold": sum(gold) / n,
+        "eos": sum(out.ended) / n,
+        "length": sum(len(c) for c in out.completion_ids) / n,
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------------
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=1024, help="episodes (prompts rolled out) per run")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each trainer, seeds 0, 1, ...")
+    parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "ppo_vs_trl", help="work folder")
+    parser.add_argument("--samples", type=int, default=32, help="evaluation samples per held-out prompt")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from compare.stages.common import quiet_libraries
+
+    quiet_libraries(False)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    base, rm = build_models(work)
+    python = trl_python(work)
+    before = evaluate(base, rm, args.samples)
+    trainers = {
+        "ours": lambda out, seed: run_ours(base, rm, out, args.episodes, seed),
+        "trl": lambda out, seed: run_trl(python, base, rm, out, args.episodes, seed),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in trainers}
+    for seed in range(args.repeats):
+        # alternate the order, so that a change in the machine's load hits both trainers alike
+        for name in trainers if seed % 2 == 0 else reversed(trainers):
+            out = work / f"policy-{name}-seed{seed}"
+            result = trainers[name](out, seed)
+            result["eval"] = evaluate(out, rm, args.samples)
+            result["eps"] = result["episodes"] / result["seconds"]
+            runs[name].append(result)
+            print(
+                f"  seed {seed} {name:<5} {result['seconds']:6.1f}s  {result['eps']:6.1f} episodes/s  "
+                f"RM {result['eval']['rm']:+.3f}  gold {result['eval']['gold']:+.3f}",
+                flush=True,
+            )
+    (work / "results.json").write_text(json.dumps({"before": before, **runs}, indent=1))
+
+    print(
+        f"\nbase policy: RM {before['rm']:+.3f}, gold {before['gold']:+.3f}, "
+        f"EOS rate {before['eos']:.2f}, length {before['length']:.1f}"
+    )
+    print(
+        f"{args.repeats} run(s) each; seconds and episodes/s are medians, gains and the rest means over runs; "
+        f"gain = after - before on {args.samples} samples x {TASK['eval_prompts']} held-out prompts"
+    )
+    header = ("trainer", "episodes", "seconds", "episodes/s", "RM gain", "gold gain", "+-se", "EOS", "length")
+    print(f"{header[0]:<8}" + "".join(f"{h:>11}" for h in header[1:]))
+    summary = {}
+    for name, rs in runs.items():
+        mean = {k: sum(r["eval"][k] for r in rs) / len(rs) for k in before}
+        golds = [r["eval"]["gold"] for r in rs]
+        se = (sum((g - mean["gold"]) ** 2 for g in golds) / max(1, len(rs) - 1) / len(rs)) ** 0.5
+        summary[name] = {"eps": median([r["eps"] for r in rs]), "gold": mean["gold"] - before["gold"]}
+        cells = [
+            f"{rs[0]['episodes']:>11}",
+            f"{median([r['seconds'] for r in rs]):>11.1f}",
+            f"{summary[name]['eps']:>11.1f}",
+            f"{mean['rm'] - before['rm']:>+11.3f}",
+            f"{mean['gold'] - before['gold']:>+11.3f}",
+            f"{se:>11.3f}",
+            f"{mean['eos']:>11.2f}",
+            f"{mean['length']:>11.1f}",
+        ]
+        print(f"{name:<8}" + "".join(cells))
+
+    print("\nwhere the time goes: seconds per rollout batch of 64 episodes, over all runs")
+    parts = ("generation", "scoring", "update", "gc", "other", "total")
+    print(f"{'trainer':<8}" + "".join(f"{k:>11}" for k in parts))
+    for name, rs in runs.items():
+        n = sum(r["batches"] for r in rs)
+        cells = {k: sum(r["phases"][k] for r in rs) for k in parts[:4]}
+        cells["total"] = sum(r["seconds"] for r in rs)
+        cells["other"] = cells["total"] - sum(cells[k] for k in parts[:4])
+        print(f"{name:<8}" + "".join(f"{cells[k] / n:>11.3f}" for k in parts))
+    print(
+        "generation: sampling the rollouts; scoring: the no-grad passes (ours: policy, reference, value, RM;\n"
+        "TRL: reference, value, RM, its old log-probs come from generation); update: ppo_epochs x (forward,\n"
+        "backward, AdamW step), GAE, metrics; gc: TRL's two gc.collect() calls per batch; other: our\n"
+        "held-out checks (first and last batch only here)"
+    )
+    trl_gc = sum(r["phases"]["gc"] for r in runs["trl"]) / sum(r["seconds"] for r in runs["trl"])
+    no_gc = median([r["episodes"] / (r["seconds"] - r["phases"]["gc"]) for r in runs["trl"]])
+    print(
+        f"TRL spends {trl_gc:.0%} of train() in gc.collect(); without it TRL would run {no_gc:.1f} episodes/s "
+        f"and the ratio would be {summary['ours']['eps'] / no_gc:.2f}"
+    )
+
+    ratio = summary["ours"]["eps"] / summary["trl"]["eps"]
+    ours, trl = summary["ours"]["gold"], summary["trl"]["gold"]
+    print(f"ppo_vs_trl speed_ratio={ratio:.2f} ours_gain={ours:.3f} trl_gain={trl:.3f}")
+
+
+if __name__ == "__main__":
+    main()
