@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -52,6 +53,13 @@ def panels(n: int, width: float, height: float, per_row: int = 4):
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def log_axis(ax, ticks: list[float]) -> None:
+    """A log x axis labelled with the swept values themselves (32, 64, ...) rather than powers of ten."""
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def _arm_means(results: pd.DataFrame, arms: list[str], metric: str, split: str):
@@ -142,11 +150,11 @@ def sweep_plot(
             if arm in ("sft", "base") or arm in ORACLE_ARMS or xs != curves["sft"][0]:
                 continue
             x = crossover(xs, curves["sft"][1], ys)
-            if not math.isnan(x):
+            if not math.isnan(x) and x > xs[0]:  # ahead from the first budget: nothing to mark
                 ax.axvline(x, color="grey", linestyle=":", linewidth=1)
                 ax.annotate(f"{arm} > sft", (x, ax.get_ylim()[0]), rotation=90, fontsize=7, va="bottom")
     if log_x:
-        ax.set_xscale("log")
+        log_axis(ax, sweep_values(results, col))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("gold reward, ID (mean ± 95% CI)")
     ax.set_title(title)
@@ -168,7 +176,7 @@ def learning_curves_by_cost(results, arms, path: Path) -> Path | None:
             xs, ys, hs = curve(sub, arm, budget_col)
             if len(xs) >= 2:
                 ax.errorbar(xs, ys, yerr=hs, marker="o", capsize=2, label=label(arm))
-        ax.set_xscale("log")
+        log_axis(ax, sweep_values(results, budget_col))
         ax.set_title(f"demonstration = {cost:g} × comparison", fontsize=9)
         ax.set_xlabel("budget (annotation units)")
         ax.grid(alpha=0.3)
