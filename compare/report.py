@@ -20,6 +20,7 @@ from compare import analysis, plots
 from compare.config import Suite, default_share
 from compare.metrics import mean_ci
 from compare.plots import SPLIT_NAMES
+from compare.stats import paired_difference
 
 METRICS = [  # column, heading, higher is better (None: neither)
     ("gold_reward", "gold reward", True),
@@ -274,6 +275,7 @@ def render_markdown(suite: Suite, results, samples, prov: dict, figures, claims)
             rm,
             "",
         ]
+    lines += differences_section(results, arms)
     lines += axis_sections(results, arms, figures)
     lines += claims_section(claims)
     lines += ["## Example generations", "", examples_section(samples, arms, suite.eval.examples), ""]
@@ -331,3 +333,41 @@ def claims_section(claims) -> list[str]:
     ]
     lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence} |" for c in claims]
     return lines + [""]
+
+
+def differences_section(results: pd.DataFrame, arms: list[str]) -> list[str]:
+    """Each arm against a reference arm, paired by seed: which differences are significant."""
+    ref = next((a for a in ("sft", "base") if a in arms), None)
+    if ref is None:
+        return []
+    swept = any(c.startswith("grid.") for c in results.columns)
+    keys_note = " (averaged over the swept settings)" if swept else ""
+    rows = []
+    for arm in arms:
+        if arm == ref:
+            continue
+        cells = []
+        for split in ("id", "ood"):
+            d = paired_difference(
+                analysis.per_seed(results, arm, "gold_reward", split),
+                analysis.per_seed(results, ref, "gold_reward", split),
+            )
+            if d["n"] == 0:
+                cells.append("–")
+                continue
+            mark = "**significant**" if d["significant"] else "not significant"
+            cells.append(f"{analysis.fmt(d['mean'], d['half_width'])} ({mark})")
+        rows.append(f"| {arm} − {ref} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        f"### Differences from {ref}, paired by seed",
+        "",
+        f"Gold reward of each arm minus {ref}'s on the same seeds{keys_note}: mean ± 95% t-interval of the "
+        "paired differences; significant when the interval excludes zero.",
+        "",
+        "| difference | gold ID | gold OOD |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]

@@ -163,3 +163,10 @@ def test_every_sweep_end_to_end(tmp_path):
         row = next(line for line in claims.splitlines() if claim in line)
         assert "not measured" not in row
     assert "reached 90% of its best gain" in text
+
+
+def test_report_marks_significance(micro_run):
+    _, _, out, _ = micro_run
+    text = (out / "report.md").read_text()
+    section = text[text.index("### Differences from sft") :]
+    assert "| dpo − sft |" in section and ("significant" in section)
