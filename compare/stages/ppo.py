@@ -1,6 +1,6 @@
 """Stage `ppo` (and `ppo_gold`): RLHF with PPO against a reward model, or against the gold reward.
 
-The project's own PPO (TRL removed its trainer); /work/shared/PPO.md lists what it must get right, and
+The project's own PPO (TRL removed its trainer); `shared/PPO.md` (beside the repository) lists what it must get right, and
 "row N" below points into that table. One rollout batch, top to bottom (see `train`):
 
     1. roll out      sample responses at temperature T with a KV cache (`compare.models.sample`)
