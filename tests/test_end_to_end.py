@@ -154,7 +154,14 @@ def test_every_sweep_end_to_end(tmp_path):
     for col in ("grid.budget.units", "grid.task.annotator.flip_rate", "grid.arms.dpo.stages.dpo.beta"):
         assert results[col].nunique() == 2
     text = (out / "report.md").read_text()
-    for png in ("learning_curves", "cost_ratio", "noise", "demonstrator_quality", "frontier", "overoptimisation"):
+    for png in (
+        "learning_curves",
+        "cost_ratio",
+        "noise",
+        "demonstrator_quality",
+        "frontier",
+        "overoptimisation",
+    ):
         assert f"plots/{png}.png" in text and (out / "plots" / f"{png}.png").exists()
     claims = text[text.index("## Claims checked") :]
     assert claims.count("| **") == 8  # every claim has a verdict
