@@ -177,3 +177,19 @@ def test_report_marks_significance(micro_run):
     text = (out / "report.md").read_text()
     section = text[text.index("### Differences from sft") :]
     assert "| dpo − sft |" in section and ("significant" in section)
+
+
+def test_local_model_folder_as_base(tmp_path, tiny_policy_dir):
+    """Any causal LM folder that transformers loads can be the base model of every arm."""
+    suite = tmp_path / "local.yaml"
+    text = textwrap.dedent(MICRO).replace(
+        "base:\n  tiny: {n_layer: 1, n_head: 2, n_embd: 32, corpus_size: 1000, steps: 60, batch_size: 32}",
+        f"base: {{model: {tiny_policy_dir}}}",
+    )
+    suite.write_text(text.replace("grid: {seed: [0, 1]}", "grid: {seed: [0]}"))
+    out = tmp_path / "report"
+    assert main(["run", str(suite), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["arm"]) == {"base", "sft", "preferred_ft", "dpo", "rm"}
+    assert results.loc[results["arm"] == "sft", "kl_to_base"].gt(0).all()  # trained away from that base
+    assert str(tiny_policy_dir) in (out / "report.md").read_text()
