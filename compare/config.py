@@ -26,7 +26,6 @@ REWARD_MODEL_USERS = (
     "rloo",
     "best_of_n",
 )  # stages that optimise (or select by) a trained reward model
-STAGE_KINDS = DEMO_STAGES + PREFERENCE_STAGES + REWARD_MODEL_USERS + ("ppo_gold",)
 
 
 class SuiteError(Exception):
