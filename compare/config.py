@@ -3,7 +3,11 @@
 A suite is YAML with the keys of `Suite` below. Unknown keys are errors at any depth; every problem is
 reported as one line naming the file and the key. The `grid` sweeps any setting of the suite: each key
 is a dotted path into the suite (`budget.units`, `stages.dpo.beta`, `task.annotator.flip_rate`) or
-`seed`, each value a list; runs are every arm at every point of the grid's cross product.
+`seed`, each value a list; runs are every arm at every point of the grid's cross product. A key
+`arms.<arm>.stages.<stage>.<setting>` sweeps one arm's setting without multiplying the other arms.
+
+`include: other.yaml` starts a file from another file's settings (this file's keys win); a file with
+`suites: [...]` is a `Collection` of suites run together.
 """
 
 from __future__ import annotations
