@@ -220,12 +220,22 @@ def sample(
         for row, lp in zip(toks, lps):
             cut = row.index(eos) + 1 if eos in row else len(row)
             kept = [t for t in row[:cut] if t != pad]
-            body = kept[:-1] if kept and kept[-1] == eos else kept
             out.completion_ids.append(kept)
             out.ended.append(bool(kept) and kept[-1] == eos)
-            out.completions.append(" " + tokenizer.decode(body, skip_special_tokens=True))
+            out.completions.append(completion_text(tokenizer, kept))
             out.logprobs.append(lp)
     return out
+
+
+def completion_text(tokenizer, ids: list[int]) -> str:
+    """The text of a completion: a leading space (it follows the prompt), cut at EOS, no padding.
+
+    Every stage that turns completion tokens into text (sampling, RLOO's reward function) uses this,
+    so the reward model and the gold reward always see the same format.
+    """
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    body = ids[: ids.index(eos)] if eos in ids else ids
+    return " " + tokenizer.decode([t for t in body if t != pad], skip_special_tokens=True)
 
 
 @torch.no_grad()

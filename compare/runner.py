@@ -18,8 +18,6 @@ from compare.cache import StageCache
 from compare.plan import TRAINING_KINDS, Run, Stage, stage_order
 from compare.stages.common import Context, make_task, read_jsonl
 
-RUN_COLUMNS = ["arm", "seed", "budget", "n_demonstrations", "n_comparisons"]
-
 
 def execute(runs: list[Run], cache: StageCache, ctx: Context) -> dict[str, float]:
     """Run what is missing; returns seconds per stage that ran (cached stages are not listed)."""

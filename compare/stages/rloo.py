@@ -26,7 +26,15 @@ import random
 import shutil
 from pathlib import Path
 
-from compare.models import load_policy, load_reward_model, model_ref, position_ids, reward_scores, save_model
+from compare.models import (
+    completion_text,
+    load_policy,
+    load_reward_model,
+    model_ref,
+    position_ids,
+    reward_scores,
+    save_model,
+)
 from compare.stages.common import Context, make_task, train_and_save, trainer_args
 
 
@@ -81,13 +89,6 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
         use_mask_positions(trainer.ref_model)
     shutil.rmtree(out / "start", ignore_errors=True)  # the reference is loaded; the copy is not needed
     return trainer
-
-
-def completion_text(tokenizer, ids: list[int]) -> str:
-    """A completion as `compare.models.sample` writes it: a leading space, no EOS, no padding."""
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    body = ids[: ids.index(eos)] if eos in ids else ids
-    return " " + tokenizer.decode([t for t in body if t != pad], skip_special_tokens=True)
 
 
 def point_reference_at_start(model, tokenizer, path: str, out: Path) -> None:
