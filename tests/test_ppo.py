@@ -265,8 +265,8 @@ def test_missing_eos_penalty_counts_only_the_response(models):
 
 
 class ConstantGold:
-    def gold_reward(self, prompt: str, completion: str) -> float:
-        return 1.0
+    def gold_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
+        return [1.0] * len(prompts)
 
 
 # row 16

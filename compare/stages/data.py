@@ -27,12 +27,10 @@ def _train_prompts(task, n: int, rng: random.Random) -> list[str]:
 def run_demos(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     task = make_task(params["task"])
     rng = random.Random(f"demos-{params['seed']}")
-    rows = []
-    for prompt in _train_prompts(task, params["n"], rng):
-        completion = task.demonstrate(prompt, rng)
-        rows.append(
-            {"prompt": prompt, "completion": completion, "gold": task.gold_reward(prompt, completion)}
-        )
+    prompts = _train_prompts(task, params["n"], rng)
+    completions = [task.demonstrate(prompt, rng) for prompt in prompts]
+    golds = task.gold_rewards(prompts, completions)
+    rows = [{"prompt": p, "completion": c, "gold": g} for p, c, g in zip(prompts, completions, golds)]
     write_jsonl(out / "demos.jsonl", rows)
 
 
@@ -43,10 +41,11 @@ def run_comparisons(params: dict, out: Path, inputs: dict[str, Path], ctx: Conte
     prompts = _train_prompts(task, params["n"], rng)
     model, tokenizer = load_policy(model_ref(inputs["policy"]))
     pairs = sample(model, tokenizer, prompts, 2, MAX_NEW_TOKENS, COMPARISON_TEMPERATURE, seed=params["seed"])
+    golds = task.gold_rewards(pairs.prompts, pairs.completions)
     rows = []
     for i, prompt in enumerate(prompts):
         a, b = pairs.completions[2 * i], pairs.completions[2 * i + 1]
-        gold_a, gold_b = task.gold_reward(prompt, a), task.gold_reward(prompt, b)
+        gold_a, gold_b = golds[2 * i], golds[2 * i + 1]
         a_wins = annotate(gold_a, gold_b, annotator["temperature"], annotator["flip_rate"], rng)
         chosen, rejected = (a, b) if a_wins else (b, a)
         gold_chosen, gold_rejected = (gold_a, gold_b) if a_wins else (gold_b, gold_a)

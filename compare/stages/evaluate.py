@@ -55,7 +55,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         base_lp = completion_logprobs(base, tokenizer, samples.prompts, samples.completion_ids, temperature)
         if log_ratio is not None:  # best-of-n: log pi_bon(y) = log pi(y) + estimated log-ratio
             samples.logprobs = [b + r for b, r in zip(base_lp, log_ratio)]
-        golds = [task.gold(p, c) for p, c in zip(samples.prompts, samples.completions)]
+        golds = task.golds(samples.prompts, samples.completions)
         for i, (prompt, completion, g) in enumerate(zip(samples.prompts, samples.completions, golds)):
             rows.append(
                 {

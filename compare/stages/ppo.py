@@ -237,7 +237,7 @@ def score_responses(batch: Batch, tokenizer, penalty: float | None, rm=None, tas
         ids[rows, end[rows]], mask[rows, end[rows]] = eos, 1
         scores = sequence_scores(rm, ids, mask)
     else:
-        gold = [task.gold_reward(p, c) for p, c in zip(batch.prompts, batch.completions)]
+        gold = task.gold_rewards(batch.prompts, batch.completions)
         scores = torch.tensor(gold, dtype=torch.float32, device=batch.mask.device)
     if penalty is not None:
         scores = apply_missing_eos_penalty(scores, batch.has_eos, penalty)
@@ -251,7 +251,7 @@ def heldout_metrics(models: Models, task, prompts: list[str], settings: dict, se
     samples = sample(policy, tokenizer, prompts, 1, settings["max_new_tokens"], temperature, seed)
     with reference(models) as ref:
         ref_lp = completion_logprobs(ref, tokenizer, samples.prompts, samples.completion_ids, temperature)
-    gold = [task.gold_reward(p, c) for p, c in zip(samples.prompts, samples.completions)]
+    gold = task.gold_rewards(samples.prompts, samples.completions)
     proxy = reward_scores(models.rm, tokenizer, samples.prompts, samples.completions) if models.rm else []
     return {
         "heldout/gold": sum(gold) / len(gold),

@@ -61,6 +61,13 @@ class Task:
     def gold_reward(self, prompt: str, completion: str) -> float:
         return self.gold(prompt, completion).reward
 
+    def golds(self, prompts: list[str], completions: list[str]) -> list[GoldScore]:
+        """The gold scores of many completions at once; tasks whose gold is a model override this."""
+        return [self.gold(p, c) for p, c in zip(prompts, completions)]
+
+    def gold_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
+        return [g.reward for g in self.golds(prompts, completions)]
+
     def demonstrate(self, prompt: str, rng: random.Random) -> str:
         """A completion written by the simulated expert labeller (imperfect by design)."""
         raise NotImplementedError
