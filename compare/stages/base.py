@@ -1,7 +1,9 @@
 """Stage `base`: the model every arm starts from.
 
 Built-in: a tiny GPT-2 with a word-level tokenizer over the task's language, pretrained on the task's
-corpus (good, bad and mixed behaviour alike). Otherwise a pointer to a local folder or hub id.
+corpus (good, bad and mixed behaviour alike). Otherwise an external model (a folder, hub id, GGUF file or
+a package shipping one), copied into the cache as a plain float32 model folder with a pad token
+(compare/basemodel.py), so every later stage loads it the same way.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ import json
 import random
 from pathlib import Path
 
+from compare.basemodel import materialize, resolve
 from compare.models import build_word_tokenizer, pretrain, save_model, set_seed, tiny_gpt2
 from compare.stages.common import Context, make_task
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
-    if "model" in params:
-        (out / "ref.json").write_text(json.dumps({"model": params["model"]}))
+    if "source" in params:
+        source = params["source"]
+        materialize(resolve(source["model"], source["gguf_file"], source["package"]), out)
         return
     tiny = params["tiny"]
     task = make_task({"name": params["task"], "seed": params["task_seed"]})

