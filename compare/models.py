@@ -139,7 +139,7 @@ class Samples:
     """Completions sampled for a list of prompts; rows are prompt-major (prompt i, sample j)."""
 
     prompts: list[str]
-    completions: list[str]  # decoded text, starting with a space, without EOS
+    completions: list[str]  # decoded text that continues the prompt (see `completion_text`), without EOS
     completion_ids: list[list[int]]  # truncated after the first EOS (EOS included when present)
     ended: list[bool]  # whether the completion ended with EOS
     logprobs: list[float]  # summed log-prob of the completion under the sampling distribution
@@ -217,25 +217,32 @@ def sample(
             mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=dev)], dim=1)
         toks = torch.stack(tokens, 1).tolist()
         lps = torch.stack(logps, 1).sum(1).tolist()
-        for row, lp in zip(toks, lps):
+        for row, lp, p_ids in zip(toks, lps, rows[start : start + batch_size]):
             cut = row.index(eos) + 1 if eos in row else len(row)
             kept = [t for t in row[:cut] if t != pad]
             out.completion_ids.append(kept)
             out.ended.append(bool(kept) and kept[-1] == eos)
-            out.completions.append(completion_text(tokenizer, kept))
+            out.completions.append(completion_text(tokenizer, kept, p_ids))
             out.logprobs.append(lp)
     return out
 
 
-def completion_text(tokenizer, ids: list[int]) -> str:
-    """The text of a completion: a leading space (it follows the prompt), cut at EOS, no padding.
+def completion_text(tokenizer, ids: list[int], prompt_ids: list[int]) -> str:
+    """The text of a completion as it continues its prompt: cut at EOS, no padding, spacing kept.
 
-    Every stage that turns completion tokens into text (sampling, RLOO's reward function) uses this,
-    so the reward model and the gold reward always see the same format.
+    Decoded together with the prompt and cut after the prompt's text, so that the join is what the
+    tokenizer writes: a word-level tokenizer's completion starts with the space between words, a BPE
+    completion starts with whatever its first token holds (" great", "n't"). prompt + completion is the
+    full text. Every stage that turns completion tokens into text (sampling, RLOO's reward function) uses
+    this, so the reward model and the gold reward always see the same format.
     """
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    body = ids[: ids.index(eos)] if eos in ids else ids
-    return " " + tokenizer.decode([t for t in body if t != pad], skip_special_tokens=True)
+    body = [t for t in (ids[: ids.index(eos)] if eos in ids else ids) if t != pad]
+    prompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full = tokenizer.decode([*prompt_ids, *body], skip_special_tokens=True)
+    if full.startswith(prompt):
+        return full[len(prompt) :]
+    return tokenizer.decode(body, skip_special_tokens=True)  # a tokenizer that re-normalises the join
 
 
 @torch.no_grad()

@@ -345,6 +345,10 @@ def test_run_writes_a_trained_policy_and_every_metric(tmp_path, tiny_policy_dir,
 def test_lora_run_keeps_the_adapter_disabled_base_as_reference(tmp_path, tiny_policy_dir, tiny_rm_dir, task):
     models = ppo.load_models(inputs(tiny_policy_dir, tiny_rm_dir), "model", lora_r=4)
     assert models.ref is None
+    # the value model trains adapters and its scalar head only
+    trainable = [n for n, p in models.value.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "score" in n for n in trainable)
+    assert any("score" in n for n in trainable)
     history = ppo.train(models, task, settings(lora_r=4, lr=1e-2), 0, ppo.make_accelerator(), Context())
     base, tok = load_policy(tiny_policy_dir)
     batch = hand_batch(tok, ["movie review : i had high hopes ."], [" the plot is good . " + EOS])

@@ -95,6 +95,27 @@ def test_rm(tmp_path, comparisons_dir, tiny_policy_dir):
     assert rm.config.num_labels == 1
 
 
+@pytest.mark.parametrize(
+    "kind,stage,data", [("sft", SFTStage, "demos_dir"), ("dpo", DPOStage, "comparisons_dir"),
+                        ("rm", RewardStage, "comparisons_dir")])  # fmt: skip
+def test_lora_trains_adapters_and_saves_a_plain_model(tmp_path, request, tiny_policy_dir, kind, stage, data):
+    params = {"train": stage(epochs=1, lr=1e-2, batch_size=8, lora_r=4).model_dump(), "seed": 0}
+    RUNNERS[kind](params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
+    assert not (tmp_path / "adapter_config.json").exists()  # the adapter is merged: a plain model folder
+    loader = load_reward_model if kind == "rm" else load_policy
+    trained, start = loader(tmp_path)[0], loader(tiny_policy_dir)[0] if kind != "rm" else None
+    start = start or load_policy(tiny_policy_dir)[0]
+    a, b = dict(start.base_model.named_parameters()), dict(trained.base_model.named_parameters())
+    # the linear layers moved (adapters merged into them); the embeddings, which LoRA leaves, did not
+    assert not torch.equal(a["h.0.attn.c_attn.weight"], b["h.0.attn.c_attn.weight"])
+    assert torch.equal(a["wte.weight"], b["wte.weight"])
+    if kind == "rm":  # the scalar head is saved with the merged body
+        from safetensors import safe_open
+
+        with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+            assert "score.weight" in set(f.keys())
+
+
 def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm_dir):
     settings = {"samples_per_prompt": 4, "max_new_tokens": 16, "temperature": 1.0, "examples": 1}
     base_in = {"policy": tiny_policy_dir, "base": tiny_policy_dir, "reward_model": tiny_rm_dir}

@@ -87,9 +87,25 @@ def train_and_save(trainer, out: Path, ctx: Context) -> None:
     finish_training(trainer, out)
 
 
+def lora_config(r: int | None, task_type: str):
+    """LoRA adapters of rank `r` on every linear layer (peft), or None for full fine-tuning.
+
+    `task_type` "SEQ_CLS" also trains the scalar head of a reward or value model.
+    """
+    if not r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear", task_type=task_type)
+
+
 def finish_training(trainer, out: Path) -> None:
-    """Save the trained model, its tokenizer and the training log (for the objective curves)."""
-    trainer.save_model(str(out))
+    """Save the trained model (a LoRA adapter merged into it), its tokenizer and the training log."""
+    if hasattr(trainer.model, "merge_and_unload"):  # peft: later stages load a plain model folder
+        trainer.model.merge_and_unload().save_pretrained(str(out))
+        trainer.processing_class.save_pretrained(str(out))
+    else:
+        trainer.save_model(str(out))
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     trainer_dir = out / "trainer"
     if trainer_dir.exists():

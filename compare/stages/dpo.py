@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.models import load_policy, model_ref
-from compare.stages.common import Context, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -23,5 +23,12 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     )
     train = params["train"]
     args = trainer_args(DPOConfig, train, params["seed"], out, ctx, beta=train["beta"], max_length=None)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    # with LoRA, the reference is the policy with its adapter disabled (no second copy)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=lora_config(train["lora_r"], "CAUSAL_LM"),
+    )
     train_and_save(trainer, out, ctx)

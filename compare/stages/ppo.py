@@ -69,7 +69,7 @@ from compare.ppo_math import (
     policy_loss,
     value_loss,
 )
-from compare.stages.common import Context, make_task
+from compare.stages.common import Context, lora_config, make_task
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
 
@@ -101,16 +101,9 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
     policy, tokenizer = load_policy(policy_path)
     ref = None
     if lora_r:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            r=lora_r,
-            lora_alpha=2 * lora_r,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        policy = get_peft_model(policy, lora)
+        policy = get_peft_model(policy, lora_config(lora_r, "CAUSAL_LM"))
     else:
         ref = load_policy(policy_path)[0].requires_grad_(False)  # a separate frozen copy (row 20)
     rm = None
@@ -132,6 +125,10 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
             if model.get_input_embeddings().num_embeddings < len(tokenizer):
                 model.resize_token_embeddings(len(tokenizer))
             ensure_pad_token(model, tokenizer)
+    if lora_r:  # the value model trains adapters and its head; it is called through its own classes
+        from peft import get_peft_model
+
+        value = get_peft_model(value, lora_config(lora_r, "SEQ_CLS")).get_base_model()
     for model in (policy, ref, value, rm):
         if model is not None:
             disable_dropout(model)

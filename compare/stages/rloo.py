@@ -35,7 +35,7 @@ from compare.models import (
     reward_scores,
     save_model,
 )
-from compare.stages.common import Context, make_task, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -64,7 +64,8 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
     rm, rm_tokenizer = load_reward_model(model_ref(inputs["reward_model"]))
 
     def reward_model(prompts: list[str], completion_ids: list[list[int]], **_) -> list[float]:
-        completions = [completion_text(tokenizer, ids) for ids in completion_ids]
+        prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        completions = [completion_text(tokenizer, c, p) for c, p in zip(completion_ids, prompt_ids)]
         return reward_scores(rm, rm_tokenizer, prompts, completions)
 
     # One epoch over `episodes` prompts, each sampled `num_generations` times: episodes * k completions,
@@ -83,7 +84,12 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
         disable_dropout=True,
     )
     trainer = RLOOTrainer(
-        model=model, reward_funcs=reward_model, args=args, train_dataset=data, processing_class=tokenizer
+        model=model,
+        reward_funcs=reward_model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=lora_config(train["lora_r"], "CAUSAL_LM"),
     )
     if trainer.ref_model is not None:
         use_mask_positions(trainer.ref_model)

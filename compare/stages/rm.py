@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.models import ensure_pad_token, model_ref
-from compare.stages.common import Context, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -27,5 +27,11 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
     )
     args = trainer_args(RewardConfig, params["train"], params["seed"], out, ctx, max_length=None)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=lora_config(params["train"]["lora_r"], "SEQ_CLS"),
+    )
     train_and_save(trainer, out, ctx)

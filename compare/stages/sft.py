@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.models import load_policy, model_ref
-from compare.stages.common import Context, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 
 
 def train_sft(rows: list[dict], params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -20,7 +20,11 @@ def train_sft(rows: list[dict], params: dict, out: Path, inputs: dict[str, Path]
     model, tokenizer = load_policy(model_ref(inputs["model"]))
     args = trainer_args(SFTConfig, params["train"], params["seed"], out, ctx, max_length=None)
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(params["train"]["lora_r"], "CAUSAL_LM"),
     )
     train_and_save(trainer, out, ctx)
 
