@@ -84,7 +84,9 @@ def package_gguf(package: str) -> Path:
     if not files:
         raise ValueError(f"package {package!r} ships no .gguf file")
     if len(files) > 1:
-        raise ValueError(f"package {package!r} ships several .gguf files ({', '.join(files)}); give model instead")
+        raise ValueError(
+            f"package {package!r} ships several .gguf files ({', '.join(files)}); give model instead"
+        )
     return Path(dist.locate_file(files[0]))
 
 
@@ -100,8 +102,20 @@ def check_model(model: str) -> None:
                 "a hub id or a .gguf file"
             )
         require_gguf_reader()
-    elif not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
-        raise ValueError(f"{model!r} has no config.json: not a transformers model folder")
+    elif not (path / "config.json").is_file():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if not ggufs:
+            raise ValueError(f"{model!r} has no config.json: not a transformers model folder")
+        if len(ggufs) > 1:
+            raise ValueError(
+                f"{model!r} holds several GGUF files ({', '.join(ggufs)}); pick one with gguf_file"
+            )
+
+
+def only_gguf(folder: Path) -> str | None:
+    """The GGUF file a folder without config.json holds, if it holds exactly one."""
+    ggufs = list(folder.glob("*.gguf"))
+    return ggufs[0].name if len(ggufs) == 1 and not (folder / "config.json").is_file() else None
 
 
 def check_gguf_file(model: str, gguf_file: str) -> None:
@@ -126,7 +140,7 @@ def resolve(model: str | None, gguf_file: str | None, package: str | None) -> So
         path = Path(model).expanduser()
         if path.is_file():
             return Source(str(path.parent), path.name)
-        return Source(str(path), gguf_file)
+        return Source(str(path), gguf_file or only_gguf(path))
     return Source(model, gguf_file)
 
 
@@ -184,11 +198,11 @@ def too_large(source: Source, stages: set[tuple[str, bool]]) -> str | None:
     need, have = memory_needed(parameters, stages), available_memory()
     if need <= have:
         return None
-    full = sorted(kind for kind, lora in stages if not lora)
+    full = sorted(k for k, lora in stages if not lora and STAGE_BYTES[k][1] < STAGE_BYTES[k][0])
     hint = f"; train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}" if full else ""
     return (
-        f"{parameters / 1e6:,.0f}M parameters need about {need / GB:.1f} GB to train here, "
-        f"but {have / GB:.1f} GB is available{hint}, or pick a smaller model"
+        f"{parameters / 1e6:,.1f}M parameters need about {need / GB:.3g} GB to train here, "
+        f"but {have / GB:.3g} GB is available{hint}, or pick a smaller model"
     )
 
 
@@ -201,5 +215,20 @@ def materialize(source: Source, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs)
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.load_kwargs)
+    if source.gguf_file:  # the weights are dequantised already: save them as the plain tensors they are
+        model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):  # a tokenizer that added tokens
+        model.resize_token_embeddings(len(tokenizer))
     ensure_pad_token(model, tokenizer)
     save_model(model, tokenizer, out)
+
+
+def local_stamp(model: str | None, gguf_file: str | None) -> str | None:
+    """Size and modification time of a local model's files, so that replacing them re-keys the base."""
+    if model is None or not is_local(model):
+        return None
+    path = Path(model).expanduser()
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(files))

@@ -13,14 +13,21 @@ is a dotted path into the suite (`budget.units`, `stages.dpo.beta`, `task.annota
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import json
 import math
+import random
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from compare import basemodel
+from compare.basemodel import is_local
 from compare.tasks import TASKS
 
 DEMO_STAGES = ("sft",)
@@ -49,15 +56,171 @@ class Annotator(Strict):
     )
 
 
+# -- dataset tasks (compare/tasks/imdb.py, compare/tasks/preferences.py, read by compare/tasks/hub.py) -----
+def _existing_path(value: str | None, what: str, folder: bool) -> str | None:
+    """A path must exist; a hub id is not checked (no network before a stage needs it)."""
+    if value is not None and is_local(value):
+        path = Path(value).expanduser()
+        if not (path.is_dir() if folder else path.exists()):
+            raise ValueError(f"{what} {value!r} does not exist" + (" or is not a folder" if folder else ""))
+    return value
+
+
+class DatasetSource(Strict):
+    """A dataset: `datasets.load_from_disk` for a folder written by `save_to_disk`, `load_dataset` otherwise."""
+
+    path: str = Field(
+        description="Hub dataset id (needs hub access), a folder written by Dataset/DatasetDict.save_to_disk, "
+        "or a folder or csv/json/parquet file that datasets.load_dataset reads."
+    )
+    name: str | None = Field(None, description="Dataset configuration (load_dataset's `name`).")
+    data_dir: str | None = Field(
+        None, description="Subfolder of the dataset to read (load_dataset's `data_dir`), e.g. helpful-base."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _dataset_exists(cls, v: str) -> str:
+        return _existing_path(v, "dataset path", folder=False)
+
+
+class ImdbColumns(Strict):
+    text: str = Field("text", description="Column with the review's text.")
+    label: str = Field("label", description="Column with the review's sentiment label.")
+
+
+class ImdbData(DatasetSource):
+    """The `imdb` task's reviews and sentiment classifier (compare/tasks/imdb.py)."""
+
+    train_split: str = Field("train", description="Split of the training prompts and demonstrations.")
+    test_split: str = Field("test", description="Split of the evaluation prompts (ID and OOD).")
+    columns: ImdbColumns = Field(default_factory=ImdbColumns, description="Dataset column of each role.")
+    positive_label: int | str = Field(
+        1, description="Label value of positive reviews (a ClassLabel name such as 'pos' works too)."
+    )
+    prompt_words: int = Field(8, ge=1, description="Words of a review's opening that make a prompt.")
+    demonstration_words: int = Field(
+        48, ge=1, description="Words of a review after its opening that make a demonstration."
+    )
+    classifier: str = Field(
+        description="Sentiment classifier (hub id or folder) whose P(positive) of prompt + completion is "
+        "the gold reward."
+    )
+    classifier_positive: int | str = Field(
+        1, description="The classifier's positive class: an output index or a label name (id2label)."
+    )
+
+    @field_validator("classifier")
+    @classmethod
+    def _classifier_exists(cls, v: str) -> str:
+        return _existing_path(v, "classifier folder", folder=True)
+
+
+class PreferenceColumns(Strict):
+    prompt: str | None = Field(
+        "prompt",
+        description="Column with the prompt (text or a message list); null = the shared prefix of chosen "
+        "and rejected (Anthropic HH).",
+    )
+    chosen: str = Field("chosen", description="Column with the preferred response (text or a message list).")
+    rejected: str = Field("rejected", description="Column with the other response (text or a message list).")
+
+
+class OodSource(Strict):
+    path: str | None = Field(None, description="Dataset of the OOD prompts; empty = the task's own dataset.")
+    name: str | None = Field(None, description="Its configuration (load_dataset's `name`).")
+    data_dir: str | None = Field(None, description="Its subfolder (load_dataset's `data_dir`).")
+    split: str = Field("test", description="Split of the OOD prompts.")
+
+    @field_validator("path")
+    @classmethod
+    def _dataset_exists(cls, v: str | None) -> str | None:
+        return _existing_path(v, "dataset path", folder=False)
+
+
+class PreferenceData(DatasetSource):
+    """The `preferences` task's pairs and judge (compare/tasks/preferences.py)."""
+
+    train_split: str = Field(
+        "train", description="Split of the training prompts, comparisons and demonstrations."
+    )
+    test_split: str = Field("test", description="Split of the ID evaluation prompts.")
+    columns: PreferenceColumns = Field(
+        default_factory=PreferenceColumns, description="Dataset column of each role."
+    )
+    assistant_marker: str = Field(
+        "Assistant:", description="Where the prompt ends in the shared prefix of chosen and rejected texts."
+    )
+    judge: str | None = Field(
+        None, description="Judge reward model (hub id or folder, one output) whose score is the gold reward."
+    )
+    judge_split: str | None = Field(
+        None, description="Instead of `judge`: a held-out split to train the judge reward model on."
+    )
+    judge_training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the judge's training (the rm stage's keys; defaults, not stages.rm, so "
+        "that sweeping the proxy reward model does not move the gold reward).",
+    )
+    ood: OodSource | None = Field(
+        None, description="Where OOD prompts come from; empty = the test split's longer prompts."
+    )
+
+    @field_validator("judge")
+    @classmethod
+    def _judge_exists(cls, v: str | None) -> str | None:
+        return _existing_path(v, "judge folder", folder=True)
+
+    @field_validator("judge_training")
+    @classmethod
+    def _judge_training(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return RewardStage.model_validate(v).model_dump()
+
+    @model_validator(mode="after")
+    def _one_judge(self):
+        if (self.judge is None) == (self.judge_split is None):
+            raise ValueError("give judge (a reward model) or judge_split (a split to train one on)")
+        if self.judge_split in (self.train_split, self.test_split):
+            raise ValueError(f"judge_split {self.judge_split!r} must be held out: not train or test split")
+        return self
+
+
+TASK_DATA: dict[str, type[DatasetSource]] = {"imdb": ImdbData, "preferences": PreferenceData}
+
+
+def _dataset_error(error: Exception, value: Any) -> ValidationError:
+    """A dataset check's "setting: what is wrong" as a validation error located at that setting."""
+    setting, sep, message = str(error).partition(": ")
+    if not (sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", setting)):
+        setting, message = "", str(error)
+    detail = InitErrorDetails(
+        type=PydanticCustomError("dataset", "{message}", {"message": message}),
+        loc=tuple(setting.split(".")) if setting else (),
+        input=value,
+    )
+    return ValidationError.from_exception_data("TaskSettings", [detail])
+
+
 class TaskSettings(Strict):
-    name: str = Field("reviews", description="Built-in task name.")
+    name: str = Field(
+        "reviews",
+        description="Task name: a built-in task, or a dataset task (imdb, preferences) that reads `data`.",
+    )
     seed: int = Field(0, description="Seed of the task's prompt splits and pretraining corpus.")
-    demonstrator_quality: float = Field(
-        0.6, ge=0, le=1, description="Share of the demonstrator's sentences that are positive (1 = best)."
+    demonstrator_quality: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="How good the demonstrator is (1 = best). Built-in tasks: share of its sentences that "
+        "are positive (default 0.6); dataset tasks: chance that a demonstration is the dataset's good answer "
+        "rather than a bad one (default 1).",
     )
     train_prompts: int = Field(400, ge=1, description="Size of the training prompt pool.")
     eval_prompts: int = Field(32, ge=1, description="Prompts per evaluation split (ID and OOD).")
     annotator: Annotator = Field(default_factory=Annotator, description="The simulated preference annotator.")
+    data: ImdbData | PreferenceData | None = Field(
+        None, description="The dataset of a dataset task (imdb, preferences); built-in tasks take none."
+    )
 
     @field_validator("name")
     @classmethod
@@ -65,6 +228,33 @@ class TaskSettings(Strict):
         if v not in TASKS:
             raise ValueError(f"unknown task {v!r}; built-in tasks: {', '.join(TASKS)}")
         return v
+
+    @field_validator("data", mode="wrap")
+    @classmethod
+    def _data_of_the_task(cls, v: Any, handler, info) -> DatasetSource | None:
+        name = info.data.get("name")
+        if name not in TASKS:  # the name's own error says what is wrong
+            return None
+        model = TASK_DATA.get(name)
+        if model is None:
+            if v is not None:
+                raise ValueError(f"task {name!r} is built in and reads no dataset: remove task.data")
+            return None
+        if v is None:
+            raise ValueError(f"task {name!r} reads a dataset: add task.data (path, columns, ...)")
+        data = model.model_validate(v)
+        # local datasets are checked now (splits, columns, not empty); hub ids only when a stage reads them
+        try:
+            TASKS[name].check_data(data.model_dump(), local_only=True)
+        except ValueError as e:
+            raise _dataset_error(e, v) from None
+        return data
+
+    @model_validator(mode="after")
+    def _default_quality(self):
+        if self.demonstrator_quality is None:  # 0.6 is what built-in suites always had: same stage keys
+            self.demonstrator_quality = 0.6 if self.data is None else 1.0
+        return self
 
 
 class TinyBase(Strict):
@@ -106,8 +296,6 @@ class BaseModelSettings(Strict):
     @field_validator("model")
     @classmethod
     def _model_exists(cls, v: str | None) -> str | None:
-        from compare import basemodel
-
         if v is not None and basemodel.is_local(v):
             basemodel.check_model(v)
         return v
@@ -115,8 +303,6 @@ class BaseModelSettings(Strict):
     @field_validator("gguf_file")
     @classmethod
     def _gguf_in_model(cls, v: str | None, info) -> str | None:
-        from compare import basemodel
-
         model = info.data.get("model")
         if v is not None and model is None:
             raise ValueError("gguf_file names a file inside `model`: set model too")
@@ -127,8 +313,6 @@ class BaseModelSettings(Strict):
     @field_validator("package")
     @classmethod
     def _package_installed(cls, v: str | None) -> str | None:
-        from compare import basemodel
-
         if v is not None:
             basemodel.package_gguf(v)
             basemodel.require_gguf_reader()
@@ -533,6 +717,27 @@ def apply_point(suite: Suite, point: dict[str, Any], path: Path | str = "suite")
         raise _one_line(Path(str(path)), err) from None
 
 
+@functools.lru_cache(maxsize=8)
+def _dataset_task(task_json: str):
+    """A dataset task, read once for every grid point that does not change its settings."""
+    settings = json.loads(task_json)
+    return TASKS[settings["name"]](**{k: v for k, v in settings.items() if k not in ("name", "annotator")})
+
+
+def _check_dataset_task(suite: Suite, path: Path) -> None:
+    """What a dataset task needs from the rest of the suite."""
+    data = suite.task.data
+    if data is None:
+        return
+    n_comparisons = max(arm_allocation(suite, arm)[1] for arm in suite.arms.values())
+    if n_comparisons and is_local(data.path):  # a dataset's own labels: are there enough of them?
+        task = _dataset_task(json.dumps(suite.task.model_dump(), sort_keys=True))
+        try:
+            task.fixed_comparisons(n_comparisons, random.Random(0))
+        except ValueError as e:
+            raise SuiteError(f"{path}: budget.units: {e}") from None
+
+
 def validate_runs(suite: Suite, path: Path) -> None:
     """Everything that can fail before training: grid keys, every grid point, budget arithmetic."""
     for key in suite.grid:
@@ -542,6 +747,7 @@ def validate_runs(suite: Suite, path: Path) -> None:
             )
     for point in grid_points(suite):
         resolved = apply_point(suite, point, path)
+        _check_dataset_task(resolved, path)
         for name, arm in resolved.arms.items():
             try:
                 arm_stages(resolved, arm)

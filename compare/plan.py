@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from compare.basemodel import local_stamp
 from compare.config import Suite, apply_point, arm_allocation, arm_point, arm_stages, grid_points
 
 # Bump a kind's version when its code changes what it produces, so old cache entries are not reused.
@@ -27,8 +28,10 @@ STAGE_VERSIONS = {
     "ppo": 1,
     "rloo": 1,
     "eval": 3,
+    "judge_data": 1,
+    "judge": 1,
 }
-TRAINING_KINDS = ("sft", "preferred_ft", "dpo", "rm", "ppo", "rloo")
+TRAINING_KINDS = ("sft", "preferred_ft", "dpo", "rm", "ppo", "rloo", "judge")
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,30 @@ TASK_FIELDS = {
     "comparisons": ("name", "seed", "train_prompts", "annotator"),
     "online": ("name", "seed", "train_prompts", "eval_prompts"),
     "eval": ("name", "seed", "eval_prompts"),
+    "judge": ("name",),  # the held-out split a dataset task's judge is trained on
 }
 
 
 def task_params(suite: Suite, use: str) -> dict[str, Any]:
     settings = suite.task.model_dump()
-    return {k: settings[k] for k in TASK_FIELDS[use]}
+    # a dataset task's `data` block goes to every stage that reads the task; built-in tasks have none,
+    # and their stage keys stay as they were
+    fields = TASK_FIELDS[use] + (("data",) if settings["data"] is not None else ())
+    return {k: settings[k] for k in fields}
+
+
+def judge_stage(suite: Suite, base: Stage) -> Stage | None:
+    """The gold reward model of a dataset task that trains one on a held-out split (`task.data.judge_split`).
+
+    It starts from the base model and is trained with the rm stage's code on every pair of that split
+    (`judge_data`); stages that read the gold reward take it as their input "judge".
+    """
+    data = suite.task.data
+    if data is None or getattr(data, "judge_split", None) is None:
+        return None
+    pairs = Stage("judge_data", {"task": task_params(suite, "judge")})
+    settings = {"train": data.judge_training, "seed": suite.task.seed}
+    return Stage("judge", settings, {"model": base, "data": pairs})
 
 
 def base_stage(suite: Suite) -> Stage:
@@ -99,10 +120,14 @@ def base_stage(suite: Suite) -> Stage:
         source = {"model": base.model, "gguf_file": base.gguf_file, "package": base.package}
         if base.package:  # a new release of the package is a new model
             source["version"] = importlib.metadata.version(base.package)
+        stamp = local_stamp(base.model, base.gguf_file)
+        if stamp:  # so are new files at the same path
+            source["files"] = stamp
         return Stage("base", {"source": source})
-    return Stage(
-        "base", {"task": suite.task.name, "task_seed": suite.task.seed, "tiny": suite.base.tiny.model_dump()}
-    )
+    params = {"task": suite.task.name, "task_seed": suite.task.seed, "tiny": suite.base.tiny.model_dump()}
+    if suite.task.data is not None:  # a dataset task: the tiny model learns the dataset's language
+        params["task_data"] = suite.task.data.model_dump()
+    return Stage("base", params)
 
 
 def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
@@ -111,9 +136,13 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     stages = arm_stages(suite, arm)
     n_demos, n_comparisons = arm_allocation(suite, arm)
     base = base_stage(suite)
+    judge = judge_stage(suite, base)
+    gold = {"judge": judge} if judge is not None else {}  # what a stage that reads the gold reward needs
     policy, reward_model, comparisons, best_of_n = base, None, None, None
     demos = (
-        Stage("demos", {"task": task_params(suite, "demos"), "n": n_demos, "seed": seed}) if n_demos else None
+        Stage("demos", {"task": task_params(suite, "demos"), "n": n_demos, "seed": seed}, gold)
+        if n_demos
+        else None
     )
     for kind in arm.recipe:
         settings = getattr(stages, kind).model_dump()
@@ -126,10 +155,10 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
                 "task": task_params(suite, "online"),
                 "reward": "model",
             }
-            policy = Stage(kind, online, {"model": policy, "reward_model": reward_model})
+            policy = Stage(kind, online, {"model": policy, "reward_model": reward_model, **gold})
         elif kind == "ppo_gold":  # the oracle upper bound: PPO on the gold reward itself
             online = {"train": settings, "seed": seed, "task": task_params(suite, "online"), "reward": "gold"}
-            policy = Stage("ppo", online, {"model": policy})
+            policy = Stage("ppo", online, {"model": policy, **gold})
         elif kind == "best_of_n":  # no training: selection at sampling time, done by the evaluator
             best_of_n = settings["n"]
         else:
@@ -137,14 +166,14 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
                 comparisons = Stage(
                     "comparisons",
                     {"task": task_params(suite, "comparisons"), "n": n_comparisons, "seed": seed},
-                    {"policy": policy},
+                    {"policy": policy, **gold},
                 )
             trained = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})
             if kind == "rm":
                 reward_model = trained
             else:
                 policy = trained
-    inputs = {"policy": policy, "base": base}
+    inputs = {"policy": policy, "base": base, **gold}
     if reward_model is not None:
         inputs["reward_model"] = reward_model
     params = {"task": task_params(suite, "eval"), "eval": suite.eval.model_dump(), "seed": seed}

@@ -91,13 +91,16 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
         folder = cache.path(run.eval.name)
         metrics = json.loads((folder / "metrics.json").read_text())
         k = run.suite.eval.samples_per_prompt
+        judge = run.eval.inputs.get("judge")  # a dataset task's gold reward model, trained in a stage
+        judge_dir = str(cache.path(judge.name)) if judge is not None else None
         for split, m in metrics.items():
-            demo = demonstrator_gold(run.suite.task.model_dump(), split, k, run.seed)
+            demo = demonstrator_gold(run.suite.task.model_dump(), split, k, run.seed, judge_dir)
             results.append({**meta, "split": split, **m, "demonstrator_gold": demo})
         samples.extend({**meta, **row} for row in read_jsonl(folder / "samples.jsonl"))
         for stage in _training_stages(run.eval):
             history = cache.path(stage.name) / "log_history.json"
-            if history.exists() and stage.kind != "base":
+            # the judge (a dataset task's gold reward model) is not one of the arm's training stages
+            if history.exists() and stage.kind not in ("base", "judge"):
                 for entry in json.loads(history.read_text()):
                     logs.append({**meta, "stage": stage.kind, **entry})
     results_df = pd.DataFrame(results)
@@ -108,19 +111,21 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
 
 
 @functools.lru_cache(maxsize=256)
-def _demonstrator_gold(task_json: str, split: str, k: int, seed: int) -> float:
-    task = make_task(json.loads(task_json))
+def _demonstrator_gold(task_json: str, split: str, k: int, seed: int, judge: str | None) -> float:
+    task = make_task(json.loads(task_json), {"judge": Path(judge)} if judge else None)
     rng = random.Random(f"eval-demonstrator-{seed}")
-    prompts = task.prompts(split)
-    return statistics.fmean(task.gold_reward(p, task.demonstrate(p, rng)) for p in prompts for _ in range(k))
+    prompts = [p for p in task.prompts(split) for _ in range(k)]
+    demonstrations = [task.demonstrate(p, rng) for p in prompts]
+    return statistics.fmean(task.gold_rewards(prompts, demonstrations))  # batched: a gold may be a model
 
 
-def demonstrator_gold(task_settings: dict, split: str, k: int, seed: int) -> float:
+def demonstrator_gold(task_settings: dict, split: str, k: int, seed: int, judge: str | None = None) -> float:
     """Mean gold reward of the demonstrator on the evaluation prompts: the bar that imitation aims at.
 
-    No model is involved, so it is computed here rather than in a cached stage.
+    No policy is involved, so it is computed here rather than in a cached stage (`judge`: the folder of
+    a dataset task's trained gold reward model).
     """
-    return _demonstrator_gold(json.dumps(task_settings, sort_keys=True), split, k, seed)
+    return _demonstrator_gold(json.dumps(task_settings, sort_keys=True), split, k, seed, judge)
 
 
 def _training_stages(stage: Stage) -> list[Stage]:

@@ -17,4 +17,7 @@ RUNNERS = {
     "ppo": ppo.run,
     "rloo": rloo.run,
     "eval": evaluate.run,
+    # a dataset task's judge (gold reward model) trained on a held-out split: its pairs, then rm's training
+    "judge_data": data.run_judge_data,
+    "judge": rm.run,
 }

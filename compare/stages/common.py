@@ -38,8 +38,13 @@ def quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def make_task(params: dict) -> Task:
+def make_task(params: dict, inputs: dict[str, Path] | None = None) -> Task:
+    """The task of a stage's `task` settings; a stage given a `judge` input hands its model to the task."""
     settings = {k: v for k, v in params.items() if k not in ("name", "annotator")}
+    if "data" in settings and settings["data"] is None:  # a built-in task in suite.task.model_dump()
+        del settings["data"]
+    if inputs and "judge" in inputs:
+        settings["judge_model"] = str(inputs["judge"])
     return TASKS[params["name"]](**settings)
 
 
@@ -96,7 +101,9 @@ def lora_config(r: int | None, task_type: str):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear", task_type=task_type)
+    return LoraConfig(
+        r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear", task_type=task_type
+    )
 
 
 def finish_training(trainer, out: Path) -> None:

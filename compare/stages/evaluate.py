@@ -32,7 +32,7 @@ SPLITS = ("id", "ood")
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
-    task = make_task(params["task"])
+    task = make_task(params["task"], inputs)  # with the judge model, for a task whose gold is one
     settings = params["eval"]
     k, temperature = settings["samples_per_prompt"], settings["temperature"]
     policy, tokenizer = load_policy(model_ref(inputs["policy"]))

@@ -271,7 +271,7 @@ def prompt_batches(pool: list[str], batch_size: int, n_batches: int, seed: int):
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     settings = params["train"]
     accelerator = make_accelerator()
-    task = make_task(params["task"])
+    task = make_task(params["task"], inputs)  # with the judge model, for a task whose gold is one
     models = load_models(inputs, params["reward"], settings["lora_r"])
     history = train(models, task, settings, params["seed"], accelerator, ctx)
     accelerator.wait_for_everyone()

@@ -72,6 +72,14 @@ class Task:
         """A completion written by the simulated expert labeller (imperfect by design)."""
         raise NotImplementedError
 
+    def fixed_comparisons(self, n: int, rng: random.Random) -> list[dict[str, str]] | None:
+        """`n` comparisons ({prompt, chosen, rejected}) labelled by people, for tasks whose dataset has them.
+
+        None (the default): comparisons are pairs sampled from the policy, labelled by the simulated
+        annotator on the gold reward.
+        """
+        return None
+
     def pretraining_corpus(self, n: int, rng: random.Random) -> list[str]:
         """Full texts (prompt + completion) in which a base model learns the task's language."""
         raise NotImplementedError

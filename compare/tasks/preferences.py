@@ -1,0 +1,258 @@
+"""`preferences`: a human preference dataset (prompt, chosen, rejected), as Anthropic HH or UltraFeedback.
+
+Rows. `task.data.columns` maps the roles prompt, chosen and rejected onto the dataset's columns. A row
+becomes one pair (prompt, chosen response, rejected response) by this rule:
+
+- chosen and rejected are *message lists* (UltraFeedback binarized, TRL's conversational format: lists
+  of {role, content}): the responses are the contents of their last messages; the prompt is the prompt
+  column when it is a message list too, else the messages before the last one in chosen, else the
+  prompt column's text as a user turn. Turns are written as a transcript in Anthropic HH's format,
+  "Human: ...\n\nAssistant: ...", ending with "Assistant:", so both kinds of dataset read alike;
+- chosen and rejected are *texts* and `columns.prompt` is null (Anthropic HH): the prompt is their shared
+  prefix, up to and including the last `assistant_marker` ("Assistant:") in it (or up to the last
+  whitespace when it has none); the responses are what follows;
+- texts with a prompt column: the prompt is that column; a response that repeats the prompt at its
+  start has it removed.
+
+Prompts are stripped of surrounding whitespace; responses get a single leading space (the format every
+sampled completion has). Rows whose responses are the same, or whose prompt is empty, carry no
+preference and are dropped.
+
+Splits. Train prompts and comparisons come from the train split (a seeded shuffle, cut to
+`task.train_prompts` pairs: the training pool); ID evaluation prompts from the test split. OOD prompts
+come from `data.ood` (another split or dataset with the same columns) when it is set; otherwise the split
+is by length: the train pool and ID use prompts up to the median prompt length of the train split (in
+words), and OOD uses the test split's longer prompts (longer conversations than any training prompt).
+Evaluation prompts that are also training prompts are dropped.
+
+Labels. Comparisons are the dataset's own human labels (`fixed_comparisons`): the annotator's flip rate
+still applies (noise experiments); its temperature does not. The demonstrator writes the chosen response
+of a pair for the prompt (the rejected one with probability 1 - `demonstrator_quality`).
+
+Gold reward: a judge reward model's score of prompt and completion, either one named by hub id or folder
+(`data.judge`, e.g. OpenAssistant/reward-model-deberta-v3-large-v2, given the pair (prompt, completion)
+as its two segments), or one trained by this harness on a held-out split (`data.judge_split`: the
+`judge` stage, a reward model trained from the base model with the `rm` stage's code on every pair of
+that split, scored as the rm stage's models are).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from compare.tasks.base import GoldScore, Task
+from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
+
+ROLE_NAMES = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    chosen: str
+    rejected: str
+
+    def as_row(self) -> dict[str, str]:
+        return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+
+
+def _messages(cell: Any, role: str) -> list[dict[str, str]]:
+    if not (
+        cell
+        and isinstance(cell, list)
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in cell)
+    ):
+        raise DataError(
+            f"columns.{role}: expected text or a list of {{role, content}} messages, got {cell!r:.80}"
+        )
+    return cell
+
+
+def transcript(messages: list[dict[str, str]]) -> str:
+    """Turns as an Anthropic-HH-style transcript that ends with the assistant's turn to speak."""
+    turns = [f"{ROLE_NAMES.get(m['role'], m['role'].capitalize())}: {m['content'].strip()}" for m in messages]
+    return "\n\n".join([*turns, "Assistant:"])
+
+
+def shared_prompt(chosen: str, rejected: str, marker: str) -> int:
+    """Where the prompt ends in HH-style texts: after the last `marker` of their shared prefix."""
+    common = os.path.commonprefix([chosen, rejected])
+    cut = common.rfind(marker)
+    if cut >= 0:
+        return cut + len(marker)
+    return max(common.rfind(" "), common.rfind("\n"), 0)
+
+
+def to_pair(prompt: Any, chosen: Any, rejected: Any, marker: str) -> Pair | None:
+    """One dataset row as a pair, by the rule in the module docstring; None for a row without preference."""
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        chosen_turns, rejected_turns = _messages(chosen, "chosen"), _messages(rejected, "rejected")
+        if isinstance(prompt, list):
+            context = _messages(prompt, "prompt")
+        elif len(chosen_turns) > 1:
+            context = chosen_turns[:-1]
+        elif isinstance(prompt, str) and prompt.strip():
+            context = [{"role": "user", "content": prompt}]
+        else:
+            raise DataError(
+                "columns.prompt: message-list responses without earlier turns need a prompt column"
+            )
+        text, good, bad = transcript(context), chosen_turns[-1]["content"], rejected_turns[-1]["content"]
+    elif not (isinstance(chosen, str) and isinstance(rejected, str)):
+        raise DataError(
+            f"columns.chosen: expected text or a list of {{role, content}} messages, got {chosen!r:.80}"
+        )
+    elif prompt is None:
+        end = shared_prompt(chosen, rejected, marker)
+        text, good, bad = chosen[:end], chosen[end:], rejected[end:]
+    else:
+        text = transcript(_messages(prompt, "prompt")) if isinstance(prompt, list) else prompt
+        good, bad = chosen.removeprefix(text), rejected.removeprefix(text)
+    text, good, bad = text.strip(), " " + good.strip(), " " + bad.strip()
+    return Pair(text, good, bad) if text and good != bad else None
+
+
+class Preferences(Task):
+    """A preference dataset: its prompts, its human labels, and a judge reward model as gold."""
+
+    name = "preferences"
+    default_demonstrator_quality = 1.0
+
+    def __init__(self, data: dict, judge_model: str | None = None, **settings):
+        super().__init__(**settings)
+        self.data = data
+        self.judge_model = judge_model  # the judge stage's model folder, for `data.judge_split`
+
+    @classmethod
+    def check_data(cls, data: dict, local_only: bool = False) -> None:
+        """Open the splits the task reads and check their columns (raises DataError); hub ids too unless local_only."""
+        for source, split_key in cls._sources(data):
+            if not local_only or is_local(source["path"]):
+                load_split(source, split_key, data["columns"])
+
+    @staticmethod
+    def _sources(data: dict) -> list[tuple[dict, str]]:
+        sources = [(data, "train_split"), (data, "test_split")]
+        if data.get("judge_split"):
+            sources.append((data, "judge_split"))
+        if data.get("ood"):
+            sources.append((ood_source(data), "ood.split"))
+        return sources
+
+    # -- pairs and prompts ------------------------------------------------------------------------------
+    def _read(self, source: dict, split_key: str) -> list[Pair]:
+        dataset = load_split(source, split_key, self.data["columns"])
+        columns = self.data["columns"]
+        prompts = dataset[columns["prompt"]] if columns["prompt"] else [None] * len(dataset)
+        rows = zip(prompts, dataset[columns["chosen"]], dataset[columns["rejected"]])
+        pairs = [p for row in rows if (p := to_pair(*row, self.data["assistant_marker"])) is not None]
+        if not pairs:
+            raise DataError(
+                f"{split_key}: split {source[split_key]!r} has no pair with a prompt and a preference"
+            )
+        return pairs
+
+    @cached_property
+    def _pairs(self) -> dict[str, list[Pair]]:
+        """Pairs by split: "train" (the pool), "id" and "ood" (held out)."""
+        train, test = self._read(self.data, "train_split"), self._read(self.data, "test_split")
+        if self.data.get("ood"):
+            ood = self._read(ood_source(self.data), "ood.split")
+        else:  # OOD by length: prompts longer than the median training prompt
+            median = statistics.median(len(p.prompt.split()) for p in train)
+            train = [p for p in train if len(p.prompt.split()) <= median]
+            test, ood = (
+                [p for p in test if len(p.prompt.split()) <= median],
+                [p for p in test if len(p.prompt.split()) > median],
+            )
+        rng = random.Random(f"preferences-prompts-{self.seed}")
+        pool = rng.sample(train, len(train))[: self.n_train_prompts]
+        seen = {p.prompt for p in pool}
+        held_out = {
+            "id": [p for p in test if p.prompt not in seen],
+            "ood": [p for p in ood if p.prompt not in seen],
+        }
+        for split, pairs in held_out.items():
+            if not pairs:
+                raise DataError(
+                    f"test_split: no {split.upper()} prompt is left (every one is a training prompt or none is long)"
+                )
+        return {"train": pool, **held_out}
+
+    def prompts(self, split: str) -> list[str]:
+        prompts = [p.prompt for p in self._pairs[split]]
+        if split == "train":
+            return prompts
+        distinct = list(dict.fromkeys(prompts))
+        random.Random(f"preferences-{split}-{self.seed}").shuffle(distinct)
+        return [distinct[i % len(distinct)] for i in range(self.n_eval_prompts)]
+
+    # -- labels: the dataset's own --------------------------------------------------------------------
+    def fixed_comparisons(self, n: int, rng: random.Random) -> list[dict[str, str]]:
+        pool = self._pairs["train"]
+        if n > len(pool):
+            raise DataError(
+                f"the budget buys {n} comparisons but the training pool has {len(pool)} pairs "
+                f"(task.train_prompts, or the size of split {self.data['train_split']!r})"
+            )
+        return [pair.as_row() for pair in rng.sample(pool, n)]
+
+    def judge_comparisons(self) -> list[dict[str, str]]:
+        """Every pair of the held-out judge split: the judge reward model's training data."""
+        return [pair.as_row() for pair in self._read(self.data, "judge_split")]
+
+    @cached_property
+    def _by_prompt(self) -> dict[str, list[Pair]]:
+        by_prompt: dict[str, list[Pair]] = {}
+        for split in ("train", "id", "ood"):
+            for pair in self._pairs[split]:
+                by_prompt.setdefault(pair.prompt, []).append(pair)
+        return by_prompt
+
+    def demonstrate(self, prompt: str, rng: random.Random) -> str:
+        if prompt not in self._by_prompt:
+            raise DataError(f"no pair of the dataset has the prompt {prompt[:60]!r}")
+        pair = rng.choice(self._by_prompt[prompt])
+        return pair.chosen if rng.random() < self.demonstrator_quality else pair.rejected
+
+    # -- the gold reward: a judge reward model ---------------------------------------------------------
+    def golds(self, prompts: list[str], completions: list[str]) -> list[GoldScore]:
+        if self.data.get("judge"):
+            scores = classifier_scores(self.data["judge"], prompts, pairs=completions, setting="judge")
+        elif self.judge_model is None:
+            raise DataError(
+                f"judge_split: this stage was not given the judge trained on {self.data['judge_split']!r}"
+            )
+        else:
+            from compare.models import reward_scores
+
+            scores = reward_scores(*load_scorer(self.judge_model), prompts, completions)
+        return [GoldScore(reward=s, well_formed=True) for s in scores]
+
+    def gold(self, prompt: str, completion: str) -> GoldScore:
+        return self.golds([prompt], [completion])[0]
+
+    # -- for the built-in tiny base model ---------------------------------------------------------------
+    def pretraining_corpus(self, n: int, rng: random.Random) -> list[str]:
+        pairs = self._pairs["train"]
+        texts = [p.prompt + r for p in pairs for r in (p.chosen, p.rejected)]
+        return [rng.choice(texts) for _ in range(n)]
+
+    def vocabulary(self) -> list[str]:
+        texts = (t for pairs in self._pairs.values() for p in pairs for t in (p.prompt, p.chosen, p.rejected))
+        return sorted({word for text in texts for word in text.split()})
+
+
+def ood_source(data: dict) -> dict:
+    """The dataset OOD prompts come from (`data.ood`; the task's own dataset when it names no path), with
+    its split under "ood.split", the setting that errors name."""
+    ood = data["ood"]
+    source = {k: ood[k] for k in ("path", "name", "data_dir")}
+    if ood["path"] is None:  # the task's dataset, with ood's name / data_dir where given
+        source = {k: source[k] if source[k] is not None else data[k] for k in source}
+    return {**source, "ood.split": ood["split"]}
