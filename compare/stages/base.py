@@ -23,7 +23,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         materialize(resolve(source["model"], source["gguf_file"], source["package"]), out)
         return
     tiny = params["tiny"]
-    task = make_task({"name": params["task"], "seed": params["task_seed"], "data": params.get("task_data")})
+    task = make_task(params["task"])
     tokenizer = build_word_tokenizer(task.vocabulary())
     tokenizer.padding_side = "right"
     set_seed(tiny["seed"])  # initialisation seeded too, whatever ran before in this process

@@ -16,12 +16,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from compare.models import load_policy, model_ref, sample
+from compare.models import load_policy, sample
 from compare.oracle import annotate
 from compare.stages.common import Context, make_task, write_jsonl
 
 COMPARISON_TEMPERATURE = 1.0  # sample the pair from the policy itself
-MAX_NEW_TOKENS = 32
 
 
 def _train_prompts(task, n: int, rng: random.Random) -> list[str]:
@@ -48,8 +47,10 @@ def run_comparisons(params: dict, out: Path, inputs: dict[str, Path], ctx: Conte
         write_jsonl(out / "comparisons.jsonl", _human_labels(task, labelled, annotator["flip_rate"], rng))
         return
     prompts = _train_prompts(task, params["n"], rng)
-    model, tokenizer = load_policy(model_ref(inputs["policy"]))
-    pairs = sample(model, tokenizer, prompts, 2, MAX_NEW_TOKENS, COMPARISON_TEMPERATURE, seed=params["seed"])
+    model, tokenizer = load_policy(str(inputs["policy"]))
+    # as long as the completions evaluation samples (the suite's eval.max_new_tokens)
+    length = params["max_new_tokens"]
+    pairs = sample(model, tokenizer, prompts, 2, length, COMPARISON_TEMPERATURE, seed=params["seed"])
     golds = task.gold_rewards(pairs.prompts, pairs.completions)
     rows = []
     for i, prompt in enumerate(prompts):
