@@ -7,7 +7,6 @@ online RL), so that temperature, padding and position ids are handled the same w
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,12 +124,6 @@ def ensure_pad_token(model, tokenizer) -> None:
 def save_model(model, tokenizer, path: Path) -> None:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-
-
-def model_ref(stage_dir: Path) -> str:
-    """Where a stage's model is: the stage folder itself, or the path/hub id a `ref.json` points to."""
-    ref = stage_dir / "ref.json"
-    return json.loads(ref.read_text())["model"] if ref.exists() else str(stage_dir)
 
 
 # -- sampling and log-probs ------------------------------------------------------------------------------

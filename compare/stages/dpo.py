@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.models import load_policy, model_ref
+from compare.models import load_policy
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 
 
@@ -16,7 +16,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer = load_policy(model_ref(inputs["model"]))
+    model, tokenizer = load_policy(str(inputs["model"]))
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
     data = Dataset.from_list(
         [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]

@@ -21,7 +21,6 @@ from compare.models import (
     completion_logprobs,
     load_policy,
     load_reward_model,
-    model_ref,
     reward_scores,
     sample,
 )
@@ -35,10 +34,10 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     task = make_task(params["task"], inputs)  # with the judge model, for a task whose gold is one
     settings = params["eval"]
     k, temperature = settings["samples_per_prompt"], settings["temperature"]
-    policy, tokenizer = load_policy(model_ref(inputs["policy"]))
+    policy, tokenizer = load_policy(str(inputs["policy"]))
     same_as_base = inputs["policy"] == inputs["base"]
-    base = policy if same_as_base else load_policy(model_ref(inputs["base"]))[0]
-    rm = load_reward_model(model_ref(inputs["reward_model"])) if "reward_model" in inputs else None
+    base = policy if same_as_base else load_policy(str(inputs["base"]))[0]
+    rm = load_reward_model(str(inputs["reward_model"])) if "reward_model" in inputs else None
     rows, metrics = [], {}
     for split in SPLITS:
         prompts = task.prompts(split)

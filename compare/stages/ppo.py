@@ -48,7 +48,6 @@ from compare.models import (
     gather_logprobs,
     left_pad,
     load_policy,
-    model_ref,
     per_token_scores,
     response_logits,
     reward_scores,
@@ -97,7 +96,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Models:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    policy_path = model_ref(inputs["model"])
+    policy_path = str(inputs["model"])
     policy, tokenizer = load_policy(policy_path)
     ref = None
     if lora_r:
@@ -108,7 +107,7 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
         ref = load_policy(policy_path)[0].requires_grad_(False)  # a separate frozen copy (row 20)
     rm = None
     if reward == "model":
-        rm_path = model_ref(inputs["reward_model"])
+        rm_path = str(inputs["reward_model"])
         if AutoTokenizer.from_pretrained(rm_path).get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"the reward model at {rm_path} must share the policy's tokenizer")
         rm = AutoModelForSequenceClassification.from_pretrained(rm_path).requires_grad_(False)

@@ -30,7 +30,6 @@ from compare.models import (
     completion_text,
     load_policy,
     load_reward_model,
-    model_ref,
     position_ids,
     reward_scores,
     save_model,
@@ -56,12 +55,12 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
     pool = task.prompts("train")
     data = Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(train["episodes"])]})
 
-    policy_path = model_ref(inputs["model"])
+    policy_path = str(inputs["model"])
     model, tokenizer = load_policy(policy_path)
     if train["beta"] > 0:
         point_reference_at_start(model, tokenizer, policy_path, out)
     use_mask_positions(model)
-    rm, rm_tokenizer = load_reward_model(model_ref(inputs["reward_model"]))
+    rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
 
     def reward_model(prompts: list[str], completion_ids: list[list[int]], **_) -> list[float]:
         prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.models import ensure_pad_token, model_ref
+from compare.models import ensure_pad_token
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 
 
@@ -18,7 +18,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    path = model_ref(inputs["model"])
+    path = str(inputs["model"])
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     ensure_pad_token(model, tokenizer)

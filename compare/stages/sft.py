@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.models import load_policy, model_ref
+from compare.models import load_policy
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 
 
@@ -17,7 +17,7 @@ def train_sft(rows: list[dict], params: dict, out: Path, inputs: dict[str, Path]
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = load_policy(model_ref(inputs["model"]))
+    model, tokenizer = load_policy(str(inputs["model"]))
     args = trainer_args(SFTConfig, params["train"], params["seed"], out, ctx, max_length=None)
     trainer = SFTTrainer(
         model=model,
