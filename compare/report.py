@@ -222,12 +222,21 @@ def examples_section(samples: pd.DataFrame, arms: list[str], per_arm: int) -> st
 
 
 # -- markdown --------------------------------------------------------------------------------------------
+def describe_base(suite: Suite) -> str:
+    b = suite.base
+    if b.package:
+        return f"the GGUF model shipped by the package `{b.package}`, dequantised to float32"
+    if b.model:
+        return f"`{b.model}`" + (f" (GGUF file `{b.gguf_file}`)" if b.gguf_file else "")
+    return (
+        f"built-in tiny GPT-2 ({b.tiny.n_layer} layers, {b.tiny.n_embd} hidden, "
+        f"pretrained {b.tiny.steps} steps on the task corpus)"
+    )
+
+
 def render_markdown(suite: Suite, results, samples, prov: dict, figures, claims) -> str:
     arms = list(suite.arms)
-    base = suite.base.model or (
-        f"built-in tiny GPT-2 ({suite.base.tiny.n_layer} layers, {suite.base.tiny.n_embd} hidden, "
-        f"pretrained {suite.base.tiny.steps} steps on the task corpus)"
-    )
+    base = describe_base(suite)
     seeds = sorted(results["seed"].unique().tolist())
     cost = suite.budget.cost
     ann = suite.task.annotator
