@@ -19,7 +19,7 @@ import torch
 from compare import plan
 from compare.cli import main
 from compare.config import SuiteError, load_suite
-from compare.models import build_word_tokenizer, pretrain, save_model, tiny_gpt2
+from compare.models import build_word_tokenizer, save_model
 from compare.plan import plan_runs, stage_order
 from compare.stages.common import make_task
 from compare.tasks.hub import DataError
@@ -91,17 +91,6 @@ def classifier_dir(tmp_path_factory):
         opt.step()
     path = tmp_path_factory.mktemp("classifier")
     save_model(model.eval(), tokenizer, path)
-    return path
-
-
-def tiny_base(task, path):
-    """The built-in tiny base model's recipe on a dataset task's vocabulary and corpus, at micro size."""
-    tokenizer = build_word_tokenizer(task.vocabulary())
-    torch.manual_seed(0)
-    model = tiny_gpt2(tokenizer, n_layer=1, n_head=2, n_embd=32, n_positions=64)
-    corpus = task.pretraining_corpus(500, random.Random(0))
-    pretrain(model, tokenizer, corpus, steps=40, batch_size=16, lr=3e-3, seed=0, desc="fixture")
-    save_model(model, tokenizer, path)
     return path
 
 
@@ -302,7 +291,7 @@ def test_comparisons_stage_writes_human_labels_with_flips(preference_task, tmp_p
     for flip_rate, out in ((0.0, tmp_path / "clean"), (0.5, tmp_path / "noisy")):
         out.mkdir()
         task = {**params, "annotator": {"temperature": 0.25, "flip_rate": flip_rate}}
-        RUNNERS["comparisons"]({"task": task, "n": 16, "seed": 0}, out, {}, Context())
+        RUNNERS["comparisons"]({"task": task, "n": 16, "seed": 0, "max_new_tokens": 16}, out, {}, Context())
         rows = read_jsonl(out / "comparisons.jsonl")
         assert set(rows[0]) == {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"}
         flipped = sum("do not know" in r["chosen"] for r in rows)
@@ -464,6 +453,9 @@ def test_make_task_passes_the_data_block(imdb_task):
 
 
 # -- one micro suite per task, end to end through the command line -----------------------------------------
+TINY = "tiny: {n_layer: 1, n_head: 2, n_embd: 32, steps: 40, corpus_size: 500, batch_size: 16}"
+
+
 def run_suite(tmp_path, text) -> pd.DataFrame:
     path = write(tmp_path, text)
     out = tmp_path / "report"
@@ -472,9 +464,10 @@ def run_suite(tmp_path, text) -> pd.DataFrame:
     return pd.read_csv(out / "results.csv")
 
 
-def test_imdb_micro_suite_end_to_end(tmp_path, imdb_dir, classifier_dir, imdb_task):
-    base = tiny_base(imdb_task, tmp_path / "base")
-    results = run_suite(tmp_path, imdb_suite(imdb_dir, classifier_dir, base))
+def test_imdb_micro_suite_end_to_end(tmp_path, imdb_dir, classifier_dir):
+    """The built-in tiny base, pretrained on the dataset's texts; gold from the classifier."""
+    text = imdb_suite(imdb_dir, classifier_dir).replace("base: {model: gpt2}", f"base: {{{TINY}}}")
+    results = run_suite(tmp_path, text)
     assert set(results["arm"]) == {"base", "sft", "dpo", "ppo"} and len(results) == 4 * 2
     assert set(results["split"]) == {"id", "ood"}
     assert results["gold_reward"].between(0, 1).all() and results["demonstrator_gold"].between(0, 1).all()

@@ -24,17 +24,14 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from compare.basemodel import is_local
+
 DATA_FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SCORE_BATCH = 32
 
 
 class DataError(ValueError):
     """A dataset (or a model that scores it) that does not fit the task's settings, said in one line."""
-
-
-def is_local(path: str) -> bool:
-    """A value that looks like a path (or exists) is a path; anything else is taken as a hub id."""
-    return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
 def _first_line(error: Exception) -> str:
