@@ -215,13 +215,18 @@ def examples_section(samples: pd.DataFrame, arms: list[str], per_arm: int) -> st
             if "grid.budget.units" in rows:
                 rows = rows[rows["grid.budget.units"] == rows["grid.budget.units"].max()]
             for _, r in rows.iterrows():
-                text = str(r["completion"]).strip().replace("|", "\\|") or "(empty)"
+                text = table_cell(str(r["completion"]).strip()) or "(empty)"
                 parts.append(f"| {arm} | {text} | {r['gold_reward']:.2f} |")
         parts.append("")
     return "\n".join(parts)
 
 
 # -- markdown --------------------------------------------------------------------------------------------
+def table_cell(text: str) -> str:
+    """Text that stays inside one markdown table cell: pipes escaped, line breaks shown as ⏎."""
+    return " ⏎ ".join(line.strip() for line in text.replace("|", "\\|").splitlines())
+
+
 def describe_base(suite: Suite) -> str:
     b = suite.base
     if b.package:
