@@ -43,3 +43,26 @@ def tiny_rm_dir(tmp_path_factory, tiny_policy_dir):
     model.config.pad_token_id = tokenizer.pad_token_id
     save_model(model, tokenizer, path)
     return path
+
+
+@pytest.fixture
+def install_package(tmp_path, monkeypatch):
+    """Install a fake distribution for one test: its files and a dist-info whose RECORD lists them.
+
+    `install_package(name, version, {relative path: bytes})` returns the site folder (on sys.path).
+    """
+
+    def install(name: str, version: str, files: dict[str, bytes]):
+        site = tmp_path / "site"
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        for rel, data in files.items():
+            (site / rel).parent.mkdir(parents=True, exist_ok=True)
+            (site / rel).write_bytes(data)
+        record = [*files, f"{info.name}/METADATA", f"{info.name}/RECORD"]
+        (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in record))
+        monkeypatch.syspath_prepend(str(site))
+        return site
+
+    return install

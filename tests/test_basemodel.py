@@ -137,26 +137,11 @@ def tiny_gpt2_dir(tmp_path_factory):
     return path
 
 
-def fake_distribution(site: Path, name: str, version: str, files: dict[str, bytes]) -> None:
-    """An installed distribution as pip leaves one: its files and a dist-info folder whose RECORD lists them."""
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    for rel, data in files.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_bytes(data)
-    record = [*files, f"{info.name}/METADATA", f"{info.name}/RECORD"]
-    (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in record))
-
-
 @pytest.fixture
-def gguf_package(tmp_path, monkeypatch, gguf_model):
+def gguf_package(install_package, gguf_model):
     """`llm-tinygguf` 1.0, installed (on sys.path for this test), shipping the tiny GGUF file."""
-    site = tmp_path / "site"
     files = {"llm_tinygguf/__init__.py": b"", "llm_tinygguf/tiny.gguf": gguf_model[0].read_bytes()}
-    fake_distribution(site, PACKAGE, "1.0", files)
-    monkeypatch.syspath_prepend(str(site))
-    return site / "llm_tinygguf" / "tiny.gguf"
+    return install_package(PACKAGE, "1.0", files) / "llm_tinygguf" / "tiny.gguf"
 
 
 SUITE = {
@@ -331,12 +316,8 @@ def test_model_and_package_both_set(gguf_package, gguf_model, tmp_path, capsys):
 @pytest.mark.parametrize(
     "ships, says", [({}, "ships no .gguf file"), ({"b.gguf": b"GGUF"}, "ships several .gguf files")]
 )
-def test_package_must_ship_one_gguf(ships, says, tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    fake_distribution(
-        site, "llm-oddpkg", "0.1", {"llm_oddpkg/a.gguf" if ships else "x.txt": b"GGUF", **ships}
-    )
-    monkeypatch.syspath_prepend(str(site))
+def test_package_must_ship_one_gguf(ships, says, tmp_path, install_package):
+    install_package("llm-oddpkg", "0.1", {"llm_oddpkg/a.gguf" if ships else "x.txt": b"GGUF", **ships})
     with pytest.raises(SuiteError, match=f"base.package: package 'llm-oddpkg' {says}"):
         load_suite(write_suite(tmp_path, {"package": "llm-oddpkg"}))
 

