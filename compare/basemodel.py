@@ -219,9 +219,7 @@ def materialize(source: Source, out: Path) -> None:
         model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):  # a tokenizer that added tokens
-        model.resize_token_embeddings(len(tokenizer))
-    ensure_pad_token(model, tokenizer)
+    ensure_pad_token(model, tokenizer)  # also rows for tokens a GGUF tokenizer added
     save_model(model, tokenizer, out)
 
 

@@ -115,8 +115,14 @@ def load_reward_model(path: str | Path):
 
 
 def ensure_pad_token(model, tokenizer) -> None:
+    """A pad token distinct from EOS, and an embedding row for every token the tokenizer has.
+
+    Rows are only ever added: a model whose vocabulary is padded beyond the tokenizer (Pythia, say)
+    keeps its rows, and the new pad token takes one of the spare ones.
+    """
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": PAD})
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
 

@@ -68,21 +68,12 @@ def test_comparisons_follow_the_annotator(comparisons_dir):
     assert sum(r["gold_chosen"] > r["gold_rejected"] for r in decided) / len(decided) > 0.7
 
 
-def test_sft(tmp_path, demos_dir, tiny_policy_dir):
-    params = {"train": SFTStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
-    RUNNERS["sft"](params, tmp_path, {"model": tiny_policy_dir, "data": demos_dir}, CTX)
-    assert_trained(tmp_path, tiny_policy_dir)
-
-
-def test_preferred_ft(tmp_path, comparisons_dir, tiny_policy_dir):
-    params = {"train": SFTStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
-    RUNNERS["preferred_ft"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
-    assert_trained(tmp_path, tiny_policy_dir)
-
-
-def test_dpo(tmp_path, comparisons_dir, tiny_policy_dir):
-    params = {"train": DPOStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
-    RUNNERS["dpo"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
+@pytest.mark.parametrize(
+    "kind,stage,data", [("sft", SFTStage, "demos_dir"), ("preferred_ft", SFTStage, "comparisons_dir"),
+                        ("dpo", DPOStage, "comparisons_dir")])  # fmt: skip
+def test_policy_stage_trains(tmp_path, request, tiny_policy_dir, kind, stage, data):
+    params = {"train": stage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    RUNNERS[kind](params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
     assert_trained(tmp_path, tiny_policy_dir)
 
 
@@ -148,3 +139,19 @@ def test_pad_is_never_sampled_and_has_no_probability(tiny_policy_dir, task):
     assert all(tok.pad_token_id not in ids for ids in s.completion_ids)
     recomputed = token_logprobs(model, tok, s.prompts, s.completion_ids, 1.0)
     assert [float(x.sum()) for x in recomputed] == pytest.approx(s.logprobs, abs=1e-4)
+
+
+def test_pad_token_never_shrinks_a_padded_vocabulary(task):
+    """A model with spare embedding rows (Pythia-style) keeps them all when the pad token is set."""
+    from compare.models import build_word_tokenizer, ensure_pad_token, tiny_gpt2
+
+    tokenizer = build_word_tokenizer(task.vocabulary())
+    model = tiny_gpt2(tokenizer, n_layer=1, n_head=2, n_embd=16, n_positions=16)
+    rows = len(tokenizer) + 8
+    model.resize_token_embeddings(rows)
+    tokenizer.pad_token = tokenizer.eos_token  # pad == EOS, as many hub tokenizers ship
+    ensure_pad_token(model, tokenizer)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.get_input_embeddings().num_embeddings == rows  # not cut down to the tokenizer's size
+    assert tokenizer.pad_token_id < rows
+    assert model.config.pad_token_id == tokenizer.pad_token_id

@@ -121,8 +121,6 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
         raise ValueError(f"reward must be 'model' or 'gold', got {reward!r}")
     for model in (value, rm):
         if model is not None:
-            if model.get_input_embeddings().num_embeddings < len(tokenizer):
-                model.resize_token_embeddings(len(tokenizer))
             ensure_pad_token(model, tokenizer)
     if lora_r:  # the value model trains adapters and its head; it is called through its own classes
         from peft import get_peft_model
