@@ -6,15 +6,18 @@ A report folder holds `results.csv` (one row per run and split), `samples.csv` (
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import math
+import os
 import platform
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from compare import analysis, plots
 from compare.config import Suite, default_share
@@ -32,11 +35,22 @@ METRICS = [  # column, heading, higher is better (None: neither)
 ]
 
 
-def write_report(out: Path, suite: Suite, results, samples, logs, stage_seconds: dict[str, float]) -> None:
+class ReportError(Exception):
+    """A report folder whose saved files cannot be trusted, said in one line."""
+
+
+FAILED_RUNS = "failed_runs.csv"  # arm, point, seed, stage, reason, log of every run that has no results
+
+
+def write_report(
+    out: Path, suite: Suite, results, samples, logs, stage_seconds: dict[str, float], failed: list[dict] = ()
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
     samples.to_csv(out / "samples.csv", index=False)
     logs.to_csv(out / "training_logs.csv", index=False)
+    if failed:
+        pd.DataFrame(failed).to_csv(out / FAILED_RUNS, index=False)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
     (out / "provenance.json").write_text(json.dumps(provenance(stage_seconds), indent=1))
     rebuild_report(out)
@@ -65,13 +79,75 @@ def provenance(timings: dict[str, float]) -> dict:
     }
 
 
-def rebuild_report(folder: Path) -> None:
-    suite = Suite.model_validate(yaml.safe_load((folder / "suite.yaml").read_text()))
-    results = pd.read_csv(folder / "results.csv")
-    samples = pd.read_csv(folder / "samples.csv", keep_default_na=False, na_values=[""])
+def read_csv_checked(path: Path, required: tuple[str, ...] = (), rows: bool = True, **read) -> pd.DataFrame:
+    """A CSV the harness wrote, or a one-line ReportError: missing, empty, header only, cut short, columns."""
+    if not path.exists():
+        raise ReportError(f"{path}: missing")
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        raise ReportError(f"{path}: empty")
+    if not text.endswith("\n"):
+        raise ReportError(f"{path}: cut short (the last row has no line end); the file is incomplete")
+    try:
+        frame = pd.read_csv(path, **read)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    if rows and frame.empty:
+        raise ReportError(f"{path}: has a header but no rows")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}")
+    with path.open(newline="") as f:  # a row cut mid-way has fewer fields than the header
+        reader = csv.reader(f)
+        width = len(next(reader))
+        for line, row in enumerate(reader, 2):
+            if row and len(row) != width:
+                raise ReportError(f"{path}: line {line}: {len(row)} fields, the header has {width}")
+    return frame
+
+
+def read_saved(folder: Path):
+    """Every file a report is built from, each checked; raises ReportError (one line) on the first problem."""
+    from compare.config import _one_line
+
+    suite_path = folder / "suite.yaml"
+    if not suite_path.exists():
+        raise ReportError(f"{suite_path}: missing (not a report folder written by `run`)")
+    try:
+        data = yaml.safe_load(suite_path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ReportError(f"{suite_path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{suite_path}: not a saved suite (a mapping of keys)")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as err:
+        raise ReportError(str(_one_line(suite_path, err))) from None
+    results = read_csv_checked(folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"))
+    samples = read_csv_checked(
+        folder / "samples.csv", ("arm", "seed", "split"), rows=False, keep_default_na=False, na_values=[""]
+    )
     logs_path = folder / "training_logs.csv"
-    logs = pd.read_csv(logs_path) if logs_path.exists() and logs_path.stat().st_size > 1 else pd.DataFrame()
-    prov = json.loads((folder / "provenance.json").read_text())
+    logs = pd.DataFrame()
+    if logs_path.exists() and logs_path.stat().st_size > 1:
+        logs = read_csv_checked(logs_path, rows=False)
+    failed_path = folder / FAILED_RUNS
+    failed = (
+        read_csv_checked(failed_path, rows=False, keep_default_na=False) if failed_path.exists() else None
+    )
+    prov_path = folder / "provenance.json"
+    try:
+        prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f"{prov_path}: not valid JSON ({e})") from None
+    if not isinstance(prov, dict):
+        raise ReportError(f"{prov_path}: not a provenance record (a JSON object)")
+    return suite, results, samples, logs, prov, failed
+
+
+def rebuild_report(folder: Path) -> None:
+    """Report.md and its plots from the saved files; nothing is written unless every file reads cleanly."""
+    suite, results, samples, logs, prov, failed = read_saved(folder)
     out = folder / "plots"
     out.mkdir(exist_ok=True)
     arms = list(suite.arms)
@@ -103,8 +179,10 @@ def rebuild_report(folder: Path) -> None:
         ],
     }  # fmt: skip
     claims = analysis.check_claims(results, logs)
-    text = render_markdown(suite, results, samples, prov, figures, claims)
-    (folder / "report.md").write_text(text)
+    text = render_markdown(suite, results, samples, prov, figures, claims, failed)
+    tmp = folder / ".report.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, folder / "report.md")
 
 
 # -- tables ----------------------------------------------------------------------------------------------
@@ -239,7 +317,7 @@ def describe_base(suite: Suite) -> str:
     )
 
 
-def render_markdown(suite: Suite, results, samples, prov: dict, figures, claims) -> str:
+def render_markdown(suite: Suite, results, samples, prov: dict, figures, claims, failed=None) -> str:
     arms = list(suite.arms)
     base = describe_base(suite)
     seeds = sorted(results["seed"].unique().tolist())
@@ -289,9 +367,10 @@ def render_markdown(suite: Suite, results, samples, prov: dict, figures, claims)
             rm,
             "",
         ]
+    lines += failed_section(failed)
     lines += differences_section(results, arms)
     lines += axis_sections(results, arms, figures)
-    lines += claims_section(claims)
+    lines += claims_section(claims, 0 if failed is None else len(failed))
     lines += ["## Example generations", "", examples_section(samples, arms, suite.eval.examples), ""]
     lines += [
         "## Provenance",
@@ -335,12 +414,34 @@ def axis_sections(results: pd.DataFrame, arms: list[str], figures: dict) -> list
     return lines
 
 
-def claims_section(claims) -> list[str]:
+def failed_section(failed: pd.DataFrame | None) -> list[str]:
+    """The runs that have no results, with the stage that failed and why (their numbers are left out)."""
+    if failed is None or failed.empty:
+        return []
+    lines = [
+        "### Failed runs",
+        "",
+        f"{len(failed)} run(s) failed and are left out of every table, figure and claim below. A failed "
+        "stage is never cached: `sft-vs-rlhf run` again retries only what failed.",
+        "",
+        "| arm | grid point | seed | failed stage | reason | log |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _, r in failed.iterrows():
+        cells = [r.get("arm", ""), r.get("point", "") or "–", r.get("seed", ""), r.get("stage", ""),
+                 r.get("reason", ""), f"`{r['log']}`" if r.get("log") else "–"]  # fmt: skip
+        lines.append("| " + " | ".join(table_cell(str(c)) for c in cells) + " |")
+    return lines + [""]
+
+
+def claims_section(claims, n_failed: int = 0) -> list[str]:
+    without = f" Computed without the {n_failed} failed run(s) listed above." if n_failed else ""
     lines = [
         "## Claims checked",
         "",
         "Each claim is marked supported or contradicted only when a seed-paired 95% interval excludes zero; "
-        "otherwise inconclusive at this scale. 'Not measured' means this suite has no runs that bear on it.",
+        "otherwise inconclusive at this scale. 'Not measured' means this suite has no runs that bear on it."
+        + without,
         "",
         "| claim | verdict | evidence |",
         "|---|---|---|",

@@ -7,8 +7,11 @@ import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -19,41 +22,138 @@ from compare.plan import TRAINING_KINDS, Run, Stage, stage_order
 from compare.stages.common import Context, make_task, read_jsonl
 
 
-def execute(runs: list[Run], cache: StageCache, ctx: Context) -> dict[str, float]:
-    """Run what is missing; returns seconds per stage that ran (cached stages are not listed)."""
+@dataclass
+class Failure:
+    """A stage that raised (or depends on one that did): never cached, reported with its reason."""
+
+    stage: Stage
+    reason: str  # one line
+    log: Path | None  # the traceback, for a stage that raised itself
+    cause: Stage | None = None  # the failed input stage, for a stage that could not start
+
+
+@dataclass
+class Outcome:
+    """What `execute` did: seconds of each stage that ran, and the stages that failed (by name)."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
+
+    def failure_of(self, run: Run) -> Failure | None:
+        """Why `run` has no results: the first stage of its chain that failed, or None."""
+        for stage in stage_order([run.eval]):
+            failure = self.failures.get(stage.name)
+            if failure is not None and failure.cause is None:
+                return failure
+        return self.failures.get(run.eval.name)
+
+
+def stage_owners(runs: list[Run]) -> dict[str, list[Run]]:
+    """The runs that need each stage, by stage name."""
+    owners: dict[str, list[Run]] = {}
+    for run in runs:
+        for stage in stage_order([run.eval]):
+            owners.setdefault(stage.name, []).append(run)
+    return owners
+
+
+def describe_runs(runs: list[Run]) -> str:
+    """`arm sft seed 0, arm dpo seed 0 (+3 more)`: which runs a stage belongs to, for messages."""
+    labels = [run.label for run in runs]
+    shown = ", ".join(labels[:3])
+    return shown + (f" (+{len(labels) - 3} more)" if len(labels) > 3 else "")
+
+
+def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
+    """Run every stage that is not cached, inputs first; a stage that fails takes down only its dependents.
+
+    A failed stage is not cached and its traceback goes to the cache's `logs/`; stages that need it are
+    skipped, every other stage still runs. Another process computing the same stage is waited for (the
+    cache's per-stage lock), and its result used.
+    """
     from compare.stages import RUNNERS
     from compare.stages.common import quiet_libraries
 
     cache.clear_stale()
+    outcome = Outcome()
     todo = [s for s in stage_order([r.eval for r in runs]) if not cache.is_complete(s.name)]
-    timings: dict[str, float] = {}
     if not todo:
-        return timings
+        return outcome
+    owners = stage_owners(runs)
     quiet_libraries(ctx.verbose)
     if ctx.threads:
         import torch
 
         torch.set_num_threads(ctx.threads)
-    bar = tqdm(todo, desc="stages", unit="stage", disable=None)
-    for stage in bar:
+    on_terminal = sys.stderr.isatty()
+    ctx.progress = on_terminal
+    bar = tqdm(todo, desc="stages", unit="stage", disable=not on_terminal, dynamic_ncols=True)
+    for i, stage in enumerate(bar, 1):
         bar.set_postfix_str(stage.kind)
+        who = describe_runs(owners.get(stage.name, []))
+        failed_input = next(
+            (d for d in stage.inputs.values() if d is not None and d.name in outcome.failures), None
+        )
+        if failed_input is not None:  # nothing to start from
+            cause = outcome.failures[failed_input.name]
+            outcome.failures[stage.name] = Failure(
+                stage,
+                f"needs {failed_input.kind} {failed_input.key}, which failed",
+                None,
+                cause.cause or cause.stage,
+            )
+            continue
         start = time.time()
-        inputs = {name: cache.path(dep.name) for name, dep in stage.inputs.items()}
         info = {
             "kind": stage.kind,
             "key": stage.key,
             "params": stage.params,
             "inputs": {n: d.name for n, d in stage.inputs.items()},
         }
-        if is_main_process():
-            with cache.writing(stage.name, info) as out:
-                RUNNERS[stage.kind](stage.params, out, inputs, ctx)
-        elif stage.kind in TRAINING_KINDS:  # data-parallel training: every process takes part, rank 0 saves
+        try:
+            ran = _run_stage(stage, info, cache, ctx, RUNNERS)
+        except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
+            log = cache.record_failure(
+                stage.name, {**info, "runs": [r.label for r in owners.get(stage.name, [])]}, e
+            )
+            reason = f"{type(e).__name__}: {_first_line(e)}"
+            outcome.failures[stage.name] = Failure(stage, reason, log)
+            tqdm.write(
+                f"error: stage {stage.kind} {stage.key} failed ({who}): {reason}; not cached; log: {log}",
+                file=sys.stderr,
+            )
+            if ctx.verbose:
+                traceback.print_exc()
+            continue
+        if ran:
+            outcome.timings[stage.name] = time.time() - start
+        if not on_terminal:  # one line per finished stage where no bar is drawn
+            state = f"done in {time.time() - start:.1f} s" if ran else "done by another process"
+            print(f"[{i}/{len(todo)}] {stage.kind} ({who}): {state}", file=sys.stderr, flush=True)
+    return outcome
+
+
+def _run_stage(stage: Stage, info: dict, cache: StageCache, ctx: Context, runners) -> bool:
+    """Compute one stage under its lock; False when another process completed it meanwhile."""
+    inputs = {name: cache.path(dep.name) for name, dep in stage.inputs.items()}
+    if not is_main_process():  # data-parallel training: every process takes part, rank 0 saves
+        if stage.kind in TRAINING_KINDS:
             with tempfile.TemporaryDirectory() as scratch:
-                RUNNERS[stage.kind](stage.params, Path(scratch), inputs, ctx)
+                runners[stage.kind](stage.params, Path(scratch), inputs, ctx)
         wait_for_everyone()
-        timings[stage.name] = time.time() - start
-    return timings
+        return True
+    with cache.lock(stage.name, on_wait=lambda message: tqdm.write(message, file=sys.stderr)):
+        if cache.is_complete(stage.name):
+            return False
+        with cache.writing(stage.name, info) as out:
+            runners[stage.kind](stage.params, out, inputs, ctx)
+    wait_for_everyone()
+    return True
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 # Under `accelerate launch`, every process runs the training stages together (data parallel); data,
