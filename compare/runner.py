@@ -142,13 +142,15 @@ def _run_stage(stage: Stage, info: dict, cache: StageCache, ctx: Context, runner
                 runners[stage.kind](stage.params, Path(scratch), inputs, ctx)
         wait_for_everyone()
         return True
-    with cache.lock(stage.name, on_wait=lambda message: tqdm.write(message, file=sys.stderr)):
-        if cache.is_complete(stage.name):
-            return False
-        with cache.writing(stage.name, info) as out:
-            runners[stage.kind](stage.params, out, inputs, ctx)
-    wait_for_everyone()
-    return True
+    try:
+        with cache.lock(stage.name, on_wait=lambda message: tqdm.write(message, file=sys.stderr)):
+            if cache.is_complete(stage.name):
+                return False
+            with cache.writing(stage.name, info) as out:
+                runners[stage.kind](stage.params, out, inputs, ctx)
+        return True
+    finally:
+        wait_for_everyone()  # the other processes wait for this stage, failed or not
 
 
 def _first_line(error: BaseException) -> str:

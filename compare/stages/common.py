@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ class Context:
 
     verbose: bool = False
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    progress: bool = False  # show progress bars (on a terminal)
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -70,9 +73,10 @@ def trainer_args(config_cls, train: dict, seed: int, out: Path, ctx: Context, **
         lr_scheduler_type="linear",
         warmup_steps=0,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # else a nan loss is logged as the window's mean (0.0 at one step)
         save_strategy="no",
         report_to="none",
-        disable_tqdm=not ctx.verbose,
+        disable_tqdm=not (ctx.verbose or ctx.progress),
         seed=seed,
         data_seed=seed,
         use_cpu=not cuda,
@@ -82,12 +86,128 @@ def trainer_args(config_cls, train: dict, seed: int, out: Path, ctx: Context, **
     )
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced a nan or inf: a loss, a reward, a gradient norm or the weights themselves.
+
+    Raised before anything is saved, so the stage fails instead of being cached with a broken model.
+    """
+
+
+# Logged training numbers that must be finite: the losses and gradient norm of every trainer, and the
+# rewards and margins the preference and RL trainers log (DPO's rewards/*, RM's margin, RLOO's reward).
+# Other logged numbers are left alone (e.g. RLOO's clip ratios may be nan by design).
+CHECKED_LOGS = ("loss", "train_loss", "grad_norm")
+CHECKED_LOG_WORDS = ("reward", "margin")
+
+
+def is_checked_log(key: str) -> bool:
+    if key.startswith("eval_") or key.startswith("frac_"):
+        return False
+    return key in CHECKED_LOGS or any(word in key for word in CHECKED_LOG_WORDS)
+
+
+def non_finite_logs(logs: dict) -> list[tuple[str, float]]:
+    """The checked numbers in `logs` that are nan or inf (None, strings and bools are not numbers)."""
+    return [
+        (k, v)
+        for k, v in logs.items()
+        if is_checked_log(k)
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and not math.isfinite(v)
+    ]
+
+
+def check_logs(logs: dict, step: int) -> None:
+    """Raise `NonFiniteError` if a checked number in one training log is nan or inf."""
+    bad = non_finite_logs(logs)
+    if bad:
+        what = ", ".join(f"{k} is {v}" for k, v in bad)
+        raise NonFiniteError(f"{what} at step {step}")
+
+
+@functools.cache
+def _callbacks() -> dict[str, type]:
+    """The trainer callbacks, defined on first use: importing transformers' trainer takes seconds."""
+    from transformers import ProgressCallback, TrainerCallback
+
+    class FiniteLogsCallback(TrainerCallback):
+        """Stop training with `NonFiniteError` at the first step whose logged loss (or reward...) is not finite.
+
+        `logging_steps=1` makes `on_log` see every optimiser step. The trainer calls callbacks without
+        catching their exceptions (`CallbackHandler.call_event`), so the error leaves `trainer.train()`.
+        """
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            check_logs(logs or {}, state.global_step)
+
+    class BarOnlyProgressCallback(ProgressCallback):
+        """transformers' progress bar, named and cleared at the end like PPO's, without the log dict that
+        `ProgressCallback` writes (to stdout, above the bar) at every logging step."""
+
+        def __init__(self, desc: str | None = None):
+            super().__init__()
+            self.desc = desc
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(
+                    total=state.max_steps, desc=self.desc, leave=False, dynamic_ncols=True
+                )
+            self.current_step = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return {c.__name__: c for c in (FiniteLogsCallback, BarOnlyProgressCallback)}
+
+
+def __getattr__(name: str):  # `FiniteLogsCallback`, `BarOnlyProgressCallback`: see `_callbacks`
+    if name in ("FiniteLogsCallback", "BarOnlyProgressCallback"):
+        return _callbacks()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_finite(model: torch.nn.Module, what: str) -> None:
+    """Raise `NonFiniteError` naming the first parameter or buffer of `model` with a nan or inf.
+
+    One device sync for the whole model (the per-tensor checks are stacked before being read).
+    """
+    tensors = [
+        (name, t)
+        for named in (model.named_parameters(), model.named_buffers())
+        for name, t in named
+        if (t.is_floating_point() or t.is_complex()) and t.device.type != "meta"
+    ]
+    if not tensors:
+        return
+    dev = tensors[0][1].device
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(t).all().to(dev) for _, t in tensors])
+        if bool(finite.all()):
+            return
+        name, t = tensors[int((~finite).nonzero()[0])]
+        nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    raise NonFiniteError(f"{what} not finite: {name} ({nan} nan and {inf} inf of {t.numel()} values)")
+
+
 def train_and_save(trainer, out: Path, ctx: Context) -> None:
-    """Train quietly (the trainer prints every log line when its progress bar is off), then save."""
-    from transformers.trainer_callback import PrinterCallback
+    """Train, stopping at the first non-finite loss, then check the weights and save.
+
+    Unless verbose, no log line per step: the trainer's PrinterCallback (used when its progress bar is
+    off) is removed, and its ProgressCallback (bar on, for `ctx.progress`) swapped for one that only
+    draws the bar.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if not ctx.verbose:
         trainer.remove_callback(PrinterCallback)
+        if trainer.pop_callback(ProgressCallback) is not None:  # "DPOTrainer" -> "dpo"
+            desc = type(trainer).__name__.removesuffix("Trainer").lower() or None
+            trainer.add_callback(_callbacks()["BarOnlyProgressCallback"](desc))
+    trainer.add_callback(_callbacks()["FiniteLogsCallback"])
     trainer.train()
     finish_training(trainer, out)
 
@@ -107,11 +227,17 @@ def lora_config(r: int | None, task_type: str):
 
 
 def finish_training(trainer, out: Path) -> None:
-    """Save the trained model (a LoRA adapter merged into it), its tokenizer and the training log."""
+    """Save the trained model (a LoRA adapter merged into it), its tokenizer and the training log.
+
+    Raises `NonFiniteError`, saving nothing, if the model to be saved has a nan or inf anywhere.
+    """
     if hasattr(trainer.model, "merge_and_unload"):  # peft: later stages load a plain model folder
-        trainer.model.merge_and_unload().save_pretrained(str(out))
+        merged = trainer.model.merge_and_unload()
+        check_finite(merged, "weights after training")
+        merged.save_pretrained(str(out))
         trainer.processing_class.save_pretrained(str(out))
     else:
+        check_finite(trainer.model, "weights after training")
         trainer.save_model(str(out))
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     trainer_dir = out / "trainer"

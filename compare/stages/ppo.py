@@ -22,6 +22,9 @@ Writes the policy (LoRA merged) and `log_history.json`: one entry per rollout ba
 the PPO.md metrics, "loss", "time/*"); every `gold_eval_every` batches the entry also has heldout/gold,
 heldout/proxy (NaN for the gold reward) and heldout/kl, measured before that batch's update on a fixed
 batch of ID prompts; a last entry (step = number of batches) holds them after the final update.
+Training stops with `NonFiniteError`, saving nothing, at the first rollout batch whose scores, rewards or
+losses are nan or inf, whose updates leave a non-finite weight, or whose policy samples from non-finite
+probabilities (see `check_batch`, `sampling`).
 
 References: Schulman et al. 2017 (PPO); Ziegler et al. 2019 and Stiennon et al. 2020 (KL-penalised RLHF);
 Huang et al. 2022/2024 ("The N(+) Implementation Details of RLHF with PPO"); CleanRL's ppo.py.
@@ -68,7 +71,7 @@ from compare.ppo_math import (
     policy_loss,
     value_loss,
 )
-from compare.stages.common import Context, lora_config, make_task
+from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
 
@@ -278,11 +281,57 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 
 def save_policy(models: Models, out: Path) -> None:
-    """The trained policy and its tokenizer; a LoRA adapter is merged into the weights first."""
+    """The trained policy and its tokenizer; a LoRA adapter is merged into the weights first.
+
+    Raises `NonFiniteError`, saving nothing, if the policy has a nan or inf anywhere.
+    """
     policy = models.policy
     if models.ref is None:  # LoRA
         policy = policy.merge_and_unload()
+    check_finite(policy, "policy weights after training")
     save_model(policy, models.tokenizer, out)
+
+
+# Means over the rollout batch (and processes), each nan or inf exactly when one of its terms is: the
+# scores, the KL to the reference, the reward with its KL penalty, the minibatch losses. Root cause first.
+CHECKED = ("objective/scores", "objective/kl", "objective/rlhf_reward", "loss", "loss/policy", "loss/value")
+
+
+def check_batch(entry: dict, stats: list[dict], step: int) -> None:
+    """Raise `NonFiniteError` if one rollout batch's scores, rewards or minibatch losses were not finite.
+
+    Reads the batch's reduced metrics (already on the host), so it costs no device sync and every process
+    sees the same values; the first minibatch at fault is looked up only when raising.
+    """
+    bad = [k for k in CHECKED if not math.isfinite(entry[k])]
+    if not bad:
+        return
+    what = ", ".join(f"{k} is {entry[k]}" for k in bad)
+    local = [i for i, d in enumerate(stats) if not bool(torch.isfinite(d["loss"]))]
+    where = f" (first at minibatch update {local[0] + 1} of {len(stats)})" if local else ""
+    raise NonFiniteError(f"{what} at step {step}{where}")
+
+
+# what torch.multinomial says of nan, inf or all-zero probabilities (on the CPU and on CUDA)
+BAD_PROBABILITIES = ("probability tensor contains either", "invalid multinomial distribution")
+
+
+@contextmanager
+def sampling(step: int):
+    """Sampling from the policy at `step`: its overflowing logits become a `NonFiniteError`.
+
+    Weights can stay finite yet be so large that the logits overflow (one huge update, after which no loss
+    was computed); the sampler then fails inside torch.multinomial.
+    """
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, NonFiniteError) or not any(m in str(e) for m in BAD_PROBABILITIES):
+            raise
+        raise NonFiniteError(
+            f"the policy's next-token probabilities are not finite when sampling at step {step} "
+            f"(after {step} rollout batch(es) of updates): {e}"
+        ) from e
 
 
 def make_accelerator():
@@ -323,20 +372,21 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
         kl_ctl = AdaptiveKLController(s["kl_coef"], s["target_kl"], s["kl_horizon"])
     heldout_prompts = task.prompts("id")[: s["gold_eval_prompts"]]
 
-    def heldout() -> dict[str, float]:
+    def heldout(step: int) -> dict[str, float]:
         if not accelerator.is_main_process:
             return {}
-        with accelerator.autocast():
+        with accelerator.autocast(), sampling(step):
             return heldout_metrics(models, task, heldout_prompts, s, seed)
 
     history = []
     batches = prompt_batches(task.prompts("train"), s["rollout_batch_size"], n_batches, seed)
-    bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=None if rank == 0 else True)
+    show_bar = (ctx.progress or ctx.verbose) and rank == 0
+    bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=not show_bar)
     for step, prompts in enumerate(bar):
         entry = {"step": step, "episode": (step + 1) * s["rollout_batch_size"]}
         t0 = time.perf_counter()
         if step % s["gold_eval_every"] == 0:
-            entry.update(heldout())  # measured before this batch's update, i.e. after `step` updates
+            entry.update(heldout(step))  # measured before this batch's update, i.e. after `step` updates
         t1 = time.perf_counter()
         if s["lr_decay"]:  # linear to 0 over the rollout batches (CleanRL)
             optimizer.param_groups[0]["lr"] = s["lr"] * (1.0 - step / n_batches)
@@ -345,9 +395,10 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
             # 1. roll out; old log-probs, reference log-probs and values once per batch (rows 3-5)
             local_prompts = prompts[rank::world]
             sample_seed = seeds.getrandbits(63)
-            batch = rollout(
-                models.policy, tokenizer, local_prompts, s["max_new_tokens"], temperature, sample_seed
-            )
+            with sampling(step):
+                batch = rollout(
+                    models.policy, tokenizer, local_prompts, s["max_new_tokens"], temperature, sample_seed
+                )
             t2 = time.perf_counter()
             mask = batch.mask
             logits = policy_logits(models.policy, batch, temperature)
@@ -426,6 +477,8 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
                 torch.stack([metrics[k].float().to(mask.device) for k in names]), "mean"
             )
         entry.update({k: float(v) for k, v in zip(names, reduced.tolist())})
+        check_batch(entry, stats, step)
+        check_finite(accelerator.unwrap_model(wrapper), f"weights after the updates of step {step}")
         entry["lr"] = optimizer.param_groups[0]["lr"]
         timings = {"heldout": t1 - t0, "generation": t2 - t1, "scoring": t3 - t2, "update": t4 - t3}
         entry.update({f"time/{k}": v for k, v in timings.items()})
@@ -433,5 +486,5 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
         history.append(entry)
 
     final = {"step": n_batches, "episode": n_batches * s["rollout_batch_size"]}
-    history.append({**final, **heldout()})  # after the last update
+    history.append({**final, **heldout(n_batches)})  # after the last update
     return history
