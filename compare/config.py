@@ -8,6 +8,10 @@ is a dotted path into the suite (`budget.units`, `stages.dpo.beta`, `task.annota
 
 `include: other.yaml` starts a file from another file's settings (this file's keys win); a file with
 `suites: [...]` is a `Collection` of suites run together.
+
+Inputs that would exhaust the machine or fail late are refused here too, before anything runs
+(compare/limits.py): YAML alias bombs and duplicate keys, include cycles, inf and nan, seeds numpy
+refuses, names that are not one folder, and grids, budgets or evaluations too large to fit or finish.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -26,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from compare import basemodel
+from compare import basemodel, limits
 from compare.basemodel import is_local
 from compare.tasks import TASKS
 
@@ -44,7 +49,30 @@ class SuiteError(Exception):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # every float finite: inf and nan are refused in any setting (they change no field or dump)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+def _seed_in_range(v: int) -> int:
+    """A seed numpy, torch and random all accept (transformers' set_seed passes it to np.random.seed)."""
+    if not 0 <= v <= limits.MAX_SEED:
+        raise ValueError(f"{v} is out of range (0 to {limits.MAX_SEED})")
+    return v
+
+
+def _folder_name(v: str, what: str) -> str:
+    problem = limits.folder_name_problem(v)
+    if problem:
+        raise ValueError(f"a {what} name is a folder name (reports/<name>/) and {problem}")
+    return v
+
+
+def _error_at(loc: tuple[str, ...], message: str, value: Any, title: str = "Suite") -> ValidationError:
+    """A validation error at `loc` under the validated field (raised in a validator, pydantic prefixes it)."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("suite", "{message}", {"message": message}), loc=loc, input=value
+    )
+    return ValidationError.from_exception_data(title, [detail])
 
 
 class Annotator(Strict):
@@ -229,6 +257,11 @@ class TaskSettings(Strict):
             raise ValueError(f"unknown task {v!r}; built-in tasks: {', '.join(TASKS)}")
         return v
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        return _seed_in_range(v)
+
     @field_validator("data", mode="wrap")
     @classmethod
     def _data_of_the_task(cls, v: Any, handler, info) -> DatasetSource | None:
@@ -269,6 +302,11 @@ class TinyBase(Strict):
     batch_size: int = Field(64, ge=1, description="Pretraining batch size.")
     lr: float = Field(3e-3, gt=0, description="Pretraining learning rate.")
     seed: int = Field(0, description="Pretraining seed (the base model is the same for every run).")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        return _seed_in_range(v)
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -513,6 +551,11 @@ class Suite(Strict):
         default_factory=Evaluation, description="Evaluation settings, the same for every arm."
     )
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _folder_name(v, "suite")
+
     @field_validator("arms")
     @classmethod
     def _some_arms(cls, v: dict[str, Arm]) -> dict[str, Arm]:
@@ -529,6 +572,10 @@ class Suite(Strict):
         v.setdefault("seed", [0])
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in v["seed"]):
             raise ValueError("grid.seed must be a list of integers")
+        for seed in v["seed"]:
+            if not 0 <= seed <= limits.MAX_SEED:
+                message = f"{seed} is out of range (0 to {limits.MAX_SEED})"
+                raise _error_at(("seed",), message, v["seed"])
         return v
 
 
@@ -580,7 +627,7 @@ def _one_line(path: Path, err: ValidationError, prefix: str = "") -> SuiteError:
         msg = "unknown key"
     elif e["type"] == "missing":
         msg = "required key is missing"
-    elif "input" in e and not isinstance(e["input"], dict | list):
+    elif "input" in e and not isinstance(e["input"], dict | list) and not msg.startswith(f"{e['input']!r} "):
         msg = f"{msg} (got {e['input']!r})"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return SuiteError(f"{path}: {where}: {msg}{more}")
@@ -621,6 +668,11 @@ class Collection(Strict):
     description: str = Field("", description="What the collection is for.")
     suites: list[str] = Field(min_length=1, description="Suite files, relative to this file.")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _folder_name(v, "collection")
+
 
 def load_suites(
     path: str | Path, overrides: list[str] | None = None
@@ -638,16 +690,48 @@ def load_suites(
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise SuiteError(f"{path}: suites: two suites share a name ({', '.join(names)})")
+    runs = sum(grid_size(s)[1] for s in suites)
+    if runs > limits.MAX_RUNS:
+        raise SuiteError(
+            f"{path}: suites: {limits.count(runs)} runs in all; at most {limits.MAX_RUNS} in one collection"
+        )
     return collection, suites
 
 
-def _read_yaml(path: Path) -> dict:
+def _shown(file: Path, top: Path) -> str:
+    """A file of an include chain as the chain's error shows it: relative to the first file's folder."""
+    try:
+        return os.path.normpath(os.path.relpath(file, top.parent))
+    except ValueError:  # another drive
+        return str(file)
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return path.absolute()
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The file's mapping, its `include:` merged under it; `chain` holds the files that include it."""
     if not path.exists():
         raise SuiteError(f"{path}: no such file")
     if path.is_dir():
         raise SuiteError(f"{path}: is a directory, not a suite file")
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:  # read at most the limit: /dev/zero or a huge file is refused too
+            raw = f.read(limits.MAX_SUITE_BYTES + 1)
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if len(raw) > limits.MAX_SUITE_BYTES:
+        raise SuiteError(
+            f"{path}: larger than {limits.MAX_SUITE_BYTES // 1024**2} MB; a suite file is a few KB of YAML"
+        )
+    try:
+        data = limits.load_yaml(raw.decode("utf-8"))
+    except limits.YamlLimit as e:
+        raise SuiteError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
@@ -662,7 +746,19 @@ def _read_yaml(path: Path) -> dict:
         included = data.pop("include")
         if not isinstance(included, str):
             raise SuiteError(f"{path}: include: expected a file name, got {included!r}")
-        data = _merge(_read_yaml(path.parent / included), data)
+        chain = (*chain, path)
+        target = path.parent / included
+        real = [_real(p) for p in chain]
+        if _real(target) in real:
+            cycle = [*chain[real.index(_real(target)) :], target]
+            shown = " -> ".join(_shown(p, chain[0]) for p in cycle)
+            raise SuiteError(f"{chain[0]}: include cycle: {shown}")
+        if len(chain) >= limits.MAX_INCLUDE_DEPTH:
+            raise SuiteError(
+                f"{chain[0]}: include: more than {limits.MAX_INCLUDE_DEPTH} files in one include chain "
+                f"({_shown(chain[0], chain[0])} -> ... -> {_shown(target, chain[0])})"
+            )
+        data = _merge(_read_yaml(target, chain), data)
     return data
 
 
@@ -684,7 +780,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         if not sep or not key:
             raise SuiteError(f"--set {item!r}: expected key.path=value")
         try:
-            _set_path(data, key, yaml.safe_load(raw))
+            _set_path(data, key, limits.load_yaml(raw))
+        except limits.YamlLimit as e:
+            raise SuiteError(f"--set {item!r}: {e}") from None
         except (KeyError, yaml.YAMLError):
             raise SuiteError(f"--set {item!r}: cannot set {key}") from None
     try:
@@ -738,21 +836,175 @@ def _check_dataset_task(suite: Suite, path: Path) -> None:
             raise SuiteError(f"{path}: budget.units: {e}") from None
 
 
+def grid_size(suite: Suite) -> tuple[int, int]:
+    """(points of the grid's cross product, runs): a key swept for one arm does not multiply the others."""
+    points = math.prod(len(values) for values in suite.grid.values())
+    runs = sum(
+        math.prod(len(values) for key, values in arm_point(suite.grid, arm).items()) for arm in suite.arms
+    )
+    return points, runs
+
+
+def _check_grid_size(suite: Suite, path: Path) -> None:
+    """Before any grid point is resolved: validation and planning visit every one of them."""
+    points, runs = grid_size(suite)
+    if points > limits.MAX_GRID_POINTS:
+        sizes = " x ".join(str(len(values)) for values in suite.grid.values())
+        raise SuiteError(
+            f"{path}: grid: {limits.count(points)} points in the grid's cross product ({sizes}); "
+            f"at most {limits.MAX_GRID_POINTS}"
+        )
+    if runs > limits.MAX_RUNS:
+        raise SuiteError(
+            f"{path}: grid: {limits.count(runs)} runs ({len(suite.arms)} arms over {limits.count(points)} "
+            f"grid points); at most {limits.MAX_RUNS}"
+        )
+
+
+def _setting_key(arm_name: str, arm: Arm, kind: str, field: str) -> str:
+    """The key a stage setting of an arm comes from: the arm's own override, else the suite's stages."""
+    own = field in arm.stages.get(kind, {})
+    return f"arms.{arm_name}.stages.{kind}.{field}" if own else f"stages.{kind}.{field}"
+
+
+TINY_VOCABULARY = 10_000  # words of a built-in task's tokenizer, generously (the largest has 625)
+
+
+def _tiny_bytes(suite: Suite) -> tuple[float, float]:
+    """(parameters, bytes at the peak) of the built-in base model: its hungriest stage, a pretraining
+    batch's activations (attention scores and MLP) and the tokenised pretraining corpus."""
+    t = suite.base.tiny
+    parameters = t.n_layer * (12 * t.n_embd**2 + 13 * t.n_embd) + (TINY_VOCABULARY + t.n_positions) * t.n_embd
+    kinds = {kind for arm in suite.arms.values() for kind in arm.recipe} | {"eval"}
+    per_parameter = max([16] + [basemodel.STAGE_BYTES[k][0] for k in kinds if k in basemodel.STAGE_BYTES])
+    weights = parameters * per_parameter * basemodel.OVERHEAD
+    activations = (
+        t.batch_size * t.n_layer * t.n_positions * (3 * t.n_head * t.n_positions + 16 * t.n_embd) * 4
+    )
+    corpus = t.corpus_size * (24 * t.n_positions + 1024)
+    return parameters, weights + activations + corpus
+
+
+def _check_sizes(suite: Suite, stages: dict[str, Stages], path: Path, ram: int) -> None:
+    """What one resolved grid point asks of the machine, before anything is built: the data each arm's
+    budget buys, the evaluation's samples and tokens and each stage's tokens, against the memory free
+    now (limits.ITEM_BYTES per item) or an absolute cap (limits.py)."""
+    count = limits.count
+    in_memory = f"fit in memory here ({limits.gigabytes(ram)} free)"
+
+    def check(key: str, n: float, limit: int, said: str, why: str = in_memory) -> None:
+        if n > limit:
+            raise SuiteError(f"{path}: {key}: {said}; at most {count(limit)} {why}")
+
+    task, ev = suite.task, suite.eval
+    check(
+        "task.train_prompts",
+        task.train_prompts,
+        limits.fits("prompt", ram),
+        f"{count(task.train_prompts)} training prompts",
+    )
+    if not suite.base.external:
+        parameters, need = _tiny_bytes(suite)
+        if need > ram:
+            t = suite.base.tiny
+            raise SuiteError(
+                f"{path}: base.tiny: about {count(parameters)} parameters (n_layer {t.n_layer}, n_embd "
+                f"{t.n_embd}), batches of {t.batch_size} x {t.n_positions} positions and {t.corpus_size} "
+                f"corpus texts need about {limits.gigabytes(need)}; {limits.gigabytes(ram)} is free here"
+            )
+    units = suite.budget.units
+    for name, arm in suite.arms.items():
+        try:
+            n_demos, n_comparisons = arm_allocation(suite, arm)
+        except OverflowError:  # units / cost beyond a float
+            n_demos = math.inf if arm.needs_demonstrations else 0
+            n_comparisons = math.inf if arm.needs_comparisons else 0
+        check(
+            "budget.units",
+            n_demos,
+            limits.fits("demonstration", ram),
+            f"{units:g} units buy {count(n_demos)} demonstrations for arm {name!r}",
+        )
+        check(
+            "budget.units",
+            n_comparisons,
+            limits.fits("comparison", ram),
+            f"{units:g} units buy {count(n_comparisons)} comparisons for arm {name!r}",
+        )
+        if n_comparisons:  # sampled as pairs of eval.max_new_tokens (a dataset's own pairs: none)
+            tokens = n_comparisons * 2 * ev.max_new_tokens
+            said = f"{count(n_comparisons)} comparisons for arm {name!r} x 2 completions"
+            said += f" x {ev.max_new_tokens} tokens = {count(tokens)} tokens"
+            check("eval.max_new_tokens", tokens, limits.fits("token", ram), said)
+
+        # the evaluation (compare/stages/evaluate.py): k samples per prompt (x n with best-of-n) per split
+        k, prompts = ev.samples_per_prompt, task.eval_prompts
+        factors = [
+            (k, "eval.samples_per_prompt", "samples per prompt"),
+            (prompts, "task.eval_prompts", "prompts"),
+        ]
+        if "best_of_n" in arm.recipe:
+            n = stages[name].best_of_n.n
+            factors.append((n, _setting_key(name, arm, "best_of_n", "n"), "best-of-n candidates"))
+        samples = math.prod(f[0] for f in factors) * 2
+        said = " x ".join(f"{v} {label}" for v, _, label in factors)
+        key = max(factors, key=lambda f: f[0])[1]
+        said = f"{said} x 2 splits = {count(samples)} evaluation samples for arm {name!r}"
+        check(key, samples, limits.fits("eval sample", ram), said)
+        tokens = samples * ev.max_new_tokens
+        said = f"{count(samples)} evaluation samples for arm {name!r} x {ev.max_new_tokens} tokens"
+        check("eval.max_new_tokens", tokens, limits.fits("token", ram), f"{said} = {count(tokens)} tokens")
+        # self-BLEU scores each sample against the others of its prompt, and across prompts: O(k^2)
+        pairs = prompts * k * k + prompts * prompts
+        said = (
+            f"self-BLEU of {prompts} prompts x {k} samples compares {count(pairs)} pairs of texts per split"
+        )
+        key = "eval.samples_per_prompt" if k * k >= prompts else "task.eval_prompts"
+        check(
+            key, pairs, limits.MAX_SELF_BLEU_PAIRS, said, "(it grows with the square of samples per prompt)"
+        )
+
+        for kind in arm.recipe:  # online RL: episodes x completions x tokens, generated in the stage
+            settings = getattr(stages[name], kind)
+            key = _setting_key(name, arm, kind, "episodes")
+            episodes, length = getattr(settings, "episodes", 0), getattr(settings, "max_new_tokens", 0)
+            if kind in ("ppo", "ppo_gold"):  # + the held-out gold checks every gold_eval_every batches
+                checks = episodes // settings.rollout_batch_size // settings.gold_eval_every + 1
+                heldout = checks * settings.gold_eval_prompts
+                tokens = (episodes + heldout) * length
+                said = f"{episodes} episodes (+ {heldout} held-out prompts) x {length} tokens"
+            elif kind == "rloo":  # its episodes' prompts are one dataset, built before training
+                said = f"{episodes} episodes of stage rloo of arm {name!r}"
+                check(key, episodes, limits.fits("prompt", ram), said)
+                tokens = episodes * settings.num_generations * length
+                said = f"{episodes} episodes x {settings.num_generations} completions x {length} tokens"
+            else:
+                continue
+            said = f"{said} = {count(tokens)} tokens to generate in stage {kind} of arm {name!r}"
+            check(key, tokens, limits.MAX_STAGE_TOKENS, said, "per stage")
+
+
 def validate_runs(suite: Suite, path: Path) -> None:
-    """Everything that can fail before training: grid keys, every grid point, budget arithmetic."""
+    """Everything that can fail before training: grid keys and size, every grid point, what each point
+    asks of the machine, budget arithmetic."""
     for key in suite.grid:
         if key != "seed" and not _has_path(suite, key):
             raise SuiteError(
                 f"{path}: grid.{key}: unknown setting (grid keys are dotted paths into the suite)"
             )
+    _check_grid_size(suite, path)
+    ram = limits.available_ram()
     for point in grid_points(suite):
         resolved = apply_point(suite, point, path)
-        _check_dataset_task(resolved, path)
+        stages = {}
         for name, arm in resolved.arms.items():
             try:
-                arm_stages(resolved, arm)
+                stages[name] = arm_stages(resolved, arm)
             except ValidationError as err:
                 raise _one_line(path, err, prefix=f"arms.{name}.stages") from None
+        _check_sizes(resolved, stages, path, ram)
+        _check_dataset_task(resolved, path)
+        for name, arm in resolved.arms.items():
             n_demos, n_comparisons = arm_allocation(resolved, arm)
             cost = resolved.budget.cost
             if arm.needs_demonstrations and n_demos < 1:

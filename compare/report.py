@@ -79,7 +79,9 @@ def provenance(timings: dict[str, float]) -> dict:
     }
 
 
-def read_csv_checked(path: Path, required: tuple[str, ...] = (), rows: bool = True, **read) -> pd.DataFrame:
+def read_csv_checked(
+    path: Path, required: tuple[str, ...] = (), rows: bool = True, fields: bool = False, **read
+) -> pd.DataFrame:
     """A CSV the harness wrote, or a one-line ReportError: missing, empty, header only, cut short, columns."""
     if not path.exists():
         raise ReportError(f"{path}: missing")
@@ -97,7 +99,10 @@ def read_csv_checked(path: Path, required: tuple[str, ...] = (), rows: bool = Tr
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ReportError(f"{path}: missing column(s) {', '.join(missing)}")
-    with path.open(newline="") as f:  # a row cut mid-way has fewer fields than the header
+    if not fields:
+        return frame
+    with path.open(newline="") as f:  # a row cut mid-way has fewer fields than the header (numbers only:
+        # free text such as completions may hold a lone carriage return that csv and pandas read apart)
         reader = csv.reader(f)
         width = len(next(reader))
         for line, row in enumerate(reader, 2):
@@ -123,7 +128,9 @@ def read_saved(folder: Path):
         suite = Suite.model_validate(data)
     except ValidationError as err:
         raise ReportError(str(_one_line(suite_path, err))) from None
-    results = read_csv_checked(folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"))
+    results = read_csv_checked(
+        folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"), fields=True
+    )
     samples = read_csv_checked(
         folder / "samples.csv", ("arm", "seed", "split"), rows=False, keep_default_na=False, na_values=[""]
     )
