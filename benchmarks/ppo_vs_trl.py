@@ -57,7 +57,7 @@ TINY = {  # the quick suite's base model, pretrained for fewer steps
     "seed": 0,
 }
 N_COMPARISONS = 1024  # enough for a reward model that tracks the gold reward (r ~ 0.8 on base samples)
-# Shared PPO hyper-parameters: the quick suite's `ppo` stage (PPOStage defaults otherwise).
+# Shared PPO hyper-parameters: the quick suite's `ppo` stage (PPOSettings defaults otherwise).
 PPO = {
     "rollout_batch_size": 64,
     "minibatches": 1,
@@ -199,7 +199,7 @@ def tail(path: Path, lines: int = 30) -> str:
 # -- set-up ----------------------------------------------------------------------------------------------
 def build_models(work: Path) -> tuple[Path, Path]:
     """Base model, comparisons and reward model, with the project's stages; cached in `work`."""
-    from compare.stages import RUNNERS
+    from compare.runner import run_stage
     from compare.stages.common import Context
 
     key = {"tiny": TINY, "task": TASK, "annotator": ANNOTATOR, "comparisons": N_COMPARISONS}
@@ -211,14 +211,14 @@ def build_models(work: Path) -> tuple[Path, Path]:
     for folder in (base, comparisons, rm):
         folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    RUNNERS["base"]({"task": TASK["name"], "task_seed": TASK["seed"], "tiny": TINY}, base, {}, ctx)
+    run_stage("base", {"task": TASK["name"], "task_seed": TASK["seed"], "tiny": TINY}, base, {}, ctx)
     task = {k: TASK[k] for k in ("name", "seed", "train_prompts")} | {"annotator": ANNOTATOR}
     params = {"task": task, "n": N_COMPARISONS, "seed": SEED}
-    RUNNERS["comparisons"](params, comparisons, {"policy": base}, ctx)
-    from compare.config import RewardStage
+    run_stage("comparisons", params, comparisons, {"policy": base}, ctx)
+    from compare.stages.rm import RewardSettings
 
-    params = {"train": RewardStage().model_dump(), "seed": SEED}
-    RUNNERS["rm"](params, rm, {"model": base, "data": comparisons}, ctx)
+    params = {"train": RewardSettings().model_dump(), "seed": SEED}
+    run_stage("rm", params, rm, {"model": base, "data": comparisons}, ctx)
     stamp.write_text(json.dumps(key))
     print(f"built base model and reward model in {time.perf_counter() - t:.0f}s", flush=True)
     return base, rm
@@ -249,11 +249,11 @@ def trl_python(work: Path) -> Path:
 # -- the two trainers ------------------------------------------------------------------------------------
 def run_ours(base: Path, rm: Path, out: Path, episodes: int, seed: int) -> dict:
     """Our PPO stage, as `ppo.run` does it, timing `ppo.train` only."""
-    from compare.config import PPOStage
     from compare.stages import ppo
     from compare.stages.common import Context, make_task
+    from compare.stages.ppo import PPOSettings
 
-    settings = PPOStage(
+    settings = PPOSettings(
         episodes=episodes,
         **PPO,
         gold_eval_every=10**9,  # held-out checks only at the start and the end (TRL's are off)

@@ -21,20 +21,6 @@ from pathlib import Path
 GGUF_MAGIC = b"GGUF"
 GB = 1024**3
 
-# Bytes per base-model parameter that one stage holds at its peak, in float32: weights 4, gradients 4,
-# AdamW state 8 for every trained copy; frozen copies 4. With LoRA the adapters are small and the frozen
-# base serves as the reference (adapter disabled).
-STAGE_BYTES = {
-    # kind: (full fine-tuning, LoRA)
-    "sft": (16, 4),
-    "preferred_ft": (16, 4),
-    "rm": (16, 4),
-    "dpo": (20, 4),  # + the frozen reference
-    "ppo": (40, 12),  # policy and value trained, reference and reward model frozen
-    "ppo_gold": (36, 8),  # no reward model
-    "rloo": (24, 8),  # policy trained, reference and reward model frozen
-    "eval": (12, 12),  # policy, base and reward model
-}
 OVERHEAD = 1.25  # activations, the allocator's slack, the libraries
 
 
@@ -164,9 +150,18 @@ def count_parameters(source: Source) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
+def stage_bytes(kind: str) -> tuple[int, int]:
+    """Bytes per base-model parameter that a stage holds at its peak (full fine-tuning, LoRA), in float32:
+    weights 4, gradients 4, AdamW state 8 for every trained copy, 4 for every frozen one (its spec's
+    `memory`). With LoRA the adapters are small and the frozen base serves as the reference."""
+    from compare.stages import SPECS
+
+    return SPECS[kind].memory
+
+
 def memory_needed(parameters: int, stages: set[tuple[str, bool]]) -> float:
     """Bytes the hungriest stage needs: `stages` holds (kind, uses LoRA) pairs."""
-    per_param = max(STAGE_BYTES[kind][1 if lora else 0] for kind, lora in stages)
+    per_param = max(stage_bytes(kind)[1 if lora else 0] for kind, lora in stages)
     return parameters * per_param * OVERHEAD
 
 
@@ -198,7 +193,7 @@ def too_large(source: Source, stages: set[tuple[str, bool]]) -> str | None:
     need, have = memory_needed(parameters, stages), available_memory()
     if need <= have:
         return None
-    full = sorted(k for k, lora in stages if not lora and STAGE_BYTES[k][1] < STAGE_BYTES[k][0])
+    full = sorted(k for k, lora in stages if not lora and stage_bytes(k)[1] < stage_bytes(k)[0])
     hint = f"; train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}" if full else ""
     return (
         f"{parameters / 1e6:,.1f}M parameters need about {need / GB:.3g} GB to train here, "
@@ -228,5 +223,7 @@ def local_stamp(model: str | None, gguf_file: str | None) -> str | None:
     if model is None or not is_local(model):
         return None
     path = Path(model).expanduser()
+    if not path.exists():  # preflight says so, in one line, before anything runs
+        return "missing"
     files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
     return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(files))

@@ -4,7 +4,7 @@ A suite that would exhaust the machine (a YAML alias bomb, a budget that buys 10
 grid of 10^9 runs) or fail late (a seed numpy refuses, a name that is not a folder) is refused with one
 line naming the file and the key. The YAML side is here (`load_yaml`: a `yaml.SafeLoader` that checks
 the composed node graph before any Python object is built); the plan side (what each grid point asks
-for) is `compare.config.validate_runs`, with the limits and byte estimates below.
+for) is `compare.suite.loading (the file) and compare.preflight (the machine)`, with the limits and byte estimates below.
 
 Memory limits are derived from the memory free now (`available_ram`) and a generous estimate of the
 bytes one item costs, so they refuse only what cannot fit; absolute caps bound what memory does not

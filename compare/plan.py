@@ -1,37 +1,44 @@
-"""From a validated suite to runs and a deduplicated DAG of stages.
+"""From a validated suite to runs and a deduplicated graph of stages: the grid, the budget, the keys.
 
-A stage is identified by its kind, its own settings and its inputs' keys; two runs that need the same
-base model, demonstrations, comparisons or SFT warm start name the same stage, which runs once.
+A run is one arm at one grid point. Its stages come from its recipe, wired by what each stage's spec
+says it consumes and produces (`compare/stages/spec.py`): a stage that trains on demonstrations gets the
+`demos` stage, one that trains on comparisons the `comparisons` stage sampled from the policy the first
+such stage starts from, an online stage the task's prompts (and the reward model before it), a
+selection stage only changes how the evaluator samples. A stage is identified by its kind, its own
+settings and its inputs' keys; two runs that need the same base model, demonstrations, comparisons or
+SFT warm start name the same stage, which runs once.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
+import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
-from compare.basemodel import local_stamp
-from compare.config import Suite, apply_point, arm_allocation, arm_point, arm_stages, grid_points
+from pydantic import ValidationError
 
-# Bump a kind's version when its code changes what it produces, so old cache entries are not reused.
-STAGE_VERSIONS = {
-    "base": 2,
-    "demos": 1,
-    "comparisons": 2,
-    "sft": 1,
-    "preferred_ft": 1,
-    "dpo": 1,
-    "rm": 1,
-    "ppo": 1,
-    "rloo": 1,
-    "eval": 3,
-    "judge_data": 1,
-    "judge": 1,
-}
-TRAINING_KINDS = ("sft", "preferred_ft", "dpo", "rm", "ppo", "rloo", "judge")
+from compare.basemodel import local_stamp
+from compare.stages import RECIPE_STAGES, SPECS, Data, Produces
+from compare.suite.errors import one_line
+from compare.suite.schema import Arm, Cost, Stages, Suite
+
+
+def set_path(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts, making the missing levels; KeyError if a level is not a mapping."""
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KeyError(dotted)
+    node[parts[-1]] = value
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class Stage:
     def key(self) -> str:
         spec = {
             "kind": self.kind,
-            "version": STAGE_VERSIONS[self.kind],
+            "version": SPECS[self.kind].version,
             "params": self.params,
             "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
         }
@@ -71,6 +78,12 @@ class Run:
     n_demonstrations: int
     n_comparisons: int
     eval: Stage
+    demonstrator: Stage  # the demonstrator's gold reward on the same evaluation prompts
+
+    @property
+    def roots(self) -> list[Stage]:
+        """The stages whose outputs the report reads; every other stage of the run is upstream of one."""
+        return [self.eval, self.demonstrator]
 
     @property
     def seed(self) -> int:
@@ -89,6 +102,7 @@ TASK_FIELDS = {
     "comparisons": ("name", "seed", "train_prompts", "annotator"),
     "online": ("name", "seed", "train_prompts", "eval_prompts"),
     "eval": ("name", "seed", "eval_prompts"),
+    "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality"),
     "judge": ("name",),  # the held-out split a dataset task's judge is trained on
 }
 
@@ -130,37 +144,30 @@ def base_stage(suite: Suite) -> Stage:
 
 
 def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
+    """The stages of one arm at one grid point, from its recipe and what each stage's spec needs."""
     arm = suite.arms[arm_name]
     seed = int(point["seed"])
-    stages = arm_stages(suite, arm)
+    settings = arm_settings(suite, arm)
     n_demos, n_comparisons = arm_allocation(suite, arm)
     base = base_stage(suite)
     judge = judge_stage(suite, base)
     gold = {"judge": judge} if judge is not None else {}  # what a stage that reads the gold reward needs
-    policy, reward_model, comparisons, best_of_n = base, None, None, None
+    policy, reward_model, comparisons, sampling = base, None, None, {}
     demos = (
         Stage("demos", {"task": task_params(suite, "demos"), "n": n_demos, "seed": seed}, gold)
         if n_demos
         else None
     )
     for kind in arm.recipe:
-        settings = getattr(stages, kind).model_dump()
-        if kind == "sft":
-            policy = Stage("sft", {"train": settings, "seed": seed}, {"model": policy, "data": demos})
-        elif kind in ("ppo", "rloo"):  # online RL on the reward model: prompts only, no annotation
-            online = {
-                "train": settings,
-                "seed": seed,
-                "task": task_params(suite, "online"),
-                "reward": "model",
-            }
-            policy = Stage(kind, online, {"model": policy, "reward_model": reward_model, **gold})
-        elif kind == "ppo_gold":  # the oracle upper bound: PPO on the gold reward itself
-            online = {"train": settings, "seed": seed, "task": task_params(suite, "online"), "reward": "gold"}
-            policy = Stage("ppo", online, {"model": policy, **gold})
-        elif kind == "best_of_n":  # no training: selection at sampling time, done by the evaluator
-            best_of_n = settings["n"]
-        else:
+        spec, own = RECIPE_STAGES[kind], getattr(settings, kind)
+        if spec.produces is Produces.SAMPLING:  # no training: changes how the evaluator samples
+            sampling.update(spec.sampling(own))
+            continue
+        params: dict[str, Any] = {"train": own.model_dump(), "seed": seed}
+        inputs: dict[str, Stage] = {"model": policy}
+        if spec.data is Data.DEMONSTRATIONS:
+            inputs["data"] = demos
+        elif spec.data is Data.COMPARISONS:
             if comparisons is None:  # sampled from the policy that the first preference stage starts from
                 comparisons = Stage(
                     "comparisons",
@@ -172,20 +179,103 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
                     },
                     {"policy": policy, **gold},
                 )
-            trained = Stage(kind, {"train": settings, "seed": seed}, {"model": policy, "data": comparisons})
-            if kind == "rm":
-                reward_model = trained
-            else:
-                policy = trained
+            inputs["data"] = comparisons
+        if spec.needs_reward_model:
+            inputs["reward_model"] = reward_model
+        if spec.reads_task:  # online: rolls out on the task's prompts; the gold reward for checks
+            params["task"] = task_params(suite, "online")
+            inputs.update(gold)
+        stage = Stage(kind, params, inputs)
+        if spec.produces is Produces.REWARD_MODEL:
+            reward_model = stage
+        else:
+            policy = stage
     inputs = {"policy": policy, "base": base, **gold}
     if reward_model is not None:
         inputs["reward_model"] = reward_model
-    params = {"task": task_params(suite, "eval"), "eval": suite.eval.model_dump(), "seed": seed}
-    if best_of_n is not None:
-        params["best_of_n"] = best_of_n
-    return Run(arm_name, point, suite, n_demos, n_comparisons, Stage("eval", params, inputs))
+    params = {"task": task_params(suite, "eval"), "eval": suite.eval.model_dump(), "seed": seed, **sampling}
+    evaluation = Stage("eval", params, inputs)
+    demonstrator = Stage(
+        "demonstrator",
+        {
+            "task": task_params(suite, "demonstrator"),
+            "samples_per_prompt": suite.eval.samples_per_prompt,
+            "seed": seed,
+        },
+        gold,
+    )
+    return Run(arm_name, point, suite, n_demos, n_comparisons, evaluation, demonstrator)
 
 
+# -- the grid --------------------------------------------------------------------------------------------
+def grid_points(suite: Suite) -> list[dict[str, Any]]:
+    keys = list(suite.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(suite.grid[k] for k in keys))]
+
+
+def arm_point(point: dict[str, Any], arm: str) -> dict[str, Any]:
+    """The part of a grid point that concerns one arm: keys under `arms.<other arm>.` are dropped."""
+    return {k: v for k, v in point.items() if not k.startswith("arms.") or k.split(".")[1] == arm}
+
+
+def apply_point(suite: Suite, point: dict[str, Any], path: Path | str = "suite") -> Suite:
+    """The suite with one grid point's values set (seed excluded: it is the run's, not a setting)."""
+    data = copy.deepcopy(suite.model_dump())
+    for key, value in point.items():
+        if key != "seed":
+            set_path(data, key, value)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as err:
+        raise one_line(Path(str(path)), err) from None
+
+
+def grid_size(suite: Suite) -> tuple[int, int]:
+    """(points of the grid's cross product, runs): a key swept for one arm does not multiply the others."""
+    points = math.prod(len(values) for values in suite.grid.values())
+    runs = sum(
+        math.prod(len(values) for key, values in arm_point(suite.grid, arm).items()) for arm in suite.arms
+    )
+    return points, runs
+
+
+# -- the budget ------------------------------------------------------------------------------------------
+def allocate(units: float, cost: Cost, share: float, demos: bool, comparisons: bool) -> tuple[int, int]:
+    """How many demonstrations and comparisons `units` buy when a share goes to demonstrations."""
+    n_demos = math.floor(units * share / cost.demonstration + 1e-9) if demos else 0
+    n_comparisons = (
+        math.floor((units - n_demos * cost.demonstration) / cost.comparison + 1e-9) if comparisons else 0
+    )
+    return n_demos, n_comparisons
+
+
+def default_share(arm: Arm) -> float:
+    if arm.demonstration_share is not None:
+        return arm.demonstration_share
+    if arm.needs_demonstrations and arm.needs_comparisons:
+        return 0.5
+    return 1.0 if arm.needs_demonstrations else 0.0
+
+
+def arm_allocation(suite: Suite, arm: Arm) -> tuple[int, int]:
+    return allocate(
+        suite.budget.units,
+        suite.budget.cost,
+        default_share(arm),
+        arm.needs_demonstrations,
+        arm.needs_comparisons,
+    )
+
+
+def arm_settings(suite: Suite, arm: Arm) -> Stages:
+    """The suite's stage settings with the arm's overrides applied (validated): `.dpo`, `.ppo`, ..."""
+    merged = suite.stages.model_dump()
+    for kind, overrides in arm.stages.items():
+        merged[kind] = {**merged[kind], **overrides}
+    return Stages.model_validate(merged)
+
+
+# -- runs and their stages ---------------------------------------------------------------------------------
 def plan_runs(suite: Suite) -> list[Run]:
     """Every arm at every grid point; a key swept for one arm (`arms.<arm>....`) does not multiply the others."""
     runs, seen = [], set()

@@ -9,8 +9,6 @@ al. 2019 (KL-penalised RLHF), Huang et al. 2022/2024 ("The N(+) Implementation D
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -50,27 +48,6 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
     if not shift_mean:
         whitened = whitened + mean
     return torch.where(mask, whitened, torch.zeros_like(whitened))
-
-
-def truncate_after_eos(response_ids: Tensor, eos_id: int, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Replace everything after the first EOS with pad (row 7): ``[a, EOS, b, c] -> [a, EOS, PAD, PAD]``.
-
-    response_ids: (B, T) generated tokens only, so an EOS inside the prompt cannot count (row 9).
-    Returns (truncated_ids (B, T), has_eos (B,) bool).
-    """
-    is_eos = response_ids == eos_id
-    # a position is "after" the first EOS when some EOS occurred strictly before it
-    after_first_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
-    return response_ids.masked_fill(after_first_eos, pad_id), is_eos.any(dim=1)
-
-
-def response_mask(truncated_ids: Tensor, pad_id: int) -> Tensor:
-    """Valid positions (B, T) bool of EOS-truncated responses: everything before the first pad.
-
-    Because pad is a dedicated token distinct from EOS (row 1), the EOS itself stays valid. Cutting
-    at the *first* pad (as TRL did) keeps the mask a prefix even if the policy ever samples the pad id.
-    """
-    return (truncated_ids == pad_id).cumsum(dim=1) == 0
 
 
 def apply_missing_eos_penalty(
@@ -144,23 +121,6 @@ def gae_advantages(
         next_value = torch.where(valid, values[:, t], next_value)
         next_advantage = torch.where(valid, advantage, next_advantage)
     returns = torch.where(mask, advantages + values, torch.zeros_like(values))
-    return advantages, returns
-
-
-def gae_advantages_loop(
-    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
-) -> tuple[Tensor, Tensor]:
-    """Plain per-row Python reference for ``gae_advantages`` (same shapes); used by the tests."""
-    advantages = torch.zeros_like(values)
-    for b in range(values.size(0)):
-        steps = [t for t in range(values.size(1)) if mask[b, t]]
-        next_value, next_advantage = 0.0, 0.0
-        for t in reversed(steps):
-            delta = float(rewards[b, t]) + gamma * next_value - float(values[b, t])
-            next_advantage = delta + gamma * lam * next_advantage
-            next_value = float(values[b, t])
-            advantages[b, t] = next_advantage
-    returns = torch.where(mask.bool(), advantages + values, torch.zeros_like(values))
     return advantages, returns
 
 
@@ -250,14 +210,3 @@ class AdaptiveKLController:
     def update(self, current_kl: float, n_steps: int) -> None:
         proportional_error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + proportional_error * n_steps / self.horizon
-
-
-def bon_kl_bound(n: int) -> float:
-    """The analytic KL of best-of-n against its base policy, log n - (n - 1) / n.
-
-    Used by Stiennon et al. 2020 and Gao et al. 2023 as the exact KL; Beirami et al. 2024 show it is an
-    upper bound (tight when responses rarely repeat), so report it as a bound.
-    """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    return math.log(n) - (n - 1) / n

@@ -20,10 +20,11 @@ import yaml
 from pydantic import ValidationError
 
 from compare import analysis, plots
-from compare.config import Suite, default_share
 from compare.metrics import mean_ci
+from compare.plan import default_share
 from compare.plots import SPLIT_NAMES
 from compare.stats import paired_difference
+from compare.suite import Suite, one_line
 
 METRICS = [  # column, heading, higher is better (None: neither)
     ("gold_reward", "gold reward", True),
@@ -113,8 +114,6 @@ def read_csv_checked(
 
 def read_saved(folder: Path):
     """Every file a report is built from, each checked; raises ReportError (one line) on the first problem."""
-    from compare.config import _one_line
-
     suite_path = folder / "suite.yaml"
     if not suite_path.exists():
         raise ReportError(f"{suite_path}: missing (not a report folder written by `run`)")
@@ -127,7 +126,7 @@ def read_saved(folder: Path):
     try:
         suite = Suite.model_validate(data)
     except ValidationError as err:
-        raise ReportError(str(_one_line(suite_path, err))) from None
+        raise ReportError(str(one_line(suite_path, err))) from None
     results = read_csv_checked(
         folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"), fields=True
     )

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import random
-import statistics
 import sys
 import tempfile
 import time
@@ -18,8 +15,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from compare.cache import StageCache
-from compare.plan import TRAINING_KINDS, Run, Stage, stage_order
-from compare.stages.common import Context, make_task, read_jsonl
+from compare.plan import Run, Stage, stage_order
+from compare.stages import RECIPE_STAGES, SPECS, Job
+from compare.stages.common import Context, read_jsonl
 
 
 @dataclass
@@ -41,7 +39,7 @@ class Outcome:
 
     def failure_of(self, run: Run) -> Failure | None:
         """Why `run` has no results: the first stage of its chain that failed, or None."""
-        for stage in stage_order([run.eval]):
+        for stage in stage_order(run.roots):
             failure = self.failures.get(stage.name)
             if failure is not None and failure.cause is None:
                 return failure
@@ -52,7 +50,7 @@ def stage_owners(runs: list[Run]) -> dict[str, list[Run]]:
     """The runs that need each stage, by stage name."""
     owners: dict[str, list[Run]] = {}
     for run in runs:
-        for stage in stage_order([run.eval]):
+        for stage in stage_order(run.roots):
             owners.setdefault(stage.name, []).append(run)
     return owners
 
@@ -71,12 +69,11 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
     skipped, every other stage still runs. Another process computing the same stage is waited for (the
     cache's per-stage lock), and its result used.
     """
-    from compare.stages import RUNNERS
     from compare.stages.common import quiet_libraries
 
     cache.clear_stale()
     outcome = Outcome()
-    todo = [s for s in stage_order([r.eval for r in runs]) if not cache.is_complete(s.name)]
+    todo = [s for s in stage_order([root for r in runs for root in r.roots]) if not cache.is_complete(s.name)]
     if not todo:
         return outcome
     owners = stage_owners(runs)
@@ -111,7 +108,7 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
             "inputs": {n: d.name for n, d in stage.inputs.items()},
         }
         try:
-            ran = _run_stage(stage, info, cache, ctx, RUNNERS)
+            ran = _run_stage(stage, info, cache, ctx)
         except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
             log = cache.record_failure(
                 stage.name, {**info, "runs": [r.label for r in owners.get(stage.name, [])]}, e
@@ -133,13 +130,23 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
     return outcome
 
 
-def _run_stage(stage: Stage, info: dict, cache: StageCache, ctx: Context, runners) -> bool:
+def run_stage(kind: str, params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    """Call a stage's run function: a recipe stage gets its typed settings (`Job`), others their params."""
+    spec = SPECS[kind]
+    if spec.in_recipes:
+        job = Job(spec.settings.model_validate(params["train"]), params["seed"], params.get("task"))
+        spec.run(job, out, inputs, ctx)
+    else:
+        spec.run(params, out, inputs, ctx)
+
+
+def _run_stage(stage: Stage, info: dict, cache: StageCache, ctx: Context) -> bool:
     """Compute one stage under its lock; False when another process completed it meanwhile."""
     inputs = {name: cache.path(dep.name) for name, dep in stage.inputs.items()}
     if not is_main_process():  # data-parallel training: every process takes part, rank 0 saves
-        if stage.kind in TRAINING_KINDS:
+        if SPECS[stage.kind].distributed:
             with tempfile.TemporaryDirectory() as scratch:
-                runners[stage.kind](stage.params, Path(scratch), inputs, ctx)
+                run_stage(stage.kind, stage.params, Path(scratch), inputs, ctx)
         wait_for_everyone()
         return True
     try:
@@ -147,7 +154,7 @@ def _run_stage(stage: Stage, info: dict, cache: StageCache, ctx: Context, runner
             if cache.is_complete(stage.name):
                 return False
             with cache.writing(stage.name, info) as out:
-                runners[stage.kind](stage.params, out, inputs, ctx)
+                run_stage(stage.kind, stage.params, out, inputs, ctx)
         return True
     finally:
         wait_for_everyone()  # the other processes wait for this stage, failed or not
@@ -179,7 +186,7 @@ def wait_for_everyone() -> None:
 
 
 def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Results (one row per run and split), per-sample rows, and training logs, from the cache."""
+    """Results (one row per run and split), per-sample rows, and training logs, all from cached stages."""
     results, samples, logs = [], [], []
     for run in runs:
         meta = {
@@ -192,17 +199,13 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
         }
         folder = cache.path(run.eval.name)
         metrics = json.loads((folder / "metrics.json").read_text())
-        k = run.suite.eval.samples_per_prompt
-        judge = run.eval.inputs.get("judge")  # a dataset task's gold reward model, trained in a stage
-        judge_dir = str(cache.path(judge.name)) if judge is not None else None
+        demonstrator = json.loads((cache.path(run.demonstrator.name) / "metrics.json").read_text())
         for split, m in metrics.items():
-            demo = demonstrator_gold(run.suite.task.model_dump(), split, k, run.seed, judge_dir)
-            results.append({**meta, "split": split, **m, "demonstrator_gold": demo})
+            results.append({**meta, "split": split, **m, "demonstrator_gold": demonstrator[split]})
         samples.extend({**meta, **row} for row in read_jsonl(folder / "samples.jsonl"))
-        for stage in _training_stages(run.eval):
+        for stage in stage_order([run.eval]):  # the arm's own training stages, inputs first
             history = cache.path(stage.name) / "log_history.json"
-            # the judge (a dataset task's gold reward model) is not one of the arm's training stages
-            if history.exists() and stage.kind not in ("base", "judge"):
+            if stage.kind in RECIPE_STAGES and history.exists():
                 for entry in json.loads(history.read_text()):
                     logs.append({**meta, "stage": stage.kind, **entry})
     results_df = pd.DataFrame(results)
@@ -210,26 +213,3 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
         if col not in results_df:
             results_df[col] = float("nan")
     return results_df, pd.DataFrame(samples), pd.DataFrame(logs)
-
-
-@functools.lru_cache(maxsize=256)
-def _demonstrator_gold(task_json: str, split: str, k: int, seed: int, judge: str | None) -> float:
-    task = make_task(json.loads(task_json), {"judge": Path(judge)} if judge else None)
-    rng = random.Random(f"eval-demonstrator-{seed}")
-    prompts = [p for p in task.prompts(split) for _ in range(k)]
-    demonstrations = [task.demonstrate(p, rng) for p in prompts]
-    return statistics.fmean(task.gold_rewards(prompts, demonstrations))  # batched: a gold may be a model
-
-
-def demonstrator_gold(task_settings: dict, split: str, k: int, seed: int, judge: str | None = None) -> float:
-    """Mean gold reward of the demonstrator on the evaluation prompts: the bar that imitation aims at.
-
-    No policy is involved, so it is computed here rather than in a cached stage (`judge`: the folder of
-    a dataset task's trained gold reward model).
-    """
-    return _demonstrator_gold(json.dumps(task_settings, sort_keys=True), split, k, seed, judge)
-
-
-def _training_stages(stage: Stage) -> list[Stage]:
-    """The training stages upstream of `stage`, each once, inputs first."""
-    return [s for s in stage_order([stage]) if s.kind in TRAINING_KINDS]

@@ -155,9 +155,9 @@ def test_vocabulary_covers_the_language_and_round_trips(task):
 
 def test_base_corpus_holds_out_the_suites_own_evaluation_prompts(tmp_path):
     """The base stage builds the task with the suite's eval_prompts, so a larger ID split stays unseen."""
-    from compare.config import load_suite
     from compare.plan import base_stage
     from compare.stages.common import make_task
+    from compare.suite import load_suite
 
     path = tmp_path / "s.yaml"
     path.write_text("name: s\ntask: {name: arithmetic, eval_prompts: 96}\narms: {base: {recipe: []}}\n")

@@ -19,9 +19,10 @@ import yaml
 
 from compare import basemodel
 from compare.cache import MARKER
-from compare.cli import _check_memory, main
-from compare.config import SuiteError, load_suite
+from compare.cli import main
 from compare.plan import base_stage
+from compare.preflight import check_memory, preflight
+from compare.suite import SuiteError, load_suite
 from compare.tasks import TASKS
 
 GB = 1024**3
@@ -297,7 +298,7 @@ def _package_not_installed(tmp_path, gguf):
 def test_bad_base_is_one_line_naming_the_key(base, key, says, tmp_path, gguf_model, capsys):
     suite = write_suite(tmp_path, base(tmp_path, gguf_model[0]))
     with pytest.raises(SuiteError, match=f"{re.escape(key)}: .*{re.escape(says)}"):
-        load_suite(suite)
+        preflight([load_suite(suite)])
     capsys.readouterr()
     assert main(["plan", str(suite), "--cache-dir", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err
@@ -319,7 +320,7 @@ def test_model_and_package_both_set(gguf_package, gguf_model, tmp_path, capsys):
 def test_package_must_ship_one_gguf(ships, says, tmp_path, install_package):
     install_package("llm-oddpkg", "0.1", {"llm_oddpkg/a.gguf" if ships else "x.txt": b"GGUF", **ships})
     with pytest.raises(SuiteError, match=f"base.package: package 'llm-oddpkg' {says}"):
-        load_suite(write_suite(tmp_path, {"package": "llm-oddpkg"}))
+        preflight([load_suite(write_suite(tmp_path, {"package": "llm-oddpkg"}))])
 
 
 def test_folder_with_one_gguf_file_loads_it(gguf_model, tmp_path):
@@ -405,11 +406,11 @@ def test_check_memory_reads_lora_from_the_suite(config_only_dir, tmp_path, monke
     monkeypatch.setenv("SFT_VS_RLHF_MEMORY_GB", str(parameters * 20 / GB))
     arms = {"sft": {"recipe": ["sft"]}, "dpo": {"recipe": ["dpo"]}}
     full = load_suite(write_suite(tmp_path, {"model": str(path)}, arms=arms))
-    with pytest.raises(SuiteError, match=f"suite 'external': base: {path}: .*M parameters.*LoRA"):
-        _check_memory(full)
+    with pytest.raises(SuiteError, match=f"suite.yaml: base: {path}: .*M parameters.*LoRA"):
+        check_memory(full)
     stages = {"sft": {"epochs": 1, "lora_r": 4}, "dpo": {"epochs": 1}}
     arms["dpo"]["stages"] = {"dpo": {"lora_r": 4}}  # LoRA for this arm only
-    _check_memory(load_suite(write_suite(tmp_path, {"model": str(path)}, arms=arms, stages=stages)))
+    check_memory(load_suite(write_suite(tmp_path, {"model": str(path)}, arms=arms, stages=stages)))
 
 
 def test_run_refuses_a_base_too_large_before_training(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
@@ -420,7 +421,7 @@ def test_run_refuses_a_base_too_large_before_training(tiny_gpt2_dir, tmp_path, m
     assert main(["run", str(suite), "--cache-dir", str(cache), "--out", str(out), "--threads", "1"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith("error: suite 'external': base: ") and "parameters" in err and "LoRA" in err
+    assert err.startswith(f"error: {suite}: base: ") and "parameters" in err and "LoRA" in err
     assert not out.exists()
     assert not cache.exists() or not list(cache.rglob(MARKER))  # nothing trained, nothing cached
 
@@ -450,7 +451,7 @@ def test_folder_with_several_gguf_files_needs_gguf_file(tmp_path):
     for name in ("a.gguf", "b.gguf"):
         (folder / name).write_bytes(b"GGUF")
     with pytest.raises(SuiteError, match=r"base.model: .*several GGUF files \(a.gguf, b.gguf\); pick one"):
-        load_suite(write_suite(tmp_path, {"model": str(folder)}))
+        preflight([load_suite(write_suite(tmp_path, {"model": str(folder)}))])
 
 
 def test_new_files_at_the_same_path_are_a_new_base(gguf_model, tmp_path):

@@ -5,8 +5,9 @@ import textwrap
 import pytest
 
 from compare.cli import main
-from compare.config import Arm, Cost, allocate, default_share, load_suite, load_suites
-from compare.plan import plan_runs, stage_order
+from compare.plan import allocate, default_share, plan_runs, stage_order
+from compare.suite import load_suite, load_suites
+from compare.suite.schema import Arm, Cost
 
 MICRO = """
 name: micro

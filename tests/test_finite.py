@@ -8,10 +8,13 @@ import math
 import pytest
 import torch
 
-from compare.config import DPOStage, PPOStage, SFTStage
 from compare.models import build_word_tokenizer, load_policy, tiny_gpt2
-from compare.stages import RUNNERS, ppo
+from compare.runner import run_stage
+from compare.stages import ppo
 from compare.stages.common import Context, NonFiniteError, check_finite, trainer_args
+from compare.stages.dpo import DPOSettings
+from compare.stages.ppo import PPOSettings
+from compare.stages.sft import SFTSettings
 
 WEIGHT = "transformer.h.0.attn.c_attn.weight"
 
@@ -36,14 +39,14 @@ def task_params():
 def comparisons_dir(tmp_path_factory, task_params, tiny_policy_dir):
     out = tmp_path_factory.mktemp("comparisons")
     params = {"task": task_params, "n": 16, "seed": 0, "max_new_tokens": 16}
-    RUNNERS["comparisons"](params, out, {"policy": tiny_policy_dir}, Context())
+    run_stage("comparisons", params, out, {"policy": tiny_policy_dir}, Context())
     return out
 
 
 @pytest.fixture(scope="module")
 def demos_dir(tmp_path_factory, task_params):
     out = tmp_path_factory.mktemp("demos")
-    RUNNERS["demos"]({"task": task_params, "n": 16, "seed": 0}, out, {}, Context())
+    run_stage("demos", {"task": task_params, "n": 16, "seed": 0}, out, {}, Context())
     return out
 
 
@@ -120,16 +123,16 @@ def test_dpo_with_a_huge_learning_rate_fails_at_the_first_nan_loss(
     tmp_path, tiny_policy_dir, comparisons_dir
 ):
     # 16 pairs, batch 8: step 1 moves every weight by ~1e20, step 2's loss is nan
-    params = {"train": DPOStage(epochs=1, lr=1e20, batch_size=8).model_dump(), "seed": 0}
+    params = {"train": DPOSettings(epochs=1, lr=1e20, batch_size=8).model_dump(), "seed": 0}
     with pytest.raises(NonFiniteError, match="loss is nan.* at step 2"):
-        RUNNERS["dpo"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, Context())
+        run_stage("dpo", params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, Context())
     assert saved_nothing(tmp_path)
 
 
 def test_sft_with_a_huge_learning_rate_fails_too(tmp_path, tiny_policy_dir, demos_dir):
-    params = {"train": SFTStage(epochs=1, lr=1e20, batch_size=8).model_dump(), "seed": 0}
+    params = {"train": SFTSettings(epochs=1, lr=1e20, batch_size=8).model_dump(), "seed": 0}
     with pytest.raises(NonFiniteError, match="at step 2"):
-        RUNNERS["sft"](params, tmp_path, {"model": tiny_policy_dir, "data": demos_dir}, Context())
+        run_stage("sft", params, tmp_path, {"model": tiny_policy_dir, "data": demos_dir}, Context())
     assert saved_nothing(tmp_path)
 
 
@@ -153,9 +156,9 @@ def test_non_finite_weights_after_training_are_not_saved(
         return result
 
     monkeypatch.setattr(DPOTrainer, "train", train_then_break_a_weight)
-    params = {"train": DPOStage(epochs=1, lr=1e-3, batch_size=8, lora_r=lora_r).model_dump(), "seed": 0}
+    params = {"train": DPOSettings(epochs=1, lr=1e-3, batch_size=8, lora_r=lora_r).model_dump(), "seed": 0}
     with pytest.raises(NonFiniteError, match=f"weights after training not finite: {WEIGHT}"):
-        RUNNERS["dpo"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, Context())
+        run_stage("dpo", params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, Context())
     assert saved_nothing(tmp_path)
 
 
@@ -163,12 +166,11 @@ def test_non_finite_weights_after_training_are_not_saved(
 def run_ppo(tmp_path, policy_dir, rm_dir, ctx=None, **overrides):
     small = dict(episodes=16, rollout_batch_size=8, max_new_tokens=12, lr=1e-3, gold_eval_prompts=4)
     params = {
-        "train": PPOStage(**{**small, **overrides}).model_dump(),
+        "train": PPOSettings(**{**small, **overrides}).model_dump(),
         "seed": 0,
         "task": {"name": "reviews", "seed": 0, "train_prompts": 64, "eval_prompts": 8},
-        "reward": "model",
     }
-    ppo.run(params, tmp_path, {"model": policy_dir, "reward_model": rm_dir}, ctx or Context())
+    run_stage("ppo", params, tmp_path, {"model": policy_dir, "reward_model": rm_dir}, ctx or Context())
     return json.loads((tmp_path / "log_history.json").read_text())
 
 
@@ -245,7 +247,7 @@ def test_ppo_still_trains_and_saves(tmp_path, tiny_policy_dir, tiny_rm_dir):
 def test_trainer_progress_bar_follows_the_context(tmp_path):
     from trl import SFTConfig
 
-    train = {"epochs": 1, "batch_size": 8, "lr": 1e-3}
+    train = SFTSettings(epochs=1, batch_size=8, lr=1e-3)
     assert trainer_args(SFTConfig, train, 0, tmp_path, Context()).disable_tqdm
     assert not trainer_args(SFTConfig, train, 0, tmp_path, Context(progress=True)).disable_tqdm
     assert not trainer_args(SFTConfig, train, 0, tmp_path, Context(verbose=True)).disable_tqdm
@@ -254,14 +256,14 @@ def test_trainer_progress_bar_follows_the_context(tmp_path):
 
 
 def test_progress_shows_the_bar_without_the_per_step_logs(tmp_path, capsys, tiny_policy_dir, demos_dir):
-    params = {"train": SFTStage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    params = {"train": SFTSettings(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
     (tmp_path / "quiet").mkdir()
-    RUNNERS["sft"](params, tmp_path / "quiet", {"model": tiny_policy_dir, "data": demos_dir}, Context())
+    run_stage("sft", params, tmp_path / "quiet", {"model": tiny_policy_dir, "data": demos_dir}, Context())
     quiet = capsys.readouterr()
     assert "sft:" not in quiet.err and "'loss'" not in quiet.out
     (tmp_path / "bar").mkdir()
-    RUNNERS["sft"](
-        params, tmp_path / "bar", {"model": tiny_policy_dir, "data": demos_dir}, Context(progress=True)
+    run_stage(
+        "sft", params, tmp_path / "bar", {"model": tiny_policy_dir, "data": demos_dir}, Context(progress=True)
     )
     shown = capsys.readouterr()
     assert "sft:   0%" in shown.err and "0/2" in shown.err  # the bar, named, over the 2 steps

@@ -18,10 +18,11 @@ import torch
 
 from compare import plan
 from compare.cli import main
-from compare.config import SuiteError, load_suite
 from compare.models import build_word_tokenizer, save_model
 from compare.plan import plan_runs, stage_order
+from compare.preflight import preflight
 from compare.stages.common import make_task
+from compare.suite import SuiteError, load_suite
 from compare.tasks.hub import DataError
 from compare.tasks.imdb import Imdb
 from compare.tasks.preferences import Pair, Preferences, to_pair
@@ -284,14 +285,14 @@ def test_preference_gold_is_the_judge(preference_task):
 
 
 def test_comparisons_stage_writes_human_labels_with_flips(preference_task, tmp_path):
-    from compare.stages import RUNNERS
+    from compare.runner import run_stage
     from compare.stages.common import Context, read_jsonl
 
     params = {"name": "preferences", "seed": 0, "train_prompts": 16, "data": preference_task.data}
     for flip_rate, out in ((0.0, tmp_path / "clean"), (0.5, tmp_path / "noisy")):
         out.mkdir()
         task = {**params, "annotator": {"temperature": 0.25, "flip_rate": flip_rate}}
-        RUNNERS["comparisons"]({"task": task, "n": 16, "seed": 0, "max_new_tokens": 16}, out, {}, Context())
+        run_stage("comparisons", {"task": task, "n": 16, "seed": 0, "max_new_tokens": 16}, out, {}, Context())
         rows = read_jsonl(out / "comparisons.jsonl")
         assert set(rows[0]) == {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"}
         flipped = sum("do not know" in r["chosen"] for r in rows)
@@ -436,7 +437,7 @@ def test_bad_preference_suites(tmp_path, preference_dirs, judge_dir):
     ]  # fmt: skip
     for text, expected in cases:
         with pytest.raises(SuiteError, match=expected.replace("(", r"\(")):
-            load_suite(write(tmp_path, text))
+            preflight([load_suite(write(tmp_path, text))])
 
 
 def test_hub_id_is_not_read_when_a_suite_loads(tmp_path, classifier_dir):

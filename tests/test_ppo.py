@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from compare.config import PPOStage
+from compare import runner
 from compare.models import (
     EOS,
     gather_logprobs,
@@ -20,6 +20,7 @@ from compare.models import (
 )
 from compare.stages import ppo
 from compare.stages.common import Context
+from compare.stages.ppo import PPOSettings
 
 METRICS = [
     "objective/kl",
@@ -51,9 +52,9 @@ def one_thread_and_no_leaked_rng():
     torch.random.set_rng_state(rng)
 
 
-def settings(**overrides) -> dict:
+def settings(**overrides) -> PPOSettings:
     small = dict(episodes=16, rollout_batch_size=8, max_new_tokens=12, lr=1e-3, gold_eval_prompts=4)
-    return PPOStage(**{**small, **overrides}).model_dump()
+    return PPOSettings(**{**small, **overrides})
 
 
 def inputs(policy_dir, rm_dir=None) -> dict:
@@ -62,12 +63,12 @@ def inputs(policy_dir, rm_dir=None) -> dict:
 
 def run_stage(tmp_path, policy_dir, rm_dir, reward="model", seed=0, **overrides) -> list[dict]:
     params = {
-        "train": settings(**overrides),
+        "train": settings(**overrides).model_dump(),
         "seed": seed,
         "task": {"name": "reviews", "seed": 0, "train_prompts": 64, "eval_prompts": 8},
-        "reward": reward,
     }
-    ppo.run(params, tmp_path, inputs(policy_dir, rm_dir), Context())
+    kind = "ppo" if reward == "model" else "ppo_gold"
+    runner.run_stage(kind, params, tmp_path, inputs(policy_dir, rm_dir), Context())
     return json.loads((tmp_path / "log_history.json").read_text())
 
 

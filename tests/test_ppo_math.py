@@ -4,27 +4,42 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from compare.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     apply_missing_eos_penalty,
-    bon_kl_bound,
     entropy_from_logits,
     gae_advantages,
-    gae_advantages_loop,
     kl_estimate,
     masked_mean,
     masked_var,
     masked_whiten,
     per_token_rewards,
     policy_loss,
-    response_mask,
-    truncate_after_eos,
     value_loss,
 )
+from compare.stages.best_of_n import bon_kl_bound
 
 EOS, PAD = 2, 0
+
+
+def gae_advantages_loop(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
+    """Plain per-row Python reference for ``gae_advantages`` (same shapes): the loop it must agree with."""
+    advantages = torch.zeros_like(values)
+    for b in range(values.size(0)):
+        steps = [t for t in range(values.size(1)) if mask[b, t]]
+        next_value, next_advantage = 0.0, 0.0
+        for t in reversed(steps):
+            delta = float(rewards[b, t]) + gamma * next_value - float(values[b, t])
+            next_advantage = delta + gamma * lam * next_advantage
+            next_value = float(values[b, t])
+            advantages[b, t] = next_advantage
+    returns = torch.where(mask.bool(), advantages + values, torch.zeros_like(values))
+    return advantages, returns
 
 
 def ragged_mask(lengths: list[int], width: int) -> torch.Tensor:
@@ -65,25 +80,6 @@ def test_masked_whiten_equals_plain_whiten_of_valid_slice():
 
 
 # --- EOS handling (rows 7, 9) ------------------------------------------------------------------------
-
-
-def test_truncate_after_eos():
-    a, b, c = 5, 6, 7
-    ids = torch.tensor([[a, EOS, b, c], [a, b, c, a], [EOS, EOS, a, b], [a, b, c, EOS]])
-    truncated, has_eos = truncate_after_eos(ids, EOS, PAD)
-    assert truncated.tolist() == [[a, EOS, PAD, PAD], [a, b, c, a], [EOS, PAD, PAD, PAD], [a, b, c, EOS]]
-    assert has_eos.tolist() == [True, False, True, True]
-    assert has_eos.dtype == torch.bool
-    assert response_mask(truncated, PAD).tolist() == [
-        [True, True, False, False],
-        [True, True, True, True],
-        [True, False, False, False],
-        [True, True, True, True],
-    ]
-
-
-def test_response_mask_stops_at_first_pad():
-    assert response_mask(torch.tensor([[5, PAD, 6, EOS]]), PAD).tolist() == [[True, False, False, False]]
 
 
 def test_missing_eos_penalty_both_modes():

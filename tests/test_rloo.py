@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
-from compare.config import RLOOStage
 from compare.models import left_pad, load_policy, load_reward_model, reward_scores
-from compare.stages import rloo
+from compare.stages import Job, rloo
 from compare.stages.common import Context
+from compare.stages.rloo import RLOOSettings
 
 TASK = {"name": "reviews", "seed": 0, "train_prompts": 64, "eval_prompts": 8}
 
@@ -27,7 +27,7 @@ def params(**train) -> dict:
         "temperature": 0.7,
         "max_new_tokens": 16,
     }
-    return {"train": RLOOStage(**{**settings, **train}).model_dump(), "seed": 0, "task": TASK}
+    return Job(RLOOSettings(**{**settings, **train}), 0, TASK)
 
 
 def test_short_run_trains_and_logs(tmp_path, tiny_policy_dir, tiny_rm_dir):

@@ -7,6 +7,7 @@ is not in the cache and the other arms are reported, two processes on one cache 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -21,7 +22,9 @@ import pandas as pd
 import pytest
 
 from compare.cache import MARKER, StageCache
-from compare.cli import EXIT_RUNS_FAILED, REPORT_MARKER, main
+from compare.cli import main
+from compare.pipeline import EXIT_RUNS_FAILED
+from compare.preflight import REPORT_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,11 +142,11 @@ def test_a_failing_arm_leaves_the_others_reported(small, tmp_path, capsys):
 def test_a_stage_error_names_the_stage_and_skips_only_its_dependents(small, tmp_path, monkeypatch, capsys):
     from compare import stages
 
-    def broken(params, out, inputs, ctx):
+    def broken(job, out, inputs, ctx):
         (out / "model.safetensors").write_text("half")
         raise RuntimeError("probability tensor contains either inf, nan or element < 0")
 
-    monkeypatch.setitem(stages.RUNNERS, "sft", broken)
+    monkeypatch.setitem(stages.SPECS, "sft", dataclasses.replace(stages.SPECS["sft"], run=broken))
     suite, cache = small
     out = tmp_path / "report"
     assert run(suite, cache, out) == EXIT_RUNS_FAILED
@@ -159,10 +162,10 @@ def test_a_stage_error_names_the_stage_and_skips_only_its_dependents(small, tmp_
 def test_all_runs_failing_writes_no_report(small, tmp_path, monkeypatch, capsys):
     from compare import stages
 
-    def broken(params, out, inputs, ctx):
+    def broken(job, out, inputs, ctx):
         raise ValueError("corpus exploded")
 
-    monkeypatch.setitem(stages.RUNNERS, "base", broken)
+    monkeypatch.setitem(stages.SPECS, "base", dataclasses.replace(stages.SPECS["base"], run=broken))
     suite, cache = small
     out = tmp_path / "report"
     assert run(suite, cache, out) == EXIT_RUNS_FAILED

@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
-from compare.config import DPOStage, RewardStage, SFTStage
 from compare.models import load_policy, load_reward_model
-from compare.stages import RUNNERS
+from compare.runner import run_stage
 from compare.stages.common import Context, read_jsonl
+from compare.stages.dpo import DPOSettings
+from compare.stages.rm import RewardSettings
+from compare.stages.sft import SFTSettings
 
 CTX = Context(verbose=False)
 
@@ -23,15 +25,19 @@ def task_params(task):
 @pytest.fixture(scope="module")
 def demos_dir(tmp_path_factory, task_params):
     out = tmp_path_factory.mktemp("demos")
-    RUNNERS["demos"]({"task": task_params, "n": 32, "seed": 0}, out, {}, CTX)
+    run_stage("demos", {"task": task_params, "n": 32, "seed": 0}, out, {}, CTX)
     return out
 
 
 @pytest.fixture(scope="module")
 def comparisons_dir(tmp_path_factory, task_params, tiny_policy_dir):
     out = tmp_path_factory.mktemp("comparisons")
-    RUNNERS["comparisons"](
-        {"task": task_params, "n": 32, "seed": 0, "max_new_tokens": 32}, out, {"policy": tiny_policy_dir}, CTX
+    run_stage(
+        "comparisons",
+        {"task": task_params, "n": 32, "seed": 0, "max_new_tokens": 32},
+        out,
+        {"policy": tiny_policy_dir},
+        CTX,
     )
     return out
 
@@ -69,17 +75,17 @@ def test_comparisons_follow_the_annotator(comparisons_dir):
 
 
 @pytest.mark.parametrize(
-    "kind,stage,data", [("sft", SFTStage, "demos_dir"), ("preferred_ft", SFTStage, "comparisons_dir"),
-                        ("dpo", DPOStage, "comparisons_dir")])  # fmt: skip
+    "kind,stage,data", [("sft", SFTSettings, "demos_dir"), ("preferred_ft", SFTSettings, "comparisons_dir"),
+                        ("dpo", DPOSettings, "comparisons_dir")])  # fmt: skip
 def test_policy_stage_trains(tmp_path, request, tiny_policy_dir, kind, stage, data):
     params = {"train": stage(epochs=1, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
-    RUNNERS[kind](params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
+    run_stage(kind, params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
     assert_trained(tmp_path, tiny_policy_dir)
 
 
 def test_rm(tmp_path, comparisons_dir, tiny_policy_dir):
-    params = {"train": RewardStage(epochs=2, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
-    RUNNERS["rm"](params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
+    params = {"train": RewardSettings(epochs=2, lr=1e-3, batch_size=8).model_dump(), "seed": 0}
+    run_stage("rm", params, tmp_path, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
     assert_trained(tmp_path, tiny_policy_dir, loader=load_reward_model)
     rm, _ = load_reward_model(tmp_path)
     policy, _ = load_policy(tiny_policy_dir)
@@ -89,11 +95,11 @@ def test_rm(tmp_path, comparisons_dir, tiny_policy_dir):
 
 
 @pytest.mark.parametrize(
-    "kind,stage,data", [("sft", SFTStage, "demos_dir"), ("dpo", DPOStage, "comparisons_dir"),
-                        ("rm", RewardStage, "comparisons_dir")])  # fmt: skip
+    "kind,stage,data", [("sft", SFTSettings, "demos_dir"), ("dpo", DPOSettings, "comparisons_dir"),
+                        ("rm", RewardSettings, "comparisons_dir")])  # fmt: skip
 def test_lora_trains_adapters_and_saves_a_plain_model(tmp_path, request, tiny_policy_dir, kind, stage, data):
     params = {"train": stage(epochs=1, lr=1e-2, batch_size=8, lora_r=4).model_dump(), "seed": 0}
-    RUNNERS[kind](params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
+    run_stage(kind, params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
     assert not (tmp_path / "adapter_config.json").exists()  # the adapter is merged: a plain model folder
     loader = load_reward_model if kind == "rm" else load_policy
     trained, start = loader(tmp_path)[0], loader(tiny_policy_dir)[0] if kind != "rm" else None
@@ -114,14 +120,14 @@ def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm
     base_in = {"policy": tiny_policy_dir, "base": tiny_policy_dir, "reward_model": tiny_rm_dir}
     plain = tmp_path / "plain"
     plain.mkdir()
-    RUNNERS["eval"]({"task": task_params, "eval": settings, "seed": 0}, plain, base_in, CTX)
+    run_stage("eval", {"task": task_params, "eval": settings, "seed": 0}, plain, base_in, CTX)
     m = json.loads((plain / "metrics.json").read_text())
     assert set(m) == {"id", "ood"} and m["id"]["kl_to_base"] == 0.0
     rows = read_jsonl(plain / "samples.jsonl")
     assert len(rows) == 2 * 8 * 4
     bon = tmp_path / "bon"
     bon.mkdir()
-    RUNNERS["eval"]({"task": task_params, "eval": settings, "seed": 0, "best_of_n": 4}, bon, base_in, CTX)
+    run_stage("eval", {"task": task_params, "eval": settings, "seed": 0, "best_of_n": 4}, bon, base_in, CTX)
     mb = json.loads((bon / "metrics.json").read_text())
     # picking the reward model's favourite of 4 raises its score, and moves away from the base
     assert mb["id"]["proxy_reward"] > m["id"]["proxy_reward"]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from compare import config, limits
+from compare import limits
 from compare.cli import main
-from compare.config import SuiteError, load_suites
 from compare.plan import plan_runs
+from compare.preflight import preflight
+from compare.suite import SuiteError, load_suites, loading
 
 GB = 1024**3
 
@@ -35,9 +36,16 @@ def write(tmp_path, text, name="suite.yaml"):
     return path
 
 
+def checked(path, overrides=None):
+    """Load a suite and run preflight on it (the machine's side: sizes against memory)."""
+    _, suites = load_suites(path, overrides)
+    preflight(suites)
+    return suites
+
+
 def refused(path, overrides=None) -> str:
     with pytest.raises(SuiteError) as info:
-        load_suites(path, overrides)
+        checked(path, overrides)
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{path}: ")
     return message
@@ -291,7 +299,7 @@ def test_budget_past_a_float_is_refused_not_a_crash(tmp_path, ram):
 def test_memory_limits_follow_the_machine(tmp_path, ram):
     path = write(tmp_path, SFT_ONLY)
     units = ["budget.units=800000"]  # 200,000 demonstrations: fit in 8 GB, not in 1 GB
-    load_suites(path, units)
+    checked(path, units)
     ram(1)
     assert "200000 demonstrations for arm 'sft'; at most 65536 fit in memory here (1 GB free)" in refused(
         path, units
@@ -364,7 +372,7 @@ def test_huge_grid_is_refused_before_any_point_is_visited(tmp_path, monkeypatch)
     def expanded(suite):
         raise AssertionError("the grid was expanded")
 
-    monkeypatch.setattr(config, "grid_points", expanded)
+    monkeypatch.setattr(loading, "grid_points", expanded)
     values = ", ".join(str(v) for v in range(64, 1064))
     path = write(
         tmp_path, MICRO + f"  budget.units: [{values}]\n  stages.sft.lr: [{', '.join(['0.001'] * 1000)}]\n"

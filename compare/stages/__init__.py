@@ -1,23 +1,31 @@
-"""Training and data stages, one module each; `RUNNERS` maps a stage kind to the function that runs it.
+"""Every stage kind, one module each; `SPECS` maps a kind to its `StageSpec` (see `spec.py`).
 
-Every runner has the signature `run(params, out, inputs, ctx)`: its settings, the folder to write into,
-the folders of its input stages by name, and run-wide context. Modules import TRL only inside runners.
+The modules of this package are found, not listed: each exports `SPEC` (or `SPECS`, several), so a new
+stage is one new module here and nothing else. Modules import TRL only inside their run functions.
 """
 
-from compare.stages import base, data, dpo, evaluate, ppo, rloo, rm, sft
+from __future__ import annotations
 
-RUNNERS = {
-    "base": base.run,
-    "demos": data.run_demos,
-    "comparisons": data.run_comparisons,
-    "sft": sft.run_sft,
-    "preferred_ft": sft.run_preferred_ft,
-    "dpo": dpo.run,
-    "rm": rm.run,
-    "ppo": ppo.run,
-    "rloo": rloo.run,
-    "eval": evaluate.run,
-    # a dataset task's judge (gold reward model) trained on a held-out split: its pairs, then rm's training
-    "judge_data": data.run_judge_data,
-    "judge": rm.run,
-}
+import importlib
+import pkgutil
+
+from compare.stages.spec import Data, Job, Produces, Role, StageSpec
+
+
+def _discover() -> dict[str, StageSpec]:
+    specs: dict[str, StageSpec] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found = getattr(module, "SPECS", ()) + ((module.SPEC,) if hasattr(module, "SPEC") else ())
+        for spec in found:
+            spec.check()
+            if spec.kind in specs:
+                raise TypeError(f"stage kind {spec.kind!r} is declared twice")
+            specs[spec.kind] = spec
+    return specs
+
+
+SPECS: dict[str, StageSpec] = _discover()
+RECIPE_STAGES: dict[str, StageSpec] = {k: s for k, s in SPECS.items() if s.in_recipes}
+
+__all__ = ["SPECS", "RECIPE_STAGES", "Data", "Job", "Produces", "Role", "StageSpec"]

@@ -62,14 +62,14 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def trainer_args(config_cls, train: dict, seed: int, out: Path, ctx: Context, **extra):
-    """TRL config for one stage: the suite's optimiser settings, quiet, no checkpoints, seeded."""
+def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra):
+    """TRL config for one stage: its optimiser settings (`epochs`, `batch_size`, `lr`), quiet, seeded."""
     cuda = device().type == "cuda"
     return config_cls(
         output_dir=str(out / "trainer"),
-        num_train_epochs=train["epochs"],
-        per_device_train_batch_size=train["batch_size"],
-        learning_rate=train["lr"],
+        num_train_epochs=train.epochs,
+        per_device_train_batch_size=train.batch_size,
+        learning_rate=train.lr,
         lr_scheduler_type="linear",
         warmup_steps=0,
         logging_steps=1,

@@ -19,6 +19,7 @@ from pathlib import Path
 from compare.models import load_policy, sample
 from compare.oracle import annotate
 from compare.stages.common import Context, make_task, write_jsonl
+from compare.stages.spec import StageSpec
 
 COMPARISON_TEMPERATURE = 1.0  # sample the pair from the policy itself
 
@@ -96,3 +97,10 @@ def _human_labels(task, pairs: list[dict], flip_rate: float, rng: random.Random)
 def run_judge_data(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     task = make_task(params["task"])
     write_jsonl(out / "comparisons.jsonl", task.judge_comparisons())
+
+
+SPECS = (
+    StageSpec(kind="demos", version=1, run=run_demos),
+    StageSpec(kind="comparisons", version=2, run=run_comparisons),
+    StageSpec(kind="judge_data", version=1, run=run_judge_data),
+)

@@ -17,15 +17,15 @@ from pathlib import Path
 from compare.diversity import ead_n, self_bleu, within_and_across
 from compare.metrics import distinct_n, pairwise_accuracy, sampled_kl
 from compare.models import (
-    Samples,
     completion_logprobs,
     load_policy,
     load_reward_model,
     reward_scores,
     sample,
 )
-from compare.ppo_math import bon_kl_bound
+from compare.stages.best_of_n import best_of_n, bon_kl_bound
 from compare.stages.common import Context, make_task, write_jsonl
+from compare.stages.spec import StageSpec
 
 SPLITS = ("id", "ood")
 
@@ -99,36 +99,6 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
 
-def best_of_n(
-    samples: Samples, proxy: list[float], k: int, n: int
-) -> tuple[Samples, list[float], list[float]]:
-    """Keep the highest-scoring of each group of n; rows are prompt-major, k groups of n per prompt.
-
-    Returns the kept samples, their scores and the estimated log(pi_bon / pi) of each (see module doc).
-    """
-    keep, log_ratio = [], []
-    per_prompt = k * n
-    for p0 in range(0, len(proxy), per_prompt):
-        groups = [list(range(p0 + g * n, p0 + (g + 1) * n)) for g in range(k)]
-        for g, members in enumerate(groups):
-            winner = max(members, key=lambda i: proxy[i])
-            others = [proxy[i] for h, m in enumerate(groups) if h != g for i in m]
-            if others:  # smoothed empirical CDF of the reward under pi, at the winner's reward
-                cdf = (sum(r <= proxy[winner] for r in others) + 1) / (len(others) + 2)
-                log_ratio.append(math.log(n) + (n - 1) * math.log(cdf))
-            else:
-                log_ratio.append(math.nan)
-            keep.append(winner)
-    kept = Samples(
-        prompts=[samples.prompts[i] for i in keep],
-        completions=[samples.completions[i] for i in keep],
-        completion_ids=[samples.completion_ids[i] for i in keep],
-        ended=[samples.ended[i] for i in keep],
-        logprobs=[samples.logprobs[i] for i in keep],
-    )
-    return kept, [proxy[i] for i in keep], log_ratio
-
-
 def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, float]:
     """Diversity of a split's samples (prompt-major, k per prompt): within one prompt and across prompts."""
     by_prompt = {i: completions[i * k : (i + 1) * k] for i in range(len(completions) // k)}
@@ -141,3 +111,6 @@ def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, floa
         "self_bleu_within": bleu["within"],
         "self_bleu_across": bleu["across"],
     }
+
+
+SPEC = StageSpec(kind="eval", version=3, run=run, memory=(12, 12))  # policy, base and reward model

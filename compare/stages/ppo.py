@@ -1,7 +1,7 @@
-"""Stage `ppo` (and `ppo_gold`): RLHF with PPO against a reward model, or against the gold reward.
+"""Stage `ppo`: RLHF with PPO against the reward model (`ppo_gold` runs it against the gold reward).
 
-The project's own PPO (TRL removed its trainer); `shared/PPO.md` (beside the repository) lists what it must get right, and
-"row N" below points into that table. One rollout batch, top to bottom (see `train`):
+The project's own PPO (TRL removed its trainer); `docs/ppo.md` lists what it must get right, and "row N"
+below points into that table. One rollout batch, top to bottom (see `train`):
 
     1. roll out      sample responses at temperature T with a KV cache (`compare.models.sample`)
     2. score         reward-model score at the last token of prompt + response + EOS, or the gold reward;
@@ -19,7 +19,7 @@ Dropout is off in all of them (row 6). `accelerate` places them and runs backwar
 launch` gives data parallelism: `rollout_batch_size` is the global batch, split over processes.
 
 Writes the policy (LoRA merged) and `log_history.json`: one entry per rollout batch ("step", "episode",
-the PPO.md metrics, "loss", "time/*"); every `gold_eval_every` batches the entry also has heldout/gold,
+the docs/ppo.md metrics, "loss", "time/*"); every `gold_eval_every` batches the entry also has heldout/gold,
 heldout/proxy (NaN for the gold reward) and heldout/kl, measured before that batch's update on a fixed
 batch of ID prompts; a last entry (step = number of batches) holds them after the final update.
 Training stops with `NonFiniteError`, saving nothing, at the first rollout batch whose scores, rewards or
@@ -39,8 +39,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from compare.metrics import sampled_kl
@@ -72,8 +74,46 @@ from compare.ppo_math import (
     value_loss,
 )
 from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task
+from compare.stages.spec import Job, Produces, Role, StageSettings, StageSpec
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
+
+
+# -- settings --------------------------------------------------------------------------------------------
+class PPOSettings(StageSettings):
+    """Our PPO (docs/ppo.md): rollouts, reward-model score, per-token KL penalty, GAE, clipped updates."""
+
+    episodes: int = Field(1024, ge=1, description="Prompts rolled out in all (rollout batches x batch size).")
+    rollout_batch_size: int = Field(64, ge=2, description="Prompts per rollout batch.")
+    minibatches: int = Field(1, ge=1, description="Minibatches per PPO epoch (one optimiser step each).")
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (eps 1e-5); tiny models need large ones.")
+    lr_decay: bool = Field(False, description="Decay the learning rate linearly to 0 over training.")
+    temperature: float = Field(0.7, gt=0, description="Rollout temperature, used in every log-prob too.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest response.")
+    kl_coef: float = Field(0.05, ge=0, description="KL penalty coefficient (initial value when adaptive).")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
+    target_kl: float | None = Field(
+        None, gt=0, description="If set, adapt kl_coef towards this KL (Ziegler et al.)."
+    )
+    kl_horizon: int = Field(10000, ge=1, description="Horizon of the adaptive KL controller.")
+    whiten_rewards: bool = Field(False, description="Whiten per-token rewards (masked, mean kept).")
+    missing_eos_penalty: float | None = Field(1.0, ge=0, description="Subtracted from responses without EOS.")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    clip_eps: float = Field(0.2, gt=0, description="Policy ratio clip range.")
+    vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient.")
+    vf_clip: float = Field(0.2, gt=0, description="Value clip range.")
+    gold_eval_every: int = Field(
+        2, ge=1, description="Rollout batches between gold checks on a fixed held-out batch."
+    )
+    gold_eval_prompts: int = Field(32, ge=1, description="Prompts in that fixed held-out batch.")
+    lora_r: int | None = Field(
+        None,
+        ge=1,
+        description="Train LoRA adapters of this rank (peft) on the policy and the value model instead of "
+        "all weights; the reference is the policy with its adapter disabled.",
+    )
 
 
 # -- models ----------------------------------------------------------------------------------------------
@@ -242,10 +282,12 @@ def score_responses(batch: Batch, tokenizer, penalty: float | None, rm=None, tas
 
 
 @torch.no_grad()
-def heldout_metrics(models: Models, task, prompts: list[str], settings: dict, seed: int) -> dict[str, float]:
+def heldout_metrics(
+    models: Models, task, prompts: list[str], settings: PPOSettings, seed: int
+) -> dict[str, float]:
     """Gold reward, RM score and sampled KL to the reference on a fixed held-out batch (same seed each time)."""
-    policy, tokenizer, temperature = models.policy, models.tokenizer, settings["temperature"]
-    samples = sample(policy, tokenizer, prompts, 1, settings["max_new_tokens"], temperature, seed)
+    policy, tokenizer, temperature = models.policy, models.tokenizer, settings.temperature
+    samples = sample(policy, tokenizer, prompts, 1, settings.max_new_tokens, temperature, seed)
     with reference(models) as ref:
         ref_lp = completion_logprobs(ref, tokenizer, samples.prompts, samples.completion_ids, temperature)
     gold = task.gold_rewards(samples.prompts, samples.completions)
@@ -268,12 +310,18 @@ def prompt_batches(pool: list[str], batch_size: int, n_batches: int, seed: int):
 
 
 # -- the stage -------------------------------------------------------------------------------------------
-def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
-    settings = params["train"]
+def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    """PPO against the reward model in `inputs["reward_model"]`."""
+    run_ppo(job, out, inputs, ctx, reward="model")
+
+
+def run_ppo(job: Job, out: Path, inputs: dict[str, Path], ctx: Context, reward: str) -> None:
+    """PPO on `reward`: "model" (the arm's reward model) or "gold" (the task's gold reward; an oracle)."""
+    settings = job.settings
     accelerator = make_accelerator()
-    task = make_task(params["task"], inputs)  # with the judge model, for a task whose gold is one
-    models = load_models(inputs, params["reward"], settings["lora_r"])
-    history = train(models, task, settings, params["seed"], accelerator, ctx)
+    task = make_task(job.task, inputs)  # with the judge model, for a task whose gold is one
+    models = load_models(inputs, reward, settings.lora_r)
+    history = train(models, task, settings, job.seed, accelerator, ctx)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_policy(models, out)
@@ -342,13 +390,13 @@ def make_accelerator():
     return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
 
 
-def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Context) -> list[dict]:
+def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, ctx: Context) -> list[dict]:
     """PPO on `models` in place; returns the log history (one dict per rollout batch, and a final one)."""
     s = settings
     world, rank = accelerator.num_processes, accelerator.process_index
-    n_batches = s["episodes"] // s["rollout_batch_size"]
-    local_size = s["rollout_batch_size"] // world
-    if n_batches < 1 or s["rollout_batch_size"] % world or local_size < max(2, s["minibatches"]):
+    n_batches = s.episodes // s.rollout_batch_size
+    local_size = s.rollout_batch_size // world
+    if n_batches < 1 or s.rollout_batch_size % world or local_size < max(2, s.minibatches):
         raise ValueError(
             f"need episodes >= rollout_batch_size ({s['episodes']} < {s['rollout_batch_size']}?) and a "
             f"rollout batch that splits into {world} processes x at least {s['minibatches']} minibatches"
@@ -356,21 +404,21 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
     process_seed = seed + rank * SEED_STRIDE  # decorrelated sampling, same data order (row 19)
     torch.manual_seed(process_seed)
     seeds = random.Random(process_seed)
-    tokenizer, temperature = models.tokenizer, s["temperature"]
+    tokenizer, temperature = models.tokenizer, s.temperature
 
     wrapper = PolicyAndValue(models.policy, models.value).train()
     trainable = [p for p in wrapper.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s["lr"], eps=1e-5, weight_decay=0.0)  # eps (row 18)
+    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=1e-5, weight_decay=0.0)  # eps (row 18)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     models.policy = accelerator.unwrap_model(wrapper).policy  # the same object, for sampling and saving
     for frozen in (models.ref, models.rm):
         if frozen is not None:
             frozen.to(accelerator.device).eval()
-    if s["target_kl"] is None:
-        kl_ctl = FixedKLController(s["kl_coef"])
+    if s.target_kl is None:
+        kl_ctl = FixedKLController(s.kl_coef)
     else:
-        kl_ctl = AdaptiveKLController(s["kl_coef"], s["target_kl"], s["kl_horizon"])
-    heldout_prompts = task.prompts("id")[: s["gold_eval_prompts"]]
+        kl_ctl = AdaptiveKLController(s.kl_coef, s.target_kl, s.kl_horizon)
+    heldout_prompts = task.prompts("id")[: s.gold_eval_prompts]
 
     def heldout(step: int) -> dict[str, float]:
         if not accelerator.is_main_process:
@@ -379,17 +427,17 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
             return heldout_metrics(models, task, heldout_prompts, s, seed)
 
     history = []
-    batches = prompt_batches(task.prompts("train"), s["rollout_batch_size"], n_batches, seed)
+    batches = prompt_batches(task.prompts("train"), s.rollout_batch_size, n_batches, seed)
     show_bar = (ctx.progress or ctx.verbose) and rank == 0
     bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=not show_bar)
     for step, prompts in enumerate(bar):
-        entry = {"step": step, "episode": (step + 1) * s["rollout_batch_size"]}
+        entry = {"step": step, "episode": (step + 1) * s.rollout_batch_size}
         t0 = time.perf_counter()
-        if step % s["gold_eval_every"] == 0:
+        if step % s.gold_eval_every == 0:
             entry.update(heldout(step))  # measured before this batch's update, i.e. after `step` updates
         t1 = time.perf_counter()
-        if s["lr_decay"]:  # linear to 0 over the rollout batches (CleanRL)
-            optimizer.param_groups[0]["lr"] = s["lr"] * (1.0 - step / n_batches)
+        if s.lr_decay:  # linear to 0 over the rollout batches (CleanRL)
+            optimizer.param_groups[0]["lr"] = s.lr * (1.0 - step / n_batches)
 
         with torch.no_grad(), accelerator.autocast():
             # 1. roll out; old log-probs, reference log-probs and values once per batch (rows 3-5)
@@ -397,7 +445,7 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
             sample_seed = seeds.getrandbits(63)
             with sampling(step):
                 batch = rollout(
-                    models.policy, tokenizer, local_prompts, s["max_new_tokens"], temperature, sample_seed
+                    models.policy, tokenizer, local_prompts, s.max_new_tokens, temperature, sample_seed
                 )
             t2 = time.perf_counter()
             mask = batch.mask
@@ -410,37 +458,37 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
             values = compute_values(models.value, batch)
 
             # 2. score: RM or gold, missing-EOS penalty
-            scores = score_responses(batch, tokenizer, s["missing_eos_penalty"], models.rm, task)
+            scores = score_responses(batch, tokenizer, s.missing_eos_penalty, models.rm, task)
             t3 = time.perf_counter()
 
             # 3. KL penalty: per token, score on the last response token (rows 10-11)
-            kl = kl_estimate(logprobs, ref_logprobs, s["kl_estimator"])
+            kl = kl_estimate(logprobs, ref_logprobs, s.kl_estimator)
             rewards, non_score_reward = per_token_rewards(scores, kl, mask, kl_ctl.value)
 
             # 4. whiten rewards (optional, mean kept; row 13)
-            if s["whiten_rewards"]:
+            if s.whiten_rewards:
                 rewards = masked_whiten(rewards, mask, shift_mean=False)
 
             # 5. GAE, then whiten the advantages over valid tokens (row 14)
-            advantages, returns = gae_advantages(rewards, values, mask, s["gamma"], s["lam"])
+            advantages, returns = gae_advantages(rewards, values, mask, s.gamma, s.lam)
             advantages = masked_whiten(advantages, mask)
 
         # 6. clipped updates: epochs x minibatches optimiser steps (rows 15-17)
         stats = []
-        for _ in range(s["ppo_epochs"]):
+        for _ in range(s.ppo_epochs):
             order = torch.randperm(local_size, device=mask.device)
-            for index in torch.tensor_split(order, s["minibatches"]):
+            for index in torch.tensor_split(order, s.minibatches):
                 mb, mb_mask = batch.rows(index), mask[index]
                 with accelerator.autocast():
                     new_logits, new_values = wrapper(mb, temperature)
                 new_logprobs = gather_logprobs(new_logits, mb.response_ids)
                 pg_loss, pg_stats = policy_loss(
-                    new_logprobs, logprobs[index], advantages[index], mb_mask, s["clip_eps"]
+                    new_logprobs, logprobs[index], advantages[index], mb_mask, s.clip_eps
                 )
                 vf_loss, vf_stats = value_loss(
-                    new_values.float(), values[index], returns[index], mb_mask, s["vf_clip"]
+                    new_values.float(), values[index], returns[index], mb_mask, s.vf_clip
                 )
-                loss = pg_loss + s["vf_coef"] * vf_loss
+                loss = pg_loss + s.vf_coef * vf_loss
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -482,9 +530,35 @@ def train(models: Models, task, settings: dict, seed: int, accelerator, ctx: Con
         entry["lr"] = optimizer.param_groups[0]["lr"]
         timings = {"heldout": t1 - t0, "generation": t2 - t1, "scoring": t3 - t2, "update": t4 - t3}
         entry.update({f"time/{k}": v for k, v in timings.items()})
-        kl_ctl.update(entry["objective/kl"], s["rollout_batch_size"])
+        kl_ctl.update(entry["objective/kl"], s.rollout_batch_size)
         history.append(entry)
 
-    final = {"step": n_batches, "episode": n_batches * s["rollout_batch_size"]}
+    final = {"step": n_batches, "episode": n_batches * s.rollout_batch_size}
     history.append({**final, **heldout(n_batches)})  # after the last update
     return history
+
+
+def workload(s: PPOSettings) -> tuple[int, int, str]:
+    """What a run asks of the machine: the episodes' responses, plus the held-out gold checks."""
+    checks = s.episodes // s.rollout_batch_size // s.gold_eval_every + 1
+    heldout = checks * s.gold_eval_prompts
+    tokens = (s.episodes + heldout) * s.max_new_tokens
+    return 0, tokens, f"{s.episodes} episodes (+ {heldout} held-out prompts) x {s.max_new_tokens} tokens"
+
+
+SPEC = StageSpec(
+    kind="ppo",
+    version=1,
+    run=run,
+    description="PPO against the reward model (our own, docs/ppo.md).",
+    settings=PPOSettings,
+    role=Role.ONLINE_RL,
+    needs_reward_model=True,
+    produces=Produces.POLICY,
+    reads_task=True,
+    memory=(40, 12),  # policy and value trained, reference and reward model frozen
+    strength="kl_coef",
+    objective=("objective/rlhf_reward", "RM score − β·KL ↑"),
+    distributed=True,
+    workload=workload,
+)

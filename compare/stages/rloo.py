@@ -16,7 +16,7 @@ scoring path for this stage, evaluation and best-of-n.
 
 Positions: TRL's log-prob forward passes give left-padded prompts no position ids, while `generate`
 derives them from the attention mask; GPT-2's absolute positions then shift between sampling and
-scoring (PPO.md row 2). A forward pre-hook supplies `cumsum(mask) - 1` wherever position ids are missing,
+scoring (docs/ppo.md row 2). A forward pre-hook supplies `cumsum(mask) - 1` wherever position ids are missing,
 on the policy and on the reference.
 """
 
@@ -25,6 +25,8 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from compare.models import (
     completion_text,
@@ -35,29 +37,49 @@ from compare.models import (
     save_model,
 )
 from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
+from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
 
 
-def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
-    trainer = build_trainer(params, out, inputs, ctx)
+class RLOOSettings(StageSettings):
+    """TRL's RLOOTrainer scoring with our reward model (REINFORCE, leave-one-out baseline)."""
+
+    episodes: int = Field(512, ge=1, description="Prompts used in all.")
+    num_generations: int = Field(4, ge=2, description="Completions per prompt (the leave-one-out group).")
+    batch_size: int = Field(16, ge=2, description="Completions per optimiser step.")
+    lr: float = Field(3e-4, gt=0, description="Learning rate.")
+    beta: float = Field(0.05, ge=0, description="KL coefficient to the starting policy.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
+    lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
+
+    @model_validator(mode="after")
+    def _groups_fit(self):
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations})"
+            )
+        return self
+
+
+def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    trainer = build_trainer(job, out, inputs, ctx)
     train_and_save(trainer, out, ctx)
 
 
-def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context):
+def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     """The configured RLOOTrainer, ready to train (split from `run` so tests can inspect its scoring)."""
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    if params.get("reward", "model") != "model":
-        raise ValueError(f"rloo trains on the reward model only, got reward={params['reward']!r}")
-    train, seed = params["train"], params["seed"]
-    task = make_task(params["task"])
+    train, seed = job.settings, job.seed
+    task = make_task(job.task)
     rng = random.Random(f"rloo-{seed}")
     pool = task.prompts("train")
-    data = Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(train["episodes"])]})
+    data = Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(train.episodes)]})
 
     policy_path = str(inputs["model"])
     model, tokenizer = load_policy(policy_path)
-    if train["beta"] > 0:
+    if train.beta > 0:
         point_reference_at_start(model, tokenizer, policy_path, out)
     use_mask_positions(model)
     rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
@@ -69,17 +91,17 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
 
     # One epoch over `episodes` prompts, each sampled `num_generations` times: episodes * k completions,
     # `batch_size` of them per optimiser step.
-    optimiser = {"epochs": 1, "batch_size": train["batch_size"], "lr": train["lr"]}
+    optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr)
     args = trainer_args(
         RLOOConfig,
         optimiser,
         seed,
         out,
         ctx,
-        num_generations=train["num_generations"],
-        max_completion_length=train["max_new_tokens"],
-        temperature=train["temperature"],
-        beta=train["beta"],
+        num_generations=train.num_generations,
+        max_completion_length=train.max_new_tokens,
+        temperature=train.temperature,
+        beta=train.beta,
         disable_dropout=True,
     )
     trainer = RLOOTrainer(
@@ -88,7 +110,7 @@ def build_trainer(params: dict, out: Path, inputs: dict[str, Path], ctx: Context
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=lora_config(train["lora_r"], "CAUSAL_LM"),
+        peft_config=lora_config(train.lora_r, "CAUSAL_LM"),
     )
     if trainer.ref_model is not None:
         use_mask_positions(trainer.ref_model)
@@ -126,3 +148,30 @@ def use_mask_positions(model) -> None:
         return args, kwargs
 
     model.register_forward_pre_hook(add_positions, with_kwargs=True)
+
+
+def workload(s: RLOOSettings) -> tuple[int, int, str]:
+    """Its episodes' prompts are one dataset, built before training; every prompt has k completions."""
+    tokens = s.episodes * s.num_generations * s.max_new_tokens
+    return (
+        s.episodes,
+        tokens,
+        f"{s.episodes} episodes x {s.num_generations} completions x {s.max_new_tokens} tokens",
+    )
+
+
+SPEC = StageSpec(
+    kind="rloo",
+    version=1,
+    run=run,
+    description="RLOO against the reward model (TRL RLOOTrainer).",
+    settings=RLOOSettings,
+    role=Role.ONLINE_RL,
+    needs_reward_model=True,
+    reads_task=True,
+    memory=(24, 8),  # policy trained, reference and reward model frozen
+    strength="beta",
+    objective=("reward", "RM score ↑"),
+    distributed=True,
+    workload=workload,
+)

@@ -2,7 +2,8 @@
 
 Initialised from the policy the comparisons were sampled from, with a scalar head; the Bradley–Terry
 loss -log sigmoid(r(chosen) - r(rejected)) (Ouyang et al. 2022, eq. 1). The trainer appends EOS, and
-the score is read at the last non-pad token, so scoring elsewhere appends EOS too.
+the score is read at the last non-pad token, so scoring elsewhere appends EOS too. `train_reward_model`
+also trains a dataset task's judge (`compare/stages/judge.py`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ from pathlib import Path
 
 from compare.models import ensure_pad_token
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
+from compare.stages.spec import Data, Job, Produces, Role, StageSpec, TrainSettings
 
 
-def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+class RewardSettings(TrainSettings):
+    """The reward model's optimiser settings (TRL RewardConfig)."""
+
+
+def train_reward_model(settings: RewardSettings, seed: int, out: Path, inputs: dict[str, Path], ctx: Context):
+    """A scalar-head model from `inputs["model"]`, trained on `inputs["data"]`'s comparisons, saved to `out`."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -26,12 +33,31 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     data = Dataset.from_list(
         [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
     )
-    args = trainer_args(RewardConfig, params["train"], params["seed"], out, ctx, max_length=None)
+    args = trainer_args(RewardConfig, settings, seed, out, ctx, max_length=None)
     trainer = RewardTrainer(
         model=model,
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=lora_config(params["train"]["lora_r"], "SEQ_CLS"),
+        peft_config=lora_config(settings.lora_r, "SEQ_CLS"),
     )
     train_and_save(trainer, out, ctx)
+
+
+def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    train_reward_model(job.settings, job.seed, out, inputs, ctx)
+
+
+SPEC = StageSpec(
+    kind="rm",
+    version=1,
+    run=run,
+    description="Reward model (TRL RewardTrainer).",
+    settings=RewardSettings,
+    role=Role.REWARD_MODEL,
+    data=Data.COMPARISONS,
+    produces=Produces.REWARD_MODEL,
+    memory=(16, 4),
+    objective=("loss", "Bradley–Terry loss ↓"),
+    distributed=True,
+)

@@ -15,6 +15,7 @@ from pathlib import Path
 from compare.basemodel import materialize, resolve
 from compare.models import build_word_tokenizer, pretrain, save_model, set_seed, tiny_gpt2
 from compare.stages.common import Context, make_task
+from compare.stages.spec import StageSpec
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -34,3 +35,6 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     )
     save_model(model, tokenizer, out)
     (out / "log_history.json").write_text(json.dumps([{"step": i, "loss": x} for i, x in enumerate(losses)]))
+
+
+SPEC = StageSpec(kind="base", version=2, run=run)

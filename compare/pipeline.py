@@ -1,0 +1,161 @@
+"""One suite run, top to bottom: load → plan → preflight → execute → collect → report.
+
+`run_suite` is the whole pipeline (the CLI only parses arguments and calls it). Everything a report
+shows comes from cached stages; the report folder is written beside its final place and swapped in, and
+only a folder that carries the harness's marker is ever replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from compare.cache import StageCache
+from compare.plan import Run, plan_runs, stage_order
+from compare.preflight import REPORT_MARKER, check_out_folder, preflight
+from compare.report import write_report
+from compare.runner import Outcome, collect, execute, is_main_process
+from compare.stages.common import Context
+from compare.suite import load_suites
+
+# Exit codes: 0 all runs reported, 1 a crash of the harness itself, 2 bad input (nothing ran),
+# 3 some runs failed (the others are reported), 130 interrupted.
+EXIT_RUNS_FAILED = 3
+
+
+def run_suite(
+    path: Path | str,
+    overrides: list[str] | None = None,
+    out: Path | None = None,
+    cache: StageCache | None = None,
+    verbose: bool = False,
+    threads: int | None = None,
+) -> int:
+    """Run a suite (or a collection of suites) and write its report; returns the exit code.
+
+    Raises SuiteError (one line) for a problem found before anything runs.
+    """
+    from compare.cache import default_cache_dir
+
+    cache = cache or StageCache(default_cache_dir())
+    start = time.time()
+    # 1. load: the file, its includes and overrides, validated whole
+    collection, suites = load_suites(path, overrides)
+    name = collection.name if collection else suites[0].name
+    out = out or Path("reports") / name
+    # 2. plan: runs = arms x grid points, each a chain of stages; shared stages once
+    runs = {suite.name: plan_runs(suite) for suite in suites}
+    # 3. preflight: files, datasets, packages, memory, the report folder
+    preflight(suites, out, cache.root)
+    # 4. execute: every stage not cached, inputs first; every suite's stages in one pass
+    tiny = not any(suite.base.external for suite in suites)
+    ctx = Context(verbose, threads or (1 if tiny else None))
+    outcome = execute([r for rs in runs.values() for r in rs], cache, ctx)
+    if not is_main_process():  # the main process writes the report
+        return 0
+    # 5. collect and 6. report, for every run that finished
+    total = sum(len(rs) for rs in runs.values())
+    n_failed = sum(not complete(r, cache) for rs in runs.values() for r in rs)
+    if n_failed == total:
+        print(
+            f"error: all {total} runs failed; no report written (logs in {cache.root / 'logs'})",
+            file=sys.stderr,
+        )
+        return EXIT_RUNS_FAILED
+    if collection is None:
+        suite = suites[0]
+        publish(out, cache, lambda folder: write_suite(folder, suite, runs[suite.name], cache, outcome))
+    else:
+        publish(out, cache, lambda folder: write_collection(folder, collection, suites, runs, cache, outcome))
+    ran = f"{len(outcome.timings)} stages run" if outcome.timings else "all stages cached"
+    report = out / "report.md" if collection is None else out / "index.md"
+    print(f"{name}: {total} runs ({ran}) in {time.time() - start:.0f}s; report: {report}")
+    if n_failed:
+        print(
+            f"error: {n_failed} of {total} runs failed (see the report's failed runs; logs in "
+            f"{cache.root / 'logs'}); run again to retry only what failed",
+            file=sys.stderr,
+        )
+        return EXIT_RUNS_FAILED
+    return 0
+
+
+def complete(run: Run, cache: StageCache) -> bool:
+    """Whether every stage the report reads of `run` is in the cache."""
+    return all(cache.is_complete(stage.name) for stage in run.roots)
+
+
+def write_suite(folder: Path, suite, runs: list[Run], cache: StageCache, outcome: Outcome) -> None:
+    done = [r for r in runs if complete(r, cache)]
+    failed = [_failed_row(r, outcome) for r in runs if not complete(r, cache)]
+    results, samples, logs = collect(done, cache)
+    # seconds each stage took when it ran (kept in its completion marker), so warm runs report them too
+    seconds = {
+        s.name: cache.info(s.name).get("seconds", float("nan")) for r in done for s in stage_order(r.roots)
+    }
+    write_report(folder, suite, results, samples, logs, seconds, failed)
+    (folder / REPORT_MARKER).write_text(f"written by sft-vs-rlhf: suite {suite.name}\n")
+
+
+def _failed_row(run, outcome) -> dict:
+    """One row of the report's failed runs: which run, the stage that failed, why, and where its log is."""
+    failure = outcome.failure_of(run)
+    stage = (failure.cause or failure.stage) if failure else run.eval
+    reason = failure.reason if failure else "not computed"
+    root = outcome.failures.get(stage.name) if failure else None
+    log = root.log if root is not None and root.log is not None else (failure.log if failure else None)
+    return {
+        "arm": run.arm,
+        "point": " ".join(f"{k}={v}" for k, v in run.point.items() if k != "seed"),
+        "seed": run.seed,
+        "stage": f"{stage.kind} {stage.key}",
+        "reason": root.reason if root is not None else reason,
+        "log": str(log) if log else "",
+    }
+
+
+def write_collection(folder: Path, collection, suites, runs, cache: StageCache, outcome) -> None:
+    folder.mkdir(parents=True)
+    lines = [f"# {collection.name}", "", collection.description.strip(), ""]
+    for suite in suites:
+        if not any(complete(r, cache) for r in runs[suite.name]):
+            lines.append(f"- {suite.name}: every run failed, no report")
+            continue
+        write_suite(folder / suite.name, suite, runs[suite.name], cache, outcome)
+        lines.append(f"- [{suite.name}]({suite.name}/report.md): {suite.description.strip()}")
+    (folder / "index.md").write_text("\n".join(lines) + "\n")
+    (folder / REPORT_MARKER).write_text(f"written by sft-vs-rlhf: collection {collection.name}\n")
+
+
+def publish(out: Path, cache: StageCache, write) -> None:
+    """Write a report folder beside `out`, then swap it in: a half-written report is never left as one.
+
+    Runs that publish the same folder take turns (a lock kept in the cache); leftovers of a publish
+    that was killed are cleared by the next one. Only a folder carrying our marker is ever replaced.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with cache.folder_lock(out):
+        check_out_folder(out, cache.root)  # again: the folder may have changed while we trained
+        for leftover in out.parent.glob(f".{out.name}.tmp-*"):  # a killed publish (we hold the lock)
+            if (leftover / REPORT_MARKER).exists() or _is_ours_partial(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        old = out.with_name(f".{out.name}.tmp-{os.getpid()}-old")
+        try:
+            write(tmp)
+            if out.exists():
+                os.replace(out, old)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_ours_partial(folder: Path) -> bool:
+    """A folder a killed publish left: it holds only files a report is made of."""
+    ours = {"results.csv", "samples.csv", "training_logs.csv", "suite.yaml", "provenance.json", "report.md",
+            "plots", "index.md", "failed_runs.csv", REPORT_MARKER}  # fmt: skip
+    return folder.is_dir() and all(p.name in ours or p.is_dir() for p in folder.iterdir())

@@ -1,0 +1,281 @@
+"""Preflight: every check that touches the world, before anything trains.
+
+The suite's schema (`compare/suite/schema.py`) only says what a file may contain. Here, with the files,
+datasets, packages and memory of this machine: the base model and its GGUF file exist, a package that
+ships one is installed, a dataset's splits and columns are there and hold enough labelled pairs, each
+grid point's data, samples and tokens fit in memory, the base model fits in memory for its hungriest
+stage, and the report folder may be written. Each problem is one line naming the file and the key.
+A report is rebuilt without any of this (`sft-vs-rlhf report` never runs preflight).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+from compare import basemodel, limits
+from compare.basemodel import is_local
+from compare.plan import apply_point, arm_allocation, arm_settings, grid_points
+from compare.stages import RECIPE_STAGES, SPECS, Produces
+from compare.suite.errors import SuiteError
+from compare.suite.schema import Arm, Suite
+from compare.tasks import TASKS
+
+REPORT_MARKER = ".sft-vs-rlhf-report"  # in every folder `run` writes: only such a folder is ever replaced
+
+
+def preflight(suites: list[Suite], out: Path | None = None, cache_root: Path | None = None) -> None:
+    """Every check of the world for the suites about to run (and their report folder `out`, if given)."""
+    if out is not None:
+        check_out_folder(out, cache_root)
+    ram = limits.available_ram()
+    for suite in suites:
+        path = Path(suite.source)
+        check_files(suite, path)
+        for point in grid_points(suite):
+            resolved = apply_point(suite, point, path)
+            stages = {name: arm_settings(resolved, arm) for name, arm in resolved.arms.items()}
+            check_sizes(resolved, stages, path, ram)
+            _check_dataset_task(resolved, path)
+        check_memory(suite, path)
+
+
+# -- files, packages, datasets ---------------------------------------------------------------------------
+def _exists(value: str | None, path: Path, key: str, what: str, folder: bool) -> None:
+    """A local path must exist; a hub id is not checked (no network before a stage needs it)."""
+    if value is not None and is_local(value):
+        where = Path(value).expanduser()
+        if not (where.is_dir() if folder else where.exists()):
+            problem = " does not exist" + (" or is not a folder" if folder else "")
+            raise SuiteError(f"{path}: {key}: {what} {value!r}{problem}")
+
+
+def check_files(suite: Suite, path: Path) -> None:
+    """The base model's files or package, and a dataset task's data, as the suite names them."""
+    base = suite.base
+    try:
+        if base.model is not None and is_local(base.model):
+            key = "base.model"
+            basemodel.check_model(base.model)
+            if base.gguf_file is not None:
+                key = "base.gguf_file"
+                basemodel.check_gguf_file(base.model, base.gguf_file)
+        if base.package is not None:
+            key = "base.package"
+            basemodel.package_gguf(base.package)
+            basemodel.require_gguf_reader()
+    except ValueError as e:
+        raise SuiteError(f"{path}: {key}: {e}") from None
+    data = suite.task.data
+    if data is None:
+        return
+    _exists(data.path, path, "task.data.path", "dataset path", folder=False)
+    for key in ("classifier", "judge"):
+        _exists(getattr(data, key, None), path, f"task.data.{key}", f"{key} folder", folder=True)
+    ood = getattr(data, "ood", None)
+    if ood is not None:
+        _exists(ood.path, path, "task.data.ood.path", "dataset path", folder=False)
+    # local datasets now (splits, columns, not empty); hub ids only when a stage reads them
+    try:
+        TASKS[suite.task.name].check_data(data.model_dump(), local_only=True)
+    except ValueError as e:
+        setting, sep, message = str(e).partition(": ")
+        if not (sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", setting)):
+            setting, message = "", str(e)
+        key = "task.data" + (f".{setting}" if setting else "")
+        raise SuiteError(f"{path}: {key}: {message}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset_task(task_json: str):
+    """A dataset task, read once for every grid point that does not change its settings."""
+    settings = json.loads(task_json)
+    return TASKS[settings["name"]](**{k: v for k, v in settings.items() if k not in ("name", "annotator")})
+
+
+def _check_dataset_task(suite: Suite, path: Path) -> None:
+    """What a dataset task needs from the rest of the suite."""
+    data = suite.task.data
+    if data is None:
+        return
+    n_comparisons = max(arm_allocation(suite, arm)[1] for arm in suite.arms.values())
+    if n_comparisons and is_local(data.path):  # a dataset's own labels: are there enough of them?
+        task = _dataset_task(json.dumps(suite.task.model_dump(), sort_keys=True))
+        try:
+            task.fixed_comparisons(n_comparisons, random.Random(0))
+        except ValueError as e:
+            raise SuiteError(f"{path}: budget.units: {e}") from None
+
+
+# -- sizes: what each grid point asks of the machine -------------------------------------------------------
+def _setting_key(arm_name: str, arm: Arm, kind: str, field: str) -> str:
+    """The key a stage setting of an arm comes from: the arm's own override, else the suite's stages."""
+    own = field in arm.stages.get(kind, {})
+    return f"arms.{arm_name}.stages.{kind}.{field}" if own else f"stages.{kind}.{field}"
+
+
+TINY_VOCABULARY = 10_000  # words of a built-in task's tokenizer, generously (the largest has 625)
+
+
+def _tiny_bytes(suite: Suite) -> tuple[float, float]:
+    """(parameters, bytes at the peak) of the built-in base model: its hungriest stage, a pretraining
+    batch's activations (attention scores and MLP) and the tokenised pretraining corpus."""
+    t = suite.base.tiny
+    parameters = t.n_layer * (12 * t.n_embd**2 + 13 * t.n_embd) + (TINY_VOCABULARY + t.n_positions) * t.n_embd
+    kinds = {kind for arm in suite.arms.values() for kind in arm.recipe} | {"eval"}
+    per_parameter = max([16] + [SPECS[k].memory[0] for k in kinds if SPECS[k].memory])
+    weights = parameters * per_parameter * basemodel.OVERHEAD
+    activations = (
+        t.batch_size * t.n_layer * t.n_positions * (3 * t.n_head * t.n_positions + 16 * t.n_embd) * 4
+    )
+    corpus = t.corpus_size * (24 * t.n_positions + 1024)
+    return parameters, weights + activations + corpus
+
+
+def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
+    """What one resolved grid point asks of the machine, before anything is built: the data each arm's
+    budget buys, the evaluation's samples and tokens and each stage's tokens, against the memory free
+    now (limits.ITEM_BYTES per item) or an absolute cap (limits.py)."""
+    count = limits.count
+    in_memory = f"fit in memory here ({limits.gigabytes(ram)} free)"
+
+    def check(key: str, n: float, limit: int, said: str, why: str = in_memory) -> None:
+        if n > limit:
+            raise SuiteError(f"{path}: {key}: {said}; at most {count(limit)} {why}")
+
+    task, ev = suite.task, suite.eval
+    check(
+        "task.train_prompts",
+        task.train_prompts,
+        limits.fits("prompt", ram),
+        f"{count(task.train_prompts)} training prompts",
+    )
+    if not suite.base.external:
+        parameters, need = _tiny_bytes(suite)
+        if need > ram:
+            t = suite.base.tiny
+            raise SuiteError(
+                f"{path}: base.tiny: about {count(parameters)} parameters (n_layer {t.n_layer}, n_embd "
+                f"{t.n_embd}), batches of {t.batch_size} x {t.n_positions} positions and {t.corpus_size} "
+                f"corpus texts need about {limits.gigabytes(need)}; {limits.gigabytes(ram)} is free here"
+            )
+    units = suite.budget.units
+    for name, arm in suite.arms.items():
+        try:
+            n_demos, n_comparisons = arm_allocation(suite, arm)
+        except OverflowError:  # units / cost beyond a float
+            n_demos = math.inf if arm.needs_demonstrations else 0
+            n_comparisons = math.inf if arm.needs_comparisons else 0
+        check(
+            "budget.units",
+            n_demos,
+            limits.fits("demonstration", ram),
+            f"{units:g} units buy {count(n_demos)} demonstrations for arm {name!r}",
+        )
+        check(
+            "budget.units",
+            n_comparisons,
+            limits.fits("comparison", ram),
+            f"{units:g} units buy {count(n_comparisons)} comparisons for arm {name!r}",
+        )
+        if n_comparisons:  # sampled as pairs of eval.max_new_tokens (a dataset's own pairs: none)
+            tokens = n_comparisons * 2 * ev.max_new_tokens
+            said = f"{count(n_comparisons)} comparisons for arm {name!r} x 2 completions"
+            said += f" x {ev.max_new_tokens} tokens = {count(tokens)} tokens"
+            check("eval.max_new_tokens", tokens, limits.fits("token", ram), said)
+
+        # the evaluation (compare/stages/evaluate.py): k samples per prompt (x n with best-of-n) per split
+        k, prompts = ev.samples_per_prompt, task.eval_prompts
+        factors = [
+            (k, "eval.samples_per_prompt", "samples per prompt"),
+            (prompts, "task.eval_prompts", "prompts"),
+        ]
+        for kind in arm.recipe:  # selection: n candidates sampled per answer
+            spec = RECIPE_STAGES[kind]
+            if spec.produces is Produces.SAMPLING and spec.strength:
+                n = getattr(getattr(stages[name], kind), spec.strength)
+                label = f"{kind.replace('_', '-')} candidates"
+                factors.append((n, _setting_key(name, arm, kind, spec.strength), label))
+        samples = math.prod(f[0] for f in factors) * 2
+        said = " x ".join(f"{v} {label}" for v, _, label in factors)
+        key = max(factors, key=lambda f: f[0])[1]
+        said = f"{said} x 2 splits = {count(samples)} evaluation samples for arm {name!r}"
+        check(key, samples, limits.fits("eval sample", ram), said)
+        tokens = samples * ev.max_new_tokens
+        said = f"{count(samples)} evaluation samples for arm {name!r} x {ev.max_new_tokens} tokens"
+        check("eval.max_new_tokens", tokens, limits.fits("token", ram), f"{said} = {count(tokens)} tokens")
+        # self-BLEU scores each sample against the others of its prompt, and across prompts: O(k^2)
+        pairs = prompts * k * k + prompts * prompts
+        said = (
+            f"self-BLEU of {prompts} prompts x {k} samples compares {count(pairs)} pairs of texts per split"
+        )
+        key = "eval.samples_per_prompt" if k * k >= prompts else "task.eval_prompts"
+        check(
+            key, pairs, limits.MAX_SELF_BLEU_PAIRS, said, "(it grows with the square of samples per prompt)"
+        )
+
+        for kind in arm.recipe:  # online stages: what they generate, from their spec
+            spec = RECIPE_STAGES[kind]
+            if spec.workload is None:
+                continue
+            key = _setting_key(name, arm, kind, "episodes")
+            prompts, tokens, said = spec.workload(getattr(stages[name], kind))
+            if prompts:
+                check(
+                    key,
+                    prompts,
+                    limits.fits("prompt", ram),
+                    f"{prompts} episodes of stage {kind} of arm {name!r}",
+                )
+            said = f"{said} = {count(tokens)} tokens to generate in stage {kind} of arm {name!r}"
+            check(key, tokens, limits.MAX_STAGE_TOKENS, said, "per stage")
+
+
+# -- the base model against the memory its stages need ---------------------------------------------------
+def check_memory(suite: Suite, path: Path | str | None = None) -> None:
+    """Say before loading anything that the base model will not fit (its parameter count, not its weights)."""
+    path = path or suite.source
+    if not suite.base.external:
+        return
+    stages = {("eval", False)}
+    for arm in suite.arms.values():
+        settings = arm_settings(suite, arm)
+        for kind in arm.recipe:
+            spec = RECIPE_STAGES[kind]
+            if spec.memory is not None:
+                stages.add((kind, spec.lora(getattr(settings, kind))))
+    base = suite.base
+    problem = basemodel.too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
+    if problem:
+        raise SuiteError(f"{path}: base: {base.model or base.package}: {problem}")
+
+
+# -- the report folder -------------------------------------------------------------------------------------
+def check_out_folder(out: Path, cache_root: Path) -> None:
+    """Refuse, before anything runs, a report folder that would replace something the harness did not write."""
+    where = out.resolve()
+    cache = Path(cache_root).resolve()
+    here = Path.cwd().resolve()
+    if where == here or where in here.parents:
+        raise SuiteError(
+            f"--out {out}: is the current folder or one of its parents; give the report its own folder"
+        )
+    if where == cache or where in cache.parents:
+        raise SuiteError(f"--out {out}: holds the stage cache ({cache_root}); give the report its own folder")
+    if cache in where.parents:
+        raise SuiteError(f"--out {out}: is inside the stage cache ({cache_root}); choose a folder outside it")
+    if out.is_symlink():
+        raise SuiteError(f"--out {out}: is a symbolic link; give the folder itself")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SuiteError(f"--out {out}: exists and is not a folder")
+    if not (out / REPORT_MARKER).exists() and any(out.iterdir()):
+        raise SuiteError(
+            f"--out {out}: this folder is not empty and was not written by sft-vs-rlhf (no {REPORT_MARKER}); "
+            "nothing in it was touched: choose a new or empty folder"
+        )

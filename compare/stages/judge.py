@@ -1,0 +1,21 @@
+"""Stage `judge`: a dataset task's gold reward model, trained on a held-out split (`task.data.judge_split`).
+
+It starts from the base model and is trained with the reward model's code on every pair of that split
+(the `judge_data` stage); the stages that read the gold reward take it as their input "judge". Not a
+recipe stage: it is part of the task, never trained on the arm's budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compare.stages.common import Context
+from compare.stages.rm import RewardSettings, train_reward_model
+from compare.stages.spec import StageSpec
+
+
+def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    train_reward_model(RewardSettings.model_validate(params["train"]), params["seed"], out, inputs, ctx)
+
+
+SPEC = StageSpec(kind="judge", version=1, run=run, memory=(16, 4), distributed=True)

@@ -1,0 +1,35 @@
+"""Stage `ppo_gold`: our PPO against the gold reward itself, an oracle upper bound.
+
+Not a competitor: it reads the task's true objective, which fairness rule 3 (docs/design.md) keeps from
+every other training stage, and it is labelled as an oracle wherever it appears. It shows how far the
+proxy-driven arms stay from the best the base model can reach. The value model starts from the policy's
+body with a zero scalar head (there is no reward model to start it from).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compare.stages.common import Context
+from compare.stages.ppo import PPOSettings, run_ppo, workload
+from compare.stages.spec import Job, Role, StageSpec
+
+
+def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    run_ppo(job, out, inputs, ctx, reward="gold")
+
+
+SPEC = StageSpec(
+    kind="ppo_gold",
+    version=1,
+    run=run,
+    description="PPO against the gold reward itself: an oracle upper bound.",
+    settings=PPOSettings,
+    role=Role.ORACLE,
+    reads_task=True,
+    memory=(36, 8),  # no reward model
+    strength="kl_coef",
+    objective=("objective/rlhf_reward", "gold − β·KL ↑"),
+    distributed=True,
+    workload=workload,
+)

