@@ -16,7 +16,7 @@ training loop is timed (`ppo.train` for ours, `trainer.train()` for TRL), not lo
 runs its held-out check only before the first and after the last batch (1 prompt).
 
 Evaluation is the same for both, in this process: K samples per held-out (ID) prompt from the final
-policy at the training temperature with `compare.models.sample` (one fixed seed), scored by the reward
+policy at the training temperature with `compare.lm.sampling.sample` (one fixed seed), scored by the reward
 model and by the task's gold reward; a gain is the mean after training minus that of the base policy
 sampled the same way. Each trainer runs R times (seeds 0..R-1, the order alternating so that a change in
 the machine's load hits both alike): episodes/s is the median, gains the mean. Prints a table, where the
@@ -115,7 +115,7 @@ args = PPOConfig(
     learning_rate=h["lr"],
     lr_scheduler_type="constant",  # ours: lr_decay off
     warmup_steps=0,
-    adam_epsilon=1e-5,  # as ours (PPO.md row 18)
+    adam_epsilon=1e-5,  # as ours (docs/ppo.md row 18)
     weight_decay=0.0,
     temperature=h["temperature"],
     response_length=h["max_new_tokens"],
@@ -311,7 +311,8 @@ def run_trl(python: Path, base: Path, rm: Path, out: Path, episodes: int, seed: 
 # -- evaluation ------------------------------------------------------------------------------------------
 def evaluate(policy_dir: Path, rm_dir: Path, samples: int) -> dict[str, float]:
     """Mean RM score and gold reward of `samples` completions per held-out ID prompt (fixed seed)."""
-    from compare.models import load_policy, load_reward_model, reward_scores, sample
+    from compare.lm.loading import load_policy, load_reward_model
+    from compare.lm.sampling import reward_scores, sample
     from compare.tasks.reviews import Reviews
 
     task = Reviews(seed=TASK["seed"], train_prompts=TASK["train_prompts"], eval_prompts=TASK["eval_prompts"])

@@ -1,6 +1,6 @@
 """Output diversity as pure functions: lists of whitespace-tokenised texts in, numbers out.
 
-Three yardsticks for the generalisation axis of the report (DESIGN.md, "output diversity within and
+Three yardsticks for the generalisation axis of the report (docs/design.md, "output diversity within and
 across prompts"):
 
 - `ead_n`: distinct-n corrected for how many n-grams were drawn (Liu et al. 2022), so that arms that

@@ -57,7 +57,7 @@ class YamlLimit(Exception):
 def available_ram() -> int:
     """Bytes of memory free for a run's data now: MemAvailable, at most the cgroup's limit if it has one.
 
-    The CPU side of `compare.basemodel.available_memory` (which reads the GPU when there is one and
+    The CPU side of `compare.lm.external.available_memory` (which reads the GPU when there is one and
     honours SFT_VS_RLHF_MEMORY_GB, both about model weights; data and samples live in host memory).
     """
     free = None

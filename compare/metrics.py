@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 
-# two-sided 97.5% Student-t quantiles for small degrees of freedom (scipy is not a dependency)
+# two-sided 97.5% Student-t quantiles for small degrees of freedom, by table: the same intervals on every
+# machine, whatever scipy version is installed (scipy serves the p-values)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}  # fmt: skip
 

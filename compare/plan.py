@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from compare.basemodel import local_stamp
+from compare.lm.external import local_stamp
 from compare.stages import RECIPE_STAGES, SPECS, Data, Produces
 from compare.suite.errors import one_line
 from compare.suite.schema import Arm, Cost, Stages, Suite
@@ -131,7 +131,7 @@ def judge_stage(suite: Suite, base: Stage) -> Stage | None:
 
 def base_stage(suite: Suite) -> Stage:
     base = suite.base
-    if base.external:  # copied into the cache as a plain model folder (compare/basemodel.py)
+    if base.external:  # copied into the cache as a plain model folder (compare/lm/external.py)
         source = {"model": base.model, "gguf_file": base.gguf_file, "package": base.package}
         if base.package:  # a new release of the package is a new model
             source["version"] = importlib.metadata.version(base.package)

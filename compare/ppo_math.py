@@ -2,8 +2,8 @@
 
 Shapes are batch-first: B rows, T response tokens, V vocabulary entries. ``mask`` is a bool or 0/1
 tensor of valid (non-pad) response positions, shape (B, T). Every reduction here is masked, so pad
-fillers never reach a loss or a metric (PPO.md row 12). Numbers in brackets ("row 14") refer to
-the table in PPO.md. References: Schulman et al. 2017 (PPO), Schulman et al. 2016 (GAE), Ziegler et
+fillers never reach a loss or a metric (docs/ppo.md row 12). Numbers in brackets ("row 14") refer to
+the table in docs/ppo.md. References: Schulman et al. 2017 (PPO), Schulman et al. 2016 (GAE), Ziegler et
 al. 2019 (KL-penalised RLHF), Huang et al. 2022/2024 ("The N(+) Implementation Details of RLHF with PPO").
 """
 

@@ -17,8 +17,9 @@ import random
 import re
 from pathlib import Path
 
-from compare import basemodel, limits
-from compare.basemodel import is_local
+from compare import limits
+from compare.lm import external as basemodel
+from compare.lm.external import is_local
 from compare.plan import apply_point, arm_allocation, arm_settings, grid_points
 from compare.stages import RECIPE_STAGES, SPECS, Produces
 from compare.suite.errors import SuiteError

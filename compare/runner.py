@@ -77,7 +77,6 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
     if not todo:
         return outcome
     owners = stage_owners(runs)
-    quiet_libraries(ctx.verbose)
     if ctx.threads:
         import torch
 
@@ -85,48 +84,49 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
     on_terminal = sys.stderr.isatty()
     ctx.progress = on_terminal
     bar = tqdm(todo, desc="stages", unit="stage", disable=not on_terminal, dynamic_ncols=True)
-    for i, stage in enumerate(bar, 1):
-        bar.set_postfix_str(stage.kind)
-        who = describe_runs(owners.get(stage.name, []))
-        failed_input = next(
-            (d for d in stage.inputs.values() if d is not None and d.name in outcome.failures), None
-        )
-        if failed_input is not None:  # nothing to start from
-            cause = outcome.failures[failed_input.name]
-            outcome.failures[stage.name] = Failure(
-                stage,
-                f"needs {failed_input.kind} {failed_input.key}, which failed",
-                None,
-                cause.cause or cause.stage,
+    with quiet_libraries(ctx.verbose):
+        for i, stage in enumerate(bar, 1):
+            bar.set_postfix_str(stage.kind)
+            who = describe_runs(owners.get(stage.name, []))
+            failed_input = next(
+                (d for d in stage.inputs.values() if d is not None and d.name in outcome.failures), None
             )
-            continue
-        start = time.time()
-        info = {
-            "kind": stage.kind,
-            "key": stage.key,
-            "params": stage.params,
-            "inputs": {n: d.name for n, d in stage.inputs.items()},
-        }
-        try:
-            ran = _run_stage(stage, info, cache, ctx)
-        except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
-            log = cache.record_failure(
-                stage.name, {**info, "runs": [r.label for r in owners.get(stage.name, [])]}, e
-            )
-            reason = f"{type(e).__name__}: {_first_line(e)}"
-            outcome.failures[stage.name] = Failure(stage, reason, log)
-            tqdm.write(
-                f"error: stage {stage.kind} {stage.key} failed ({who}): {reason}; not cached; log: {log}",
-                file=sys.stderr,
-            )
-            if ctx.verbose:
-                traceback.print_exc()
-            continue
-        if ran:
-            outcome.timings[stage.name] = time.time() - start
-        if not on_terminal:  # one line per finished stage where no bar is drawn
-            state = f"done in {time.time() - start:.1f} s" if ran else "done by another process"
-            print(f"[{i}/{len(todo)}] {stage.kind} ({who}): {state}", file=sys.stderr, flush=True)
+            if failed_input is not None:  # nothing to start from
+                cause = outcome.failures[failed_input.name]
+                outcome.failures[stage.name] = Failure(
+                    stage,
+                    f"needs {failed_input.kind} {failed_input.key}, which failed",
+                    None,
+                    cause.cause or cause.stage,
+                )
+                continue
+            start = time.time()
+            info = {
+                "kind": stage.kind,
+                "key": stage.key,
+                "params": stage.params,
+                "inputs": {n: d.name for n, d in stage.inputs.items()},
+            }
+            try:
+                ran = _run_stage(stage, info, cache, ctx)
+            except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
+                log = cache.record_failure(
+                    stage.name, {**info, "runs": [r.label for r in owners.get(stage.name, [])]}, e
+                )
+                reason = f"{type(e).__name__}: {_first_line(e)}"
+                outcome.failures[stage.name] = Failure(stage, reason, log)
+                tqdm.write(
+                    f"error: stage {stage.kind} {stage.key} failed ({who}): {reason}; not cached; log: {log}",
+                    file=sys.stderr,
+                )
+                if ctx.verbose:
+                    traceback.print_exc()
+                continue
+            if ran:
+                outcome.timings[stage.name] = time.time() - start
+            if not on_terminal:  # one line per finished stage where no bar is drawn
+                state = f"done in {time.time() - start:.1f} s" if ran else "done by another process"
+                print(f"[{i}/{len(todo)}] {stage.kind} ({who}): {state}", file=sys.stderr, flush=True)
     return outcome
 
 

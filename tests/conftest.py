@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from compare.models import build_word_tokenizer, pretrain, save_model, tiny_gpt2
+from compare.lm.loading import save_model
+from compare.lm.tiny import build_word_tokenizer, pretrain, tiny_gpt2
 from compare.tasks.reviews import Reviews
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust on a shared 2-core machine

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from compare.models import build_word_tokenizer
+from compare.lm.tiny import build_word_tokenizer
 from compare.tasks.arithmetic import (
     Arithmetic,
     carry_columns,

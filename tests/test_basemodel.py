@@ -1,4 +1,4 @@
-"""External base models (compare/basemodel.py): a GGUF file written here, config errors, the memory check.
+"""External base models (compare/lm/external.py): a GGUF file written here, config errors, the memory check.
 
 Nothing is downloaded: the GGUF file is a tiny llama written with the gguf package's GGUFWriter, with a
 byte-level BPE vocabulary (the 256-symbol byte alphabet, so any text tokenizes, plus every word of the
@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from compare import basemodel
 from compare.cache import MARKER
 from compare.cli import main
+from compare.lm import external as basemodel
 from compare.plan import base_stage
 from compare.preflight import check_memory, preflight
 from compare.suite import SuiteError, load_suite
@@ -129,7 +129,8 @@ def gguf_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_gpt2_dir(tmp_path_factory):
     """An untrained 1-layer GPT-2 over the reviews words, saved as a plain model folder."""
-    from compare.models import build_word_tokenizer, save_model, tiny_gpt2
+    from compare.lm.loading import save_model
+    from compare.lm.tiny import build_word_tokenizer, tiny_gpt2
 
     path = tmp_path_factory.mktemp("tiny_gpt2")
     tokenizer = build_word_tokenizer(TASKS["reviews"]().vocabulary())

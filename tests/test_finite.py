@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from compare.models import build_word_tokenizer, load_policy, tiny_gpt2
+from compare.lm.loading import load_policy
+from compare.lm.tiny import build_word_tokenizer, tiny_gpt2
 from compare.runner import run_stage
 from compare.stages import ppo
 from compare.stages.common import Context, NonFiniteError, check_finite, trainer_args

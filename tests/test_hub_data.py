@@ -18,7 +18,8 @@ import torch
 
 from compare import plan
 from compare.cli import main
-from compare.models import build_word_tokenizer, save_model
+from compare.lm.loading import save_model
+from compare.lm.tiny import build_word_tokenizer
 from compare.plan import plan_runs, stage_order
 from compare.preflight import preflight
 from compare.stages.common import make_task

@@ -1,4 +1,4 @@
-"""Model-level tests of the PPO stage, one per row of PPO.md (the pure math is in test_ppo_math.py)."""
+"""Model-level tests of the PPO stage, one per row of docs/ppo.md (the pure math is in test_ppo_math.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import pytest
 import torch
 
 from compare import runner
-from compare.models import (
-    EOS,
-    gather_logprobs,
-    load_policy,
-    reward_scores,
-    sample,
-    save_model,
-    sequence_scores,
-)
+from compare.lm.loading import EOS, load_policy, save_model
+from compare.lm.sampling import gather_logprobs, reward_scores, sample, sequence_scores
 from compare.stages import ppo
 from compare.stages.common import Context
 from compare.stages.ppo import PPOSettings
@@ -193,7 +186,7 @@ def test_step_zero_ratio_is_one_and_kl_to_the_identical_reference_is_zero(
 def test_dropout_is_off_in_every_model(tmp_path, task):
     from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
-    from compare.models import build_word_tokenizer
+    from compare.lm.tiny import build_word_tokenizer
 
     tok = build_word_tokenizer(task.vocabulary())
     config = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2)

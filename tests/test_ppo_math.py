@@ -1,4 +1,4 @@
-"""Unit tests for compare.ppo_math against hand-computed values (PPO.md rows 7, 9-16)."""
+"""Unit tests for compare.ppo_math against hand-computed values (docs/ppo.md rows 7, 9-16)."""
 
 import math
 

@@ -9,7 +9,8 @@ import random
 import pytest
 import torch
 
-from compare.models import left_pad, load_policy, load_reward_model, reward_scores
+from compare.lm.loading import load_policy, load_reward_model
+from compare.lm.sampling import left_pad, reward_scores
 from compare.stages import Job, rloo
 from compare.stages.common import Context
 from compare.stages.rloo import RLOOSettings

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from compare.models import load_policy, load_reward_model
+from compare.lm.loading import load_policy, load_reward_model
 from compare.runner import run_stage
 from compare.stages.common import Context, read_jsonl
 from compare.stages.dpo import DPOSettings
@@ -136,7 +136,8 @@ def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm
 
 
 def test_pad_is_never_sampled_and_has_no_probability(tiny_policy_dir, task):
-    from compare.models import load_policy, sample, token_logprobs
+    from compare.lm.loading import load_policy
+    from compare.lm.sampling import sample, token_logprobs
 
     model, tok = load_policy(tiny_policy_dir)
     with torch.no_grad():
@@ -149,7 +150,8 @@ def test_pad_is_never_sampled_and_has_no_probability(tiny_policy_dir, task):
 
 def test_pad_token_never_shrinks_a_padded_vocabulary(task):
     """A model with spare embedding rows (Pythia-style) keeps them all when the pad token is set."""
-    from compare.models import build_word_tokenizer, ensure_pad_token, tiny_gpt2
+    from compare.lm.loading import ensure_pad_token
+    from compare.lm.tiny import build_word_tokenizer, tiny_gpt2
 
     tokenizer = build_word_tokenizer(task.vocabulary())
     model = tiny_gpt2(tokenizer, n_layer=1, n_head=2, n_embd=16, n_positions=16)

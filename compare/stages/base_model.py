@@ -3,7 +3,7 @@
 Built-in: a tiny GPT-2 with a word-level tokenizer over the task's language, pretrained on the task's
 corpus (good, bad and mixed behaviour alike). Otherwise an external model (a folder, hub id, GGUF file or
 a package shipping one), copied into the cache as a plain float32 model folder with a pad token
-(compare/basemodel.py), so every later stage loads it the same way.
+(compare/lm/external.py), so every later stage loads it the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import json
 import random
 from pathlib import Path
 
-from compare.basemodel import materialize, resolve
-from compare.models import build_word_tokenizer, pretrain, save_model, set_seed, tiny_gpt2
+from compare.lm.external import materialize, resolve
+from compare.lm.loading import save_model, set_seed
+from compare.lm.tiny import build_word_tokenizer, pretrain, tiny_gpt2
 from compare.stages.common import Context, make_task
 from compare.stages.spec import StageSpec
 

@@ -12,7 +12,7 @@ import math
 
 from pydantic import Field
 
-from compare.models import Samples
+from compare.lm.sampling import Samples
 from compare.stages.spec import Produces, Role, StageSettings, StageSpec
 
 

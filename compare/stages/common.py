@@ -7,12 +7,13 @@ import json
 import logging
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from compare.models import device
+from compare.lm.loading import device
 from compare.tasks import TASKS, Task
 
 
@@ -25,20 +26,43 @@ class Context:
     progress: bool = False  # show progress bars (on a terminal)
 
 
-def quiet_libraries(verbose: bool) -> None:
-    """Keep the libraries' logs and progress bars out of the way unless asked for."""
+@contextmanager
+def quiet_libraries(verbose: bool):
+    """For the block: the libraries' logs, progress bars and warnings out of the way unless verbose.
+
+    Everything is put back afterwards (verbosity, progress bars, warning filters), so importing or
+    calling the package leaves the process as it found it.
+    """
+    if verbose:
+        yield
+        return
     import datasets
     import transformers
 
-    if verbose:
-        return
+    accelerate_log = logging.getLogger("accelerate")
+    before = (transformers.logging.get_verbosity(), datasets.logging.get_verbosity(), accelerate_log.level)
+    hf_bars, ds_bars = (
+        transformers.utils.logging.is_progress_bar_enabled(),
+        datasets.is_progress_bar_enabled(),
+    )
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    accelerate_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        transformers.logging.set_verbosity(before[0])
+        datasets.logging.set_verbosity(before[1])
+        accelerate_log.setLevel(before[2])
+        if hf_bars:
+            transformers.utils.logging.enable_progress_bar()
+        if ds_bars:
+            datasets.enable_progress_bars()
 
 
 def make_task(params: dict, inputs: dict[str, Path] | None = None) -> Task:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from compare.models import load_policy, sample
+from compare.lm.loading import load_policy
+from compare.lm.sampling import sample
 from compare.oracle import annotate
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import StageSpec

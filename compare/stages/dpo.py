@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from compare.models import load_policy
+from compare.lm.loading import load_policy
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
 

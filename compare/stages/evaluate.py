@@ -15,14 +15,9 @@ import statistics
 from pathlib import Path
 
 from compare.diversity import ead_n, self_bleu, within_and_across
+from compare.lm.loading import load_policy, load_reward_model
+from compare.lm.sampling import completion_logprobs, reward_scores, sample
 from compare.metrics import distinct_n, pairwise_accuracy, sampled_kl
-from compare.models import (
-    completion_logprobs,
-    load_policy,
-    load_reward_model,
-    reward_scores,
-    sample,
-)
 from compare.stages.best_of_n import best_of_n, bon_kl_bound
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import StageSpec

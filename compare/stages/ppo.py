@@ -3,7 +3,7 @@
 The project's own PPO (TRL removed its trainer); `docs/ppo.md` lists what it must get right, and "row N"
 below points into that table. One rollout batch, top to bottom (see `train`):
 
-    1. roll out      sample responses at temperature T with a KV cache (`compare.models.sample`)
+    1. roll out      sample responses at temperature T with a KV cache (`compare.lm.sampling.sample`)
     2. score         reward-model score at the last token of prompt + response + EOS, or the gold reward;
                      minus a penalty for responses without EOS
     3. KL penalty    r_t = -beta * kl_t per token, the score added on the last response token
@@ -45,22 +45,19 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from compare.metrics import sampled_kl
-from compare.models import (
+from compare.lm.loading import device, ensure_pad_token, load_policy, save_model
+from compare.lm.sampling import (
     completion_logprobs,
-    device,
-    ensure_pad_token,
     gather_logprobs,
     left_pad,
-    load_policy,
     per_token_scores,
     response_logits,
     reward_scores,
     right_pad,
     sample,
-    save_model,
     sequence_scores,
 )
+from compare.metrics import sampled_kl
 from compare.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
@@ -295,7 +292,7 @@ def heldout_metrics(
     return {
         "heldout/gold": sum(gold) / len(gold),
         "heldout/proxy": sum(proxy) / len(proxy) if proxy else math.nan,
-        "heldout/kl": sampled_kl(samples.logprobs, ref_lp),  # as evaluation measures KL (DESIGN.md rule 5)
+        "heldout/kl": sampled_kl(samples.logprobs, ref_lp),  # as evaluation measures KL (docs/design.md rule 5)
     }
 
 
@@ -385,7 +382,9 @@ def sampling(step: int):
 def make_accelerator():
     from accelerate import Accelerator
 
-    cuda = torch.cuda.is_available()  # the devices `compare.models.device` knows: CUDA, else the CPU (gloo)
+    cuda = (
+        torch.cuda.is_available()
+    )  # the devices `compare.lm.loading.device` knows: CUDA, else the CPU (gloo)
     bf16 = cuda and torch.cuda.is_bf16_supported()
     return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
 

@@ -4,13 +4,13 @@ For each prompt the policy samples k completions; completion i's advantage is it
 reward of the other k - 1 (Ahmadian et al. 2024, eq. 5). With beta > 0 the reward is first reduced by
 beta * sum_t (log pi(y_t) - log ref(y_t)), the frozen starting policy being the reference.
 
-Scoring: a reward *function* that calls `compare.models.reward_scores`, not the reward model itself.
+Scoring: a reward *function* that calls `compare.lm.sampling.reward_scores`, not the reward model itself.
 Given a model in `reward_funcs`, TRL 1.16 (`RLOOTrainer._calculate_rewards`) scores `prompt + completion`
 with no EOS, and its completion is `batch_decode(ids, skip_special_tokens=True)`, which for our word-level
 tokenizer has no leading space (so the last prompt word and the first completion word run together).
 TRL's RewardTrainer appended EOS to every training text and the score is read at the last non-pad
 token, so the built-in path would read the score one token early on text the model never saw. The
-function below rebuilds the completion the way `compare.models.sample` writes it (the format of the
+function below rebuilds the completion the way `compare.lm.sampling.sample` writes it (the format of the
 comparisons the reward model learnt from) and scores it with `reward_scores`, which appends EOS: one
 scoring path for this stage, evaluation and best-of-n.
 
@@ -28,14 +28,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from compare.models import (
-    completion_text,
-    load_policy,
-    load_reward_model,
-    position_ids,
-    reward_scores,
-    save_model,
-)
+from compare.lm.loading import load_policy, load_reward_model, save_model
+from compare.lm.sampling import completion_text, position_ids, reward_scores
 from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
 from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
 

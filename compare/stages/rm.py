@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.models import ensure_pad_token
+from compare.lm.loading import ensure_pad_token
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.spec import Data, Job, Produces, Role, StageSpec, TrainSettings
 

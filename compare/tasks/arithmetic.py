@@ -44,7 +44,7 @@ from __future__ import annotations
 import random
 from functools import cached_property
 
-from compare.tasks.base import GoldScore, Task
+from compare.tasks.task import GoldScore, Task
 
 DIGITS = [str(d) for d in range(10)]
 ID_OPERANDS = (10, 99)  # train and ID: two digits

@@ -24,7 +24,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from compare.basemodel import is_local
+from compare.lm.external import is_local
 
 DATA_FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SCORE_BATCH = 32
@@ -87,12 +87,13 @@ def load_split(source: dict[str, Any], split_key: str, columns: dict[str, str | 
 
 
 # -- scoring with a sequence-classification model -----------------------------------------------------------
-@functools.lru_cache(maxsize=2)
 def load_scorer(path: str):
-    """A sequence-classification model and its tokenizer, on the device, in eval mode (cached per process)."""
+    """A sequence-classification model and its tokenizer, on the device, in eval mode.
+
+    Tasks keep the one they load for as long as they live (one stage), not the process."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from compare.models import device
+    from compare.lm.loading import device
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path)
@@ -130,7 +131,7 @@ def _max_length(model, tokenizer) -> int:
 
 
 def classifier_scores(
-    path: str,
+    scorer: tuple,
     texts: list[str],
     pairs: list[str] | None = None,
     positive: int | str | None = None,
@@ -138,12 +139,15 @@ def classifier_scores(
 ) -> list[float]:
     """Scores of `texts` (or of text pairs, `texts[i]` with `pairs[i]`), in batches, without gradients.
 
+    `scorer` is (model, tokenizer) from `load_scorer`; its model's name is in the messages.
+
     A model with one output (a reward model) scores its logit; one with several (a classifier) scores
     the probability of its `positive` label.
     """
     import torch
 
-    model, tokenizer = load_scorer(path)
+    model, tokenizer = scorer
+    path = model.config._name_or_path
     n_labels = model.config.num_labels
     if positive is None and n_labels != 1:
         raise DataError(f"{setting}: {path!r} has {n_labels} outputs; a judge reward model has one")

@@ -33,8 +33,8 @@ from __future__ import annotations
 import random
 from functools import cached_property
 
-from compare.tasks.base import GoldScore, Task
-from compare.tasks.hub import DataError, classifier_scores, is_local, load_split
+from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
+from compare.tasks.task import GoldScore, Task
 
 
 def review_words(text: str) -> list[str]:
@@ -136,10 +136,14 @@ class Imdb(Task):
         return self._rest(rng.choice(self._reviews["test"][0]))
 
     # -- the gold reward --------------------------------------------------------------------------------
+    @cached_property
+    def _classifier(self):
+        return load_scorer(self.data["classifier"])
+
     def golds(self, prompts: list[str], completions: list[str]) -> list[GoldScore]:
         texts = [p + c for p, c in zip(prompts, completions)]
         scores = classifier_scores(
-            self.data["classifier"],
+            self._classifier,
             texts,
             positive=self.data["classifier_positive"],
             setting="classifier_positive",

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from compare.tasks.base import GoldScore, Task
 from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
+from compare.tasks.task import GoldScore, Task
 
 ROLE_NAMES = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
 
@@ -221,17 +221,22 @@ class Preferences(Task):
         return pair.chosen if rng.random() < self.demonstrator_quality else pair.rejected
 
     # -- the gold reward: a judge reward model ---------------------------------------------------------
+    @cached_property
+    def _judge(self):
+        """The judge's (model, tokenizer): named in the data, or trained in the suite (`judge_model`)."""
+        return load_scorer(self.data["judge"] or self.judge_model)
+
     def golds(self, prompts: list[str], completions: list[str]) -> list[GoldScore]:
         if self.data.get("judge"):
-            scores = classifier_scores(self.data["judge"], prompts, pairs=completions, setting="judge")
+            scores = classifier_scores(self._judge, prompts, pairs=completions, setting="judge")
         elif self.judge_model is None:
             raise DataError(
                 f"judge_split: this stage was not given the judge trained on {self.data['judge_split']!r}"
             )
         else:
-            from compare.models import reward_scores
+            from compare.lm.sampling import reward_scores
 
-            scores = reward_scores(*load_scorer(self.judge_model), prompts, completions)
+            scores = reward_scores(*self._judge, prompts, completions)
         return [GoldScore(reward=s, well_formed=True) for s in scores]
 
     def gold(self, prompt: str, completion: str) -> GoldScore:

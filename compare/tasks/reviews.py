@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from functools import cached_property
 
-from compare.tasks.base import GoldScore, Task
+from compare.tasks.task import GoldScore, Task
 
 ID_DOMAINS = {
     "movie": ["plot", "acting", "music", "ending", "dialogue"],

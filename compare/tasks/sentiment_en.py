@@ -61,7 +61,7 @@ import string
 from dataclasses import dataclass
 from functools import cached_property
 
-from compare.tasks.base import GoldScore, Task
+from compare.tasks.task import GoldScore, Task
 
 MIN_WORDS = 3  # fewer words than this is "too little text"
 MIN_FUNCTION_SHARE = 0.2  # fewer function words than this is not English prose

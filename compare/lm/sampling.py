@@ -1,138 +1,17 @@
-"""Models and tokens: the built-in tiny base model, loading any causal LM, sampling and log-probs.
+"""Sampling and log-probs, once for every stage: comparison data, evaluation, online RL.
 
-Sampling and log-prob computation live here once and serve every stage (comparison data, evaluation,
-online RL), so that temperature, padding and position ids are handled the same way everywhere
-(PPO.md rows 2–4).
+Temperature, padding and position ids are handled the same way everywhere (docs/ppo.md rows 2–4): the
+sampler divides logits by the temperature it samples at, left-padded prompts get explicit position ids,
+and every recomputed log-prob uses the same temperature and positions.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
-
-PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# -- tokenizer and tiny base model -----------------------------------------------------------------------
-def build_word_tokenizer(words: list[str]):
-    """A word-level tokenizer over `words`, with a pad token distinct from EOS (PPO.md row 1)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *words])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
-
-
-def tiny_gpt2(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions: int):
-    """A GPT-2-style causal LM with dropout off everywhere (PPO.md row 6)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        summary_first_dropout=0.0,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT2LMHeadModel(config)
-
-
-def pretrain(
-    model, tokenizer, texts: list[str], steps: int, batch_size: int, lr: float, seed: int, desc: str
-):
-    """Next-token pretraining on `texts` (each ends with EOS); a plain loop, the model is tiny."""
-    set_seed(seed)
-    dev = device()
-    model.to(dev).train()
-    enc = tokenizer([t + EOS for t in texts], padding=True, return_tensors="pt")
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    labels = ids.masked_fill(mask == 0, -100)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * max(0.1, 1 - s / steps)
-    )
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in tqdm(range(steps), desc=desc, leave=False, disable=None):
-        idx = torch.randint(0, len(texts), (batch_size,), generator=gen)
-        width = int(mask[idx].sum(1).max())
-        out = model(
-            input_ids=ids[idx, :width].to(dev),
-            attention_mask=mask[idx, :width].to(dev),
-            labels=labels[idx, :width].to(dev),
-        )
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(out.loss.item())
-    model.eval()
-    return losses
-
-
-def load_policy(path: str | Path, **kwargs):
-    """A causal LM and its tokenizer from a folder or hub id; a pad token distinct from EOS is ensured."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    ensure_pad_token(model, tokenizer)
-    model.to(device()).eval()
-    return model, tokenizer
-
-
-def load_reward_model(path: str | Path):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path)
-    model.to(device()).eval()
-    return model, tokenizer
-
-
-def ensure_pad_token(model, tokenizer) -> None:
-    """A pad token distinct from EOS, and an embedding row for every token the tokenizer has.
-
-    Rows are only ever added: a model whose vocabulary is padded beyond the tokenizer (Pythia, say)
-    keeps its rows, and the new pad token takes one of the spare ones.
-    """
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        tokenizer.add_special_tokens({"pad_token": PAD})
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
-
-
-def save_model(model, tokenizer, path: Path) -> None:
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-# -- sampling and log-probs ------------------------------------------------------------------------------
 @dataclass
 class Samples:
     """Completions sampled for a list of prompts; rows are prompt-major (prompt i, sample j)."""
@@ -165,7 +44,7 @@ def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, so a padded row scores like the unpadded one (PPO.md row 2)."""
+    """Positions that skip left padding, so a padded row scores like the unpadded one (docs/ppo.md row 2)."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
@@ -275,7 +154,7 @@ def token_logprobs(model, tokenizer, prompts, completion_ids, temperature: float
 def reward_scores(
     rm, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256
 ) -> list[float]:
-    """Reward-model score of prompt + completion + EOS, read at the last non-pad token (PPO.md row 8).
+    """Reward-model score of prompt + completion + EOS, read at the last non-pad token (docs/ppo.md row 8).
 
     The reward trainer appends EOS to every training text, so scoring does the same.
     """
@@ -291,7 +170,7 @@ def reward_scores(
 
 # -- batched forward passes (shared by evaluation and PPO) ------------------------------------------------
 def response_logits(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float):
-    """Logits / `temperature` that predict each response token, (B, T, V) float32 (PPO.md rows 2-4).
+    """Logits / `temperature` that predict each response token, (B, T, V) float32 (docs/ppo.md rows 2-4).
 
     Prompts (B, P) are left-padded, responses (B, T) right-padded; masks are 1 at real tokens. The
     logit at position t predicts token t + 1, so the response's logits start one position early (row 4);
@@ -307,7 +186,7 @@ def scaled_logits(model, logits: torch.Tensor, temperature: float) -> torch.Tens
     """Logits / temperature in float32, with the pad token ruled out.
 
     Pad is filler, never an output: the policy's distribution excludes it in sampling and in every
-    recomputed log-prob alike, so sampled and recomputed log-probs agree (PPO.md row 3).
+    recomputed log-prob alike, so sampled and recomputed log-probs agree (docs/ppo.md row 3).
     """
     logits = logits.float() / temperature
     config = getattr(model, "config", None) or model.module.config  # DDP wraps the model
@@ -333,7 +212,7 @@ def per_token_scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 
 def sequence_scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Score of each row (B,) read at its last non-pad token (PPO.md row 8); any padding side."""
+    """Score of each row (B,) read at its last non-pad token (docs/ppo.md row 8); any padding side."""
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     last = torch.where(mask.bool(), positions, -1).max(dim=1).values.clamp(min=0)
     return per_token_scores(model, ids, mask).gather(1, last.unsqueeze(1)).squeeze(1)

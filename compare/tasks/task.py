@@ -2,7 +2,7 @@
 
 A task is the *world* an experiment lives in. Training methods see only what the simulated labellers
 produce from it (demonstrations, comparisons); the gold reward is read by evaluation and by the
-annotator, never by a training method (DESIGN.md, fairness rule 3).
+annotator, never by a training method (docs/design.md, fairness rule 3).
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def materialize(source: Source, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compare.models import ensure_pad_token, save_model
+    from compare.lm.loading import ensure_pad_token, save_model
 
     tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs)
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.load_kwargs)
