@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from compare.stats import bootstrap_ci, budget_to_reach, crossover, fit_bon, fit_rl, paired_difference
+from compare.report.stats import bootstrap_ci, budget_to_reach, crossover, fit_bon, fit_rl, paired_difference
 
 
 def test_paired_difference_known_answer():

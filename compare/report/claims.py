@@ -2,7 +2,8 @@
 
 Every sentence here is built from numbers in `results.csv` / `training_logs.csv`; a claim is called
 supported or contradicted only when a seed-paired 95% interval excludes zero, otherwise inconclusive,
-and "not measured" when the suite has no runs that bear on it.
+and "not measured" when the suite has no runs that bear on it. The arms a claim compares are found by
+role (`compare/report/roles.py`), never by name.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from compare.metrics import mean_ci
-from compare.stats import budget_to_reach, crossover, fit_rl, paired_difference
+from compare.report.roles import Column, Roles
+from compare.report.series import curve, fmt, frontier_points, heldout_curves, per_seed, summary, sweep_values
+from compare.report.stats import budget_to_reach, crossover, fit_rl, paired_difference
 
-PREFERENCE_ARMS = ("dpo", "ppo", "rloo", "sft_ppo", "sft_dpo", "rm_ppo", "best_of_n")  # checked in this order
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
     "supported",
     "contradicted",
@@ -30,29 +32,6 @@ class Claim:
     claim: str
     verdict: str
     evidence: str
-
-
-# -- selecting numbers -----------------------------------------------------------------------------------
-def grid_cols(results: pd.DataFrame) -> list[str]:
-    return [c for c in results.columns if c.startswith("grid.")]
-
-
-def per_seed(results: pd.DataFrame, arm: str, metric: str, split: str = "id", **fixed) -> dict[int, float]:
-    """{seed: value} of one arm and split; `fixed` pins grid columns (e.g. budget=256 -> 'grid.budget')."""
-    rows = results[(results["arm"] == arm) & (results["split"] == split)]
-    for col, value in fixed.items():
-        rows = rows[np.isclose(rows[col].astype(float), float(value))] if col in rows else rows
-    rows = rows.dropna(subset=[metric])
-    return rows.groupby("seed")[metric].mean().to_dict()
-
-
-def fmt(mean: float, half: float) -> str:
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
-
-
-def summary(values: dict[int, float]) -> str:
-    mean, half, n = mean_ci(list(values.values()))
-    return f"{fmt(mean, half)} (n={n})"
 
 
 def verdict(diff: dict, positive_supports: bool = True) -> str:
@@ -71,59 +50,27 @@ def diff_text(diff: dict, a: str, b: str, what: str) -> str:
     )
 
 
-def preference_arm(results: pd.DataFrame) -> str | None:
-    arms = set(results["arm"])
-    return next((a for a in PREFERENCE_ARMS if a in arms), None)
-
-
-def sweep_values(results: pd.DataFrame, col: str) -> list[float]:
-    return sorted(results[col].dropna().unique().tolist()) if col in results else []
-
-
-# -- curves ----------------------------------------------------------------------------------------------
-def curve(results: pd.DataFrame, arm: str, col: str, metric: str = "gold_reward", split: str = "id"):
-    """x values of a swept column, mean and CI half-width of `metric` at each, for one arm."""
-    xs, means, halves = [], [], []
-    for x in sweep_values(results[results["arm"] == arm], col):
-        mean, half, n = mean_ci(list(per_seed(results, arm, metric, split, **{col: x}).values()))
-        if n:
-            xs.append(x)
-            means.append(mean)
-            halves.append(0.0 if math.isnan(half) else half)
-    return xs, means, halves
-
-
-def heldout_curves(logs: pd.DataFrame, arm: str) -> pd.DataFrame:
-    """PPO's held-out checks over training, averaged over seeds: step, kl, gold, proxy."""
-    if logs.empty or "heldout/gold" not in logs:
-        return pd.DataFrame()
-    rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna()]
-    if rows.empty:
-        return pd.DataFrame()
-    cols = {"heldout/kl": "kl", "heldout/gold": "gold", "heldout/proxy": "proxy"}
-    return rows.groupby("step")[list(cols)].mean().rename(columns=cols).reset_index()
-
-
 # -- per-axis statements ---------------------------------------------------------------------------------
-def data_needs_statements(results: pd.DataFrame, arms: list[str]) -> list[str]:
-    col = "grid.budget.units"
+def data_needs_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
+    col = Column.BUDGET
     budgets = sweep_values(results, col)
     if len(budgets) < 2:
         return []
     lines = []
-    base = mean_ci(list(per_seed(results, "base", "gold_reward").values()))[0] if "base" in arms else 0.0
-    for arm in arms:
+    base_arm = roles.base
+    base = mean_ci(list(per_seed(results, base_arm, "gold_reward").values()))[0] if base_arm else 0.0
+    for arm in roles.names:
         xs, ys, _ = curve(results, arm, col)
-        if len(xs) >= 2 and arm != "base":
+        if len(xs) >= 2 and not roles.is_base(arm):
             b90 = budget_to_reach(xs, ys, 0.9, baseline=base)
             best = max(ys)
             reach = f"{b90:.0f} units" if not math.isnan(b90) else "no budget in the sweep"
             lines.append(
                 f"**{arm}** reached 90% of its best gain over the base model (best ID gold {best:.3f}) at {reach}."
             )
-    pref = preference_arm(results)
-    if "sft" in arms and pref:
-        xs, sft_y, _ = curve(results, "sft", col)
+    sft, pref = roles.imitation, roles.preference
+    if sft and pref:
+        xs, sft_y, _ = curve(results, sft, col)
         xs2, pref_y, _ = curve(results, pref, col)
         if xs == xs2 and len(xs) >= 2:
             x = crossover(xs, sft_y, pref_y)
@@ -134,9 +81,9 @@ def data_needs_statements(results: pd.DataFrame, arms: list[str]) -> list[str]:
     return lines
 
 
-def generalisation_statements(results: pd.DataFrame, arms: list[str]) -> list[str]:
+def generalisation_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
     lines = []
-    for arm in arms:
+    for arm in roles.names:
         ids, oods = per_seed(results, arm, "gold_reward", "id"), per_seed(results, arm, "gold_reward", "ood")
         gap = paired_difference(ids, oods)
         if gap["n"]:
@@ -147,37 +94,35 @@ def generalisation_statements(results: pd.DataFrame, arms: list[str]) -> list[st
 
 
 # -- claims ----------------------------------------------------------------------------------------------
-def check_claims(results: pd.DataFrame, logs: pd.DataFrame) -> list[Claim]:
-    arms = set(results["arm"])
-    pref = preference_arm(results)
-    has_sft = "sft" in arms
-    claims = [
-        _claim_data_needs(results, pref, has_sft),
-        _claim_noise(results, pref, has_sft),
-        _claim_ood(results, pref, has_sft),
-        _claim_diversity(results, pref, has_sft),
-        _claim_beyond_demonstrator(results, pref, has_sft),
-        _claim_overoptimisation(results, logs),
-        _claim_frontier(results),
-        _claim_dpo_vs_preferred(results),
+def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> list[Claim]:
+    """The claims table; `roles` selects among the arms that have results (`Roles.of(suite, present)`)."""
+    pref, sft = roles.preference, roles.imitation
+    return [
+        _claim_data_needs(results, pref, sft),
+        _claim_noise(results, pref, sft),
+        _claim_ood(results, pref, sft),
+        _claim_diversity(results, pref, sft),
+        _claim_beyond_demonstrator(results, pref, sft),
+        _claim_overoptimisation(logs, roles),
+        _claim_frontier(results, roles),
+        _claim_dpo_vs_preferred(results, roles),
     ]
-    return claims
 
 
 def _missing(text: str, why: str) -> Claim:
     return Claim(text, NOT_MEASURED, why)
 
 
-def _claim_data_needs(results, pref, has_sft) -> Claim:
+def _claim_data_needs(results, pref, sft) -> Claim:
     text = "SFT needs more labelled data than RLHF for the same quality."
-    col = "grid.budget.units"
-    if not (pref and has_sft) or len(sweep_values(results, col)) < 2:
+    col = Column.BUDGET
+    if not (pref and sft) or len(sweep_values(results, col)) < 2:
         return _missing(text, "needs SFT and a preference arm over a budget sweep")
     wins, losses, parts = [], [], []
     for b in sweep_values(results, col):
         d = paired_difference(
             per_seed(results, pref, "gold_reward", **{col: b}),
-            per_seed(results, "sft", "gold_reward", **{col: b}),
+            per_seed(results, sft, "gold_reward", **{col: b}),
         )
         parts.append(f"{b:g}: {fmt(d['mean'], d['half_width'])}")
         if d["n"] >= 2 and d["significant"]:
@@ -187,7 +132,7 @@ def _claim_data_needs(results, pref, has_sft) -> Claim:
         v = SUPPORTED
     elif losses and not wins:
         v = CONTRADICTED
-    return Claim(text, v, f"ID gold {pref} − sft by budget: " + "; ".join(parts))
+    return Claim(text, v, f"ID gold {pref} − {sft} by budget: " + "; ".join(parts))
 
 
 def _drop(results, arm, col, best_first: bool) -> dict[int, float]:
@@ -202,56 +147,55 @@ def _drop(results, arm, col, best_first: bool) -> dict[int, float]:
     return {s: good[s] - bad[s] for s in good.keys() & bad.keys()}
 
 
-def _claim_noise(results, pref, has_sft) -> Claim:
+def _claim_noise(results, pref, sft) -> Claim:
     text = "RLHF tolerates noisy feedback better than SFT tolerates bad demonstrations."
-    noise_col = "grid.task.annotator.flip_rate"
-    quality_col = "grid.task.demonstrator_quality"
-    if not (pref and has_sft) or noise_col not in results or quality_col not in results:
+    noise_col, quality_col = Column.LABEL_NOISE, Column.DEMONSTRATOR_QUALITY
+    if not (pref and sft) or noise_col not in results or quality_col not in results:
         return _missing(text, "needs a flip-rate sweep and a demonstrator-quality sweep")
     pref_drop = _drop(results, pref, noise_col, best_first=True)  # clean labels -> noisiest
-    sft_drop = _drop(results, "sft", quality_col, best_first=False)  # best demonstrator -> worst
+    sft_drop = _drop(results, sft, quality_col, best_first=False)  # best demonstrator -> worst
     d = paired_difference(sft_drop, pref_drop)
     evidence = (
         f"gold lost from cleanest to noisiest labels, {pref}: {summary(pref_drop)}; from best to worst "
-        f"demonstrator, sft: {summary(sft_drop)}; " + diff_text(d, "sft loss", f"{pref} loss", "")
+        f"demonstrator, {sft}: {summary(sft_drop)}; " + diff_text(d, f"{sft} loss", f"{pref} loss", "")
     )
     return Claim(text, verdict(d), evidence)
 
 
-def _claim_ood(results, pref, has_sft) -> Claim:
+def _claim_ood(results, pref, sft) -> Claim:
     text = "RLHF generalises better out of distribution than SFT (smaller ID − OOD gap)."
-    if not (pref and has_sft):
+    if not (pref and sft):
         return _missing(text, "needs SFT and a preference arm")
     gap = {
         arm: {
             s: v - per_seed(results, arm, "gold_reward", "ood").get(s, math.nan)
             for s, v in per_seed(results, arm, "gold_reward", "id").items()
         }
-        for arm in ("sft", pref)
+        for arm in (sft, pref)
     }
-    d = paired_difference(gap["sft"], gap[pref])
-    evidence = f"gap sft {summary(gap['sft'])}, {pref} {summary(gap[pref])}; " + diff_text(
-        d, "sft", pref, "gap"
+    d = paired_difference(gap[sft], gap[pref])
+    evidence = f"gap {sft} {summary(gap[sft])}, {pref} {summary(gap[pref])}; " + diff_text(
+        d, sft, pref, "gap"
     )
     return Claim(text, verdict(d), evidence)
 
 
-def _claim_diversity(results, pref, has_sft) -> Claim:
+def _claim_diversity(results, pref, sft) -> Claim:
     text = "RLHF reduces output diversity compared with SFT (distinct-2 across prompts)."
-    if not (pref and has_sft):
+    if not (pref and sft):
         return _missing(text, "needs SFT and a preference arm")
     metric = "distinct_2_across" if "distinct_2_across" in results else "distinct_2"
-    d = paired_difference(per_seed(results, "sft", metric), per_seed(results, pref, metric))
-    return Claim(text, verdict(d), diff_text(d, "sft", pref, metric))
+    d = paired_difference(per_seed(results, sft, metric), per_seed(results, pref, metric))
+    return Claim(text, verdict(d), diff_text(d, sft, pref, metric))
 
 
-def _claim_beyond_demonstrator(results, pref, has_sft) -> Claim:
+def _claim_beyond_demonstrator(results, pref, sft) -> Claim:
     text = "Preference learning can exceed the demonstrator's quality while SFT is capped by it."
-    if not (pref and has_sft) or "demonstrator_gold" not in results:
+    if not (pref and sft) or "demonstrator_gold" not in results:
         return _missing(text, "needs SFT, a preference arm and the demonstrator's gold reward")
-    demo = per_seed(results, "sft", "demonstrator_gold")
+    demo = per_seed(results, sft, "demonstrator_gold")
     d_pref = paired_difference(per_seed(results, pref, "gold_reward"), demo)
-    d_sft = paired_difference(per_seed(results, "sft", "gold_reward"), demo)
+    d_sft = paired_difference(per_seed(results, sft, "gold_reward"), demo)
     pref_above = d_pref["significant"] and d_pref["mean"] > 0
     sft_above = d_sft["significant"] and d_sft["mean"] > 0
     v = (
@@ -263,16 +207,16 @@ def _claim_beyond_demonstrator(results, pref, has_sft) -> Claim:
         f"demonstrator ID gold {summary(demo)}; "
         + diff_text(d_pref, pref, "demonstrator", "")
         + "; "
-        + diff_text(d_sft, "sft", "demonstrator", "")
+        + diff_text(d_sft, sft, "demonstrator", "")
     )
     return Claim(text, v, evidence)
 
 
-def _claim_overoptimisation(results, logs) -> Claim:
+def _claim_overoptimisation(logs, roles: Roles) -> Claim:
     text = "Optimising a proxy reward model past a point lowers the gold reward."
     if logs.empty or "heldout/gold" not in logs:
         return _missing(text, "needs an online-RL arm against a reward model (training curves)")
-    rl_arms = [a for a in logs["arm"].unique() if a != "ppo_gold"]
+    rl_arms = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]  # an oracle has no proxy
     for arm in rl_arms:
         rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
         if rows.empty:
@@ -301,29 +245,6 @@ def _claim_overoptimisation(results, logs) -> Claim:
     return _missing(text, "no online-RL training curves with a reward model")
 
 
-STRENGTH_SETTINGS = ("beta", "kl_coef", "target_kl", "n")  # how hard each method pulls from the base
-
-
-def strength_columns(results: pd.DataFrame, arm: str) -> list[str]:
-    """Grid columns that sweep the strength of one of `arm`'s stages (DPO beta, PPO KL coefficient, n)."""
-    rows = results[results["arm"] == arm]
-    return [
-        c
-        for c in grid_cols(results)
-        if ".stages." in c and c.rsplit(".", 1)[-1] in STRENGTH_SETTINGS and rows[c].nunique() > 1
-    ]
-
-
-def frontier_points(results: pd.DataFrame, arm: str) -> list[tuple[float, float]]:
-    """(KL, gold) on ID prompts at each strength setting of one arm, mean over seeds (and other settings)."""
-    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
-    keys = strength_columns(results, arm)
-    if not keys or rows.empty:
-        return []
-    pts = rows.groupby(keys)[["kl_to_base", "gold_reward"]].mean()
-    return [(float(k), float(g)) for k, g in pts.itertuples(index=False)]
-
-
 def dominated_share(points: list[tuple[float, float]], by: list[tuple[float, float]]) -> float:
     """Share of `points` for which some point of `by` has no more KL and at least as much gold."""
     if not points or not by:
@@ -331,10 +252,11 @@ def dominated_share(points: list[tuple[float, float]], by: list[tuple[float, flo
     return sum(any(k2 <= k and g2 >= g for k2, g2 in by) for k, g in points) / len(points)
 
 
-def _claim_frontier(results) -> Claim:
+def _claim_frontier(results, roles: Roles) -> Claim:
     text = "DPO's reward–KL frontier dominates PPO's."
-    ppo_arm = next((a for a in ("ppo", "sft_ppo", "rm_ppo") if a in set(results["arm"])), None)
-    dpo, ppo = frontier_points(results, "dpo"), frontier_points(results, ppo_arm) if ppo_arm else []
+    dpo_arm, ppo_arm = roles.dpo, roles.online_rl
+    dpo = frontier_points(results, roles, dpo_arm) if dpo_arm else []
+    ppo = frontier_points(results, roles, ppo_arm) if ppo_arm else []
     if len(dpo) < 2 or len(ppo) < 2:
         return _missing(text, "needs a strength sweep (DPO beta, PPO KL coefficient) of both methods")
     ppo_dominated, dpo_dominated = dominated_share(ppo, dpo), dominated_share(dpo, ppo)
@@ -348,12 +270,10 @@ def _claim_frontier(results) -> Claim:
     return Claim(text, v, evidence)
 
 
-def _claim_dpo_vs_preferred(results) -> Claim:
+def _claim_dpo_vs_preferred(results, roles: Roles) -> Claim:
     text = "DPO beats SFT on the chosen responses of the same comparisons (preferred-FT)."
-    arms = set(results["arm"])
-    if not {"dpo", "preferred_ft"} <= arms:
+    dpo, control = roles.dpo, roles.imitation_control
+    if not (dpo and control):
         return _missing(text, "needs dpo and preferred_ft arms")
-    d = paired_difference(
-        per_seed(results, "dpo", "gold_reward"), per_seed(results, "preferred_ft", "gold_reward")
-    )
-    return Claim(text, verdict(d), diff_text(d, "dpo", "preferred_ft", "ID gold"))
+    d = paired_difference(per_seed(results, dpo, "gold_reward"), per_seed(results, control, "gold_reward"))
+    return Claim(text, verdict(d), diff_text(d, dpo, control, "ID gold"))

@@ -1,0 +1,155 @@
+"""The files of a report folder: writing them after a run, reading them back (each checked), rebuilding.
+
+A report folder holds `results.csv` (one row per run and split), `samples.csv` (one row per sample),
+`training_logs.csv`, `suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
+failed), `report.md` and `plots/`. The report is built only from these, so it can be rebuilt at will.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from compare.report.claims import check_claims
+from compare.report.figures import report_figures
+from compare.report.render import render_markdown
+from compare.report.roles import Roles
+from compare.suite import Suite, one_line
+
+
+class ReportError(Exception):
+    """A report folder whose saved files cannot be trusted, said in one line."""
+
+
+FAILED_RUNS = "failed_runs.csv"  # arm, point, seed, stage, reason, log of every run that has no results
+
+
+def write_report(
+    out: Path, suite: Suite, results, samples, logs, stage_seconds: dict[str, float], failed: list[dict] = ()
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "results.csv", index=False)
+    samples.to_csv(out / "samples.csv", index=False)
+    logs.to_csv(out / "training_logs.csv", index=False)
+    if failed:
+        pd.DataFrame(failed).to_csv(out / FAILED_RUNS, index=False)
+    (out / "suite.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
+    (out / "provenance.json").write_text(json.dumps(provenance(stage_seconds), indent=1))
+    rebuild_report(out)
+
+
+def provenance(timings: dict[str, float]) -> dict:
+    import torch
+    import transformers
+    import trl
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit or None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "stage_seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+
+
+def read_csv_checked(
+    path: Path, required: tuple[str, ...] = (), rows: bool = True, fields: bool = False, **read
+) -> pd.DataFrame:
+    """A CSV the harness wrote, or a one-line ReportError: missing, empty, header only, cut short, columns."""
+    if not path.exists():
+        raise ReportError(f"{path}: missing")
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        raise ReportError(f"{path}: empty")
+    if not text.endswith("\n"):
+        raise ReportError(f"{path}: cut short (the last row has no line end); the file is incomplete")
+    try:
+        frame = pd.read_csv(path, **read)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    if rows and frame.empty:
+        raise ReportError(f"{path}: has a header but no rows")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}")
+    if not fields:
+        return frame
+    with path.open(newline="") as f:  # a row cut mid-way has fewer fields than the header (numbers only:
+        # free text such as completions may hold a lone carriage return that csv and pandas read apart)
+        reader = csv.reader(f)
+        width = len(next(reader))
+        for line, row in enumerate(reader, 2):
+            if row and len(row) != width:
+                raise ReportError(f"{path}: line {line}: {len(row)} fields, the header has {width}")
+    return frame
+
+
+def read_saved(folder: Path):
+    """Every file a report is built from, each checked; raises ReportError (one line) on the first problem."""
+    suite_path = folder / "suite.yaml"
+    if not suite_path.exists():
+        raise ReportError(f"{suite_path}: missing (not a report folder written by `run`)")
+    try:
+        data = yaml.safe_load(suite_path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ReportError(f"{suite_path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{suite_path}: not a saved suite (a mapping of keys)")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as err:
+        raise ReportError(str(one_line(suite_path, err))) from None
+    results = read_csv_checked(
+        folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"), fields=True
+    )
+    samples = read_csv_checked(
+        folder / "samples.csv", ("arm", "seed", "split"), rows=False, keep_default_na=False, na_values=[""]
+    )
+    logs_path = folder / "training_logs.csv"
+    logs = pd.DataFrame()
+    if logs_path.exists() and logs_path.stat().st_size > 1:
+        logs = read_csv_checked(logs_path, rows=False)
+    failed_path = folder / FAILED_RUNS
+    failed = (
+        read_csv_checked(failed_path, rows=False, keep_default_na=False) if failed_path.exists() else None
+    )
+    prov_path = folder / "provenance.json"
+    try:
+        prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f"{prov_path}: not valid JSON ({e})") from None
+    if not isinstance(prov, dict):
+        raise ReportError(f"{prov_path}: not a provenance record (a JSON object)")
+    return suite, results, samples, logs, prov, failed
+
+
+def rebuild_report(folder: Path) -> None:
+    """Report.md and its plots from the saved files; nothing is written unless every file reads cleanly."""
+    suite, results, samples, logs, prov, failed = read_saved(folder)
+    out = folder / "plots"
+    out.mkdir(exist_ok=True)
+    roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
+    figures = report_figures(results, logs, roles, out)
+    claims = check_claims(results, logs, roles)
+    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
+    tmp = folder / ".report.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, folder / "report.md")

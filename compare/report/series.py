@@ -1,0 +1,78 @@
+"""Numbers read out of the saved results for the tables, figures and claims: per-seed values, curves over a
+swept setting, held-out curves of online RL, reward–KL frontier points; and how they are written.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from compare.metrics import mean_ci
+from compare.report.roles import Roles
+
+
+def grid_cols(results: pd.DataFrame) -> list[str]:
+    return [c for c in results.columns if c.startswith("grid.")]
+
+
+def per_seed(results: pd.DataFrame, arm: str, metric: str, split: str = "id", **fixed) -> dict[int, float]:
+    """{seed: value} of one arm and split; `fixed` pins grid columns (e.g. budget=256 -> 'grid.budget')."""
+    rows = results[(results["arm"] == arm) & (results["split"] == split)]
+    for col, value in fixed.items():
+        rows = rows[np.isclose(rows[col].astype(float), float(value))] if col in rows else rows
+    rows = rows.dropna(subset=[metric])
+    return rows.groupby("seed")[metric].mean().to_dict()
+
+
+def fmt(mean: float, half: float) -> str:
+    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def summary(values: dict[int, float]) -> str:
+    mean, half, n = mean_ci(list(values.values()))
+    return f"{fmt(mean, half)} (n={n})"
+
+
+def sweep_values(results: pd.DataFrame, col: str) -> list[float]:
+    return sorted(results[col].dropna().unique().tolist()) if col in results else []
+
+
+def curve(results: pd.DataFrame, arm: str, col: str, metric: str = "gold_reward", split: str = "id"):
+    """x values of a swept column, mean and CI half-width of `metric` at each, for one arm."""
+    xs, means, halves = [], [], []
+    for x in sweep_values(results[results["arm"] == arm], col):
+        mean, half, n = mean_ci(list(per_seed(results, arm, metric, split, **{col: x}).values()))
+        if n:
+            xs.append(x)
+            means.append(mean)
+            halves.append(0.0 if math.isnan(half) else half)
+    return xs, means, halves
+
+
+def heldout_curves(logs: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """PPO's held-out checks over training, averaged over seeds: step, kl, gold, proxy."""
+    if logs.empty or "heldout/gold" not in logs:
+        return pd.DataFrame()
+    rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    cols = {"heldout/kl": "kl", "heldout/gold": "gold", "heldout/proxy": "proxy"}
+    return rows.groupby("step")[list(cols)].mean().rename(columns=cols).reset_index()
+
+
+def strength_columns(results: pd.DataFrame, roles: Roles, arm: str, stage: str | None = None) -> list[str]:
+    """The strength columns of `arm`'s stages (see `Roles.strength_columns`) that vary over its runs."""
+    rows = results[results["arm"] == arm]
+    return [c for c in roles.strength_columns(arm, grid_cols(results), stage) if rows[c].nunique() > 1]
+
+
+def frontier_points(results: pd.DataFrame, roles: Roles, arm: str) -> list[tuple[float, float]]:
+    """(KL, gold) on ID prompts at each strength setting of one arm, mean over seeds (and other settings)."""
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    keys = strength_columns(results, roles, arm)
+    if not keys or rows.empty:
+        return []
+    pts = rows.groupby(keys)[["kl_to_base", "gold_reward"]].mean()
+    return [(float(k), float(g)) for k, g in pts.itertuples(index=False)]
