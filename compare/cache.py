@@ -7,7 +7,9 @@ interrupted stage leaves only a temporary folder, which a later run clears and r
 Many processes (several runs, or the workers of one) may share a cache. Each stage has a lock
 (`.locks/<stage>.lock`, an OS file lock through `filelock`: the kernel releases it when its process dies,
 so a crashed run leaves no stale lock). Whoever holds a stage's lock is the only one computing it; the
-others wait, then find it complete and use it. The harness never removes a complete stage folder.
+others wait, then find it complete and use it. The harness never removes a complete stage folder on its
+own; `sft-vs-rlhf cache prune` does when asked (`remove`: under the stage's lock, and only a complete
+stage folder directly inside the cache; `compare/cache_commands.py`, docs/cache.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -26,6 +29,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 MARKER = "COMPLETE"
+PARENT = "parent.json"  # in a stage stored as a LoRA adapter: the stage folder it was trained from
+STAGE_NAME = re.compile(r"[a-z][a-z0-9_]*-[0-9a-f]{16}")  # <kind>-<key>: every folder the cache holds
+LEFTOVER = re.compile(r"\.tmp-([a-z][a-z0-9_]*-[0-9a-f]{16})-(?:incomplete-)?[0-9]+")  # an interrupted write
 LOCKS = ".locks"
 LOGS = "logs"  # the log of a stage that failed: <stage>.failed.log
 
@@ -127,15 +133,16 @@ class StageCache:
     def _clear_leftovers(self, name: str) -> None:
         """Temporary folders of `name` left by interrupted processes (its lock is held: none is in use)."""
         for tmp in self.root.glob(f".tmp-{name}-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+            match = LEFTOVER.fullmatch(tmp.name)
+            if match and match.group(1) == name:  # only names the cache itself writes
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def clear_stale(self) -> None:
         """Remove the temporary folders of interrupted stages that nobody is computing now."""
         if not self.root.exists():
             return
-        names = {tmp.name[len(".tmp-") :].rsplit("-", 1)[0] for tmp in self.root.glob(".tmp-*")}
+        names = {m.group(1) for tmp in self.root.glob(".tmp-*") if (m := LEFTOVER.fullmatch(tmp.name))}
         for name in names:
-            name = name.removesuffix("-incomplete")
             lock = FileLock(self._lock_file(name), thread_local=False)
             try:
                 lock.acquire(timeout=0)
@@ -145,6 +152,56 @@ class StageCache:
                 self._clear_leftovers(name)
             finally:
                 lock.release()
+
+    # -- what it holds, and removing a stage ----------------------------------------------------------------
+    def stage_names(self) -> list[str]:
+        """The complete stage folders directly inside the cache (not links), by name, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if self._is_stage_folder(p.name))
+
+    def _is_stage_folder(self, name: str) -> bool:
+        """A stage's name whose folder is directly inside the root, is no link, and carries the marker."""
+        if not STAGE_NAME.fullmatch(name):
+            return False
+        folder = self.path(name)
+        return (
+            not folder.is_symlink()
+            and folder.is_dir()
+            and folder.resolve().parent == self.root.resolve()
+            and (folder / MARKER).is_file()
+        )
+
+    def remove(self, name: str) -> bool:
+        """Remove the complete stage folder `name`; False, removing nothing, if another process holds its lock.
+
+        Under the stage's lock (so no process computes or publishes it meanwhile), the folder is first
+        renamed out of sight in one atomic step (a later `clear_stale` finishes an interrupted removal),
+        then deleted. Raises ValueError for anything that is not a complete stage folder of this cache.
+        """
+        if not self._is_stage_folder(name):
+            raise ValueError(f"{self.path(name)}: not a complete stage folder of the cache {self.root}")
+        lock = FileLock(self._lock_file(name), thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        try:
+            if not self._is_stage_folder(name):  # removed by another process meanwhile
+                return False
+            aside = self.root / f".tmp-{name}-incomplete-{os.getpid()}"
+            os.replace(self.path(name), aside)
+            shutil.rmtree(aside)
+        finally:
+            lock.release()
+        return True
+
+    def in_flight(self) -> list[str]:
+        """Stages another process is computing now: a temporary folder whose stage lock is held."""
+        if not self.root.exists():
+            return []
+        names = {m.group(1) for tmp in self.root.glob(".tmp-*") if (m := LEFTOVER.fullmatch(tmp.name))}
+        return sorted(n for n in names if self.is_locked(n))
 
     # -- failures ------------------------------------------------------------------------------------------
     def failure_log(self, name: str) -> Path:
