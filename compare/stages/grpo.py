@@ -1,0 +1,167 @@
+"""Stage `grpo`: Group Relative Policy Optimisation with TRL's GRPOTrainer.
+
+For each prompt the policy samples a group of k completions; completion i's advantage is its reward
+minus the group's mean, divided by the group's standard deviation (Shao et al. 2024, DeepSeekMath,
+sec. 4.1.2; `scale_rewards: none` leaves out the division, as Dr. GRPO recommends). The policy loss is
+PPO's clipped surrogate on those advantages, per token, aggregated over tokens as `loss_type` says; with
+beta > 0 a per-token KL penalty to the frozen starting policy (the k3 estimator) is added to the loss,
+not to the reward.
+
+The reward is the arm's reward model (`reward: reward_model`, an `rm` before it in the recipe) or the
+task's verifier (`reward: verifier`: RL with verifiable rewards, e.g. arithmetic's exact answer, which no
+annotation pays for). Either way it goes through `compare.lm.sampling.reward_function`, the reward path
+RLOO uses (completion text rebuilt as our sampler writes it, EOS appended for the reward model), and the
+policy and reference get left-padding-proof position ids (`use_mask_positions`); see
+`compare/stages/rloo.py` for why each is needed. The gold reward is never a training signal here
+(docs/design.md, fairness rule 3).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from compare.lm.loading import load_policy, load_reward_model
+from compare.lm.sampling import reward_function, reward_scores, use_mask_positions
+from compare.stages.common import (
+    Context,
+    lora_config,
+    make_task,
+    point_reference_at_start,
+    train_and_save,
+    trainer_args,
+)
+from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
+
+
+class GRPOSettings(StageSettings):
+    """TRL's GRPOTrainer against the reward model or the task's verifier."""
+
+    reward: Literal["reward_model", "verifier"] = Field(
+        "reward_model",
+        description="What rewards a completion: the arm's reward model (an rm before it in the recipe) or "
+        "the task's verifier (tasks with checkable answers, e.g. arithmetic; costs no annotation).",
+    )
+    episodes: int = Field(512, ge=1, description="Prompts used in all.")
+    num_generations: int = Field(4, ge=2, description="Completions per prompt (the group).")
+    batch_size: int = Field(16, ge=2, description="Completions per optimiser step.")
+    lr: float = Field(3e-4, gt=0, description="Learning rate.")
+    beta: float = Field(
+        0.05, ge=0, description="KL coefficient to the starting policy, in the loss (0: no reference)."
+    )
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
+        "dapo",
+        description="How per-token losses are aggregated (TRL's loss_type): grpo = mean per sequence, then "
+        "over sequences; bnpo/dapo = over all tokens of the batch; dr_grpo = divided by max_new_tokens.",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Divide advantages by the group's reward std (GRPO), the batch's, or not (Dr. GRPO).",
+    )
+    epsilon: float = Field(0.2, gt=0, description="Clip range of the policy ratio.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
+    lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
+
+    @model_validator(mode="after")
+    def _groups_fit(self):
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations})"
+            )
+        return self
+
+
+def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    trainer = build_trainer(job, out, inputs, ctx)
+    train_and_save(trainer, out, ctx)
+
+
+def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
+    """The configured GRPOTrainer, ready to train (split from `run` so tests can inspect it)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    train, seed = job.settings, job.seed
+    task = make_task(job.task)  # prompts and the verifier; never the gold reward
+    rng = random.Random(f"grpo-{seed}")
+    pool = task.prompts("train")
+    data = Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(train.episodes)]})
+
+    policy_path = str(inputs["model"])
+    model, tokenizer = load_policy(policy_path)
+    if train.beta > 0 and not train.lora_r:  # with LoRA, TRL's reference is the adapter disabled
+        point_reference_at_start(model, tokenizer, policy_path, out)
+    use_mask_positions(model)
+    if train.reward == "verifier":
+        if task.verifier_rewards(pool[:1], [""]) is None:
+            raise ValueError(f"task {task.name!r} has no verifier: use reward: reward_model")
+        score = reward_function(tokenizer, task.verifier_rewards, "verifier")
+    else:
+        rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
+        score = reward_function(
+            tokenizer, lambda prompts, texts: reward_scores(rm, rm_tokenizer, prompts, texts), "reward_model"
+        )
+
+    # One epoch over `episodes` prompts, each sampled `num_generations` times: episodes * k completions,
+    # `batch_size` of them per optimiser step, one generation per step (on-policy: num_iterations 1).
+    optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr)
+    args = trainer_args(
+        GRPOConfig,
+        optimiser,
+        seed,
+        out,
+        ctx,
+        num_generations=train.num_generations,
+        max_completion_length=train.max_new_tokens,
+        temperature=train.temperature,
+        beta=train.beta,
+        loss_type=train.loss_type,
+        scale_rewards=train.scale_rewards,
+        epsilon=train.epsilon,
+        disable_dropout=True,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=score,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=lora_config(train.lora_r, "CAUSAL_LM"),
+    )
+    if trainer.ref_model is not None:
+        use_mask_positions(trainer.ref_model)
+    shutil.rmtree(out / "start", ignore_errors=True)  # the reference is loaded; the copy is not needed
+    return trainer
+
+
+def workload(s: GRPOSettings) -> tuple[int, int, str]:
+    """Its episodes' prompts are one dataset, built before training; every prompt has k completions."""
+    tokens = s.episodes * s.num_generations * s.max_new_tokens
+    return (
+        s.episodes,
+        tokens,
+        f"{s.episodes} episodes x {s.num_generations} completions x {s.max_new_tokens} tokens",
+    )
+
+
+SPEC = StageSpec(
+    kind="grpo",
+    version=1,
+    run=run,
+    description="GRPO against the reward model or the task's verifier (TRL GRPOTrainer).",
+    settings=GRPOSettings,
+    role=Role.ONLINE_RL,
+    needs_reward_model=lambda s: s.reward == "reward_model",
+    needs_verifier=lambda s: s.reward == "verifier",
+    reads_task=True,
+    memory=(24, 8),  # policy trained, reference and reward model frozen
+    strength="beta",
+    objective=("reward", "reward ↑ (RM score or verifier)"),
+    distributed=True,
+    workload=workload,
+)
