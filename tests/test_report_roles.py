@@ -82,10 +82,10 @@ def test_renamed_arms_give_the_same_report(tmp_path):
     assert main(["report", str(same)]) == 0 and main(["report", str(renamed)]) == 0
     before, after = (same / "report.md").read_text(), (renamed / "report.md").read_text()
     claims = claims_table(after)
-    assert len(claims) == 8
+    assert len(claims) == 13
     assert [named_back(c, RENAMES) for c in claims] == claims_table(before)
     # as in the example itself, which sweeps no budget, noise or DPO beta
-    assert sum(NOT_MEASURED in c for c in claims) == 3
+    assert sum(NOT_MEASURED in c for c in claims) == 7
     assert "prefopt" in "".join(claims) and "imitation" in "".join(claims)
     assert "### Differences from imitation, paired by seed" in after
     assert named_back(after, RENAMES) == before  # every table, statement and figure list too
@@ -93,29 +93,40 @@ def test_renamed_arms_give_the_same_report(tmp_path):
 
 # -- every claim, on synthetic results with every sweep ---------------------------------------------------
 def synthetic(names: dict[str, str]):
-    """Results and logs with a budget, noise, demonstrator, DPO beta and PPO KL sweep; arms renamed."""
+    """Results and logs with a budget, noise, demonstrator, DPO beta, PPO KL, best-of-n and labeller length
+    bias sweep, every evaluation split and the forward KL; arms renamed."""
     rng = np.random.default_rng(0)
     sft, dpo, ppo = (names.get(a, a) for a in ("sft", "dpo", "ppo"))
-    recipes = {"base": [], sft: ["sft"], "preferred_ft": ["preferred_ft"], dpo: ["dpo"], ppo: ["rm", "ppo"]}
-    strength = {dpo: f"grid.arms.{dpo}.stages.dpo.beta", ppo: f"grid.arms.{ppo}.stages.ppo.kl_coef"}
+    bon = names.get("best_of_n", "best_of_n")
+    recipes = {
+        "base": [], sft: ["sft"], "preferred_ft": ["preferred_ft"], dpo: ["dpo"], ppo: ["rm", "ppo"],
+        bon: ["rm", "best_of_n"],
+    }  # fmt: skip
+    strength = {
+        dpo: f"grid.arms.{dpo}.stages.dpo.beta",
+        ppo: f"grid.arms.{ppo}.stages.ppo.kl_coef",
+        bon: f"grid.arms.{bon}.stages.best_of_n.n",
+    }
+    splits = ("id", "ood", "ood_opener", "ood_format", "prior")
     rows = []
     for arm, seed, budget, flip, quality, split in itertools.product(
-        recipes, range(3), (32, 64), (0.0, 0.3), (0.3, 0.9), ("id", "ood")
+        recipes, range(3), (32, 64), (0.0, 0.3), (0.3, 0.9), splits
     ):
         for s in (0.1, 1.0) if arm in strength else (None,):
             row = {
                 "arm": arm, "seed": seed, "split": split, "budget": budget, Column.BUDGET: budget,
                 Column.LABEL_NOISE: flip, Column.DEMONSTRATOR_QUALITY: quality, "demonstrator_gold": quality,
                 "gold_reward": rng.normal(budget / 64 - flip), "kl_to_base": rng.exponential(),
-                "distinct_2_across": rng.uniform(),
+                "distinct_2_across": rng.uniform(), "forward_kl_train": rng.exponential(),
+                Column.LENGTH_BIAS: flip,
             }  # fmt: skip
             row.update({col: s if a == arm else np.nan for a, col in strength.items()})
             rows.append(row)
     held = [(seed, step) for seed in range(3) for step in range(1, 6)]
     logs = pd.DataFrame(
         {"arm": ppo, "seed": seed, "stage": "ppo", "step": step, "heldout/kl": step / 2,
-         "heldout/gold": rng.normal(), "heldout/proxy": step / 4}
-        for seed, step in held
+         "heldout/gold": rng.normal(), "heldout/proxy": step / 4, Column.LENGTH_BIAS: bias}
+        for seed, step in held for bias in (0.0, 0.3)
     )  # fmt: skip
     return pd.DataFrame(rows), logs, Roles(recipes)
 

@@ -18,6 +18,7 @@ from compare.metrics import mean_ci
 from compare.report.roles import Column, Roles
 from compare.report.series import curve, fmt, frontier_points, heldout_curves, per_seed, summary, sweep_values
 from compare.report.stats import budget_to_reach, crossover, fit_rl, paired_difference
+from compare.report.tables import SHIFTS, split_name
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
     "supported",
@@ -83,12 +84,37 @@ def data_needs_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
 
 def generalisation_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
     lines = []
+    splits = set(results["split"])
     for arm in roles.names:
-        ids, oods = per_seed(results, arm, "gold_reward", "id"), per_seed(results, arm, "gold_reward", "ood")
-        gap = paired_difference(ids, oods)
-        if gap["n"]:
+        ids = per_seed(results, arm, "gold_reward", "id")
+        parts = []
+        for split in SHIFTS:
+            if split not in splits:
+                continue
+            gap = paired_difference(ids, per_seed(results, arm, "gold_reward", split))
+            if gap["n"]:
+                parts.append(f"ID − {split_name(split)} gold gap {fmt(gap['mean'], gap['half_width'])}")
+        if parts:
+            n = paired_difference(ids, per_seed(results, arm, "gold_reward", "ood"))["n"]
+            lines.append(f"**{arm}**: " + "; ".join(parts) + f" (n={n}).")
+    return lines
+
+
+def forgetting_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
+    """What each arm kept of the base model's prior ability, against its forward KL on training prompts."""
+    if "prior" not in set(results["split"]) or roles.base is None:
+        return []
+    base = per_seed(results, roles.base, "gold_reward", "prior")
+    lines = []
+    for arm in roles.names:
+        if arm == roles.base:
+            continue
+        d = paired_difference(per_seed(results, arm, "gold_reward", "prior"), base)
+        kl = summary(per_seed(results, arm, "forward_kl_train")) if "forward_kl_train" in results else "–"
+        if d["n"]:
             lines.append(
-                f"**{arm}**: ID − OOD gold gap {fmt(gap['mean'], gap['half_width'])} (n={gap['n']})."
+                f"**{arm}**: prior ability (counting) {fmt(d['mean'], d['half_width'])} against the base; "
+                f"KL(base ‖ π) on training prompts {kl}."
             )
     return lines
 
@@ -106,6 +132,10 @@ def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> lis
         _claim_overoptimisation(logs, roles),
         _claim_frontier(results, roles),
         _claim_dpo_vs_preferred(results, roles),
+        *(_claim_shift(results, pref, sft, split) for split in ("ood_opener", "ood_format")),
+        _claim_forgetting(results, roles),
+        _claim_best_of_n_kl(results, roles),
+        _claim_bias_needed(logs, results, roles),
     ]
 
 
@@ -221,10 +251,7 @@ def _claim_overoptimisation(logs, roles: Roles) -> Claim:
         rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
         if rows.empty:
             continue
-        peak_minus_final = {}
-        for seed, g in rows.groupby("seed"):
-            g = g.sort_values("step")
-            peak_minus_final[seed] = g["heldout/gold"].max() - g["heldout/gold"].iloc[-1]
+        peak_minus_final = peak_minus_final_gold(rows)
         d = paired_difference(peak_minus_final, {s: 0.0 for s in peak_minus_final})
         curves = heldout_curves(logs, arm)
         fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"]) if len(curves) >= 3 else None
@@ -237,12 +264,81 @@ def _claim_overoptimisation(logs, roles: Roles) -> Claim:
                 else f"; the fitted gold curve still rises at the largest KL reached ({reached:.2f})"
             )
         evidence = (
-            f"{arm}: held-out gold at its best minus at the end of training {summary(peak_minus_final)}{peak}"
+            f"{arm}: held-out gold at the best step (chosen on the other seeds) minus at the end of training "
+            f"{summary(peak_minus_final)}{peak}"
         )
         return Claim(
             text, SUPPORTED if d["n"] >= 2 and d["significant"] and d["mean"] > 0 else INCONCLUSIVE, evidence
         )
     return _missing(text, "no online-RL training curves with a reward model")
+
+
+def peak_minus_final_gold(rows: pd.DataFrame) -> dict[int, float]:
+    """Per seed: held-out gold at the step where the *other* seeds' mean gold peaks, minus at the end.
+
+    Taking each seed's own best step would be positive from noise alone (a maximum is never below the
+    last value); choosing the step on the other seeds (leave one out) makes the difference zero on
+    average when gold does not really fall. One seed alone: its own best step.
+    """
+    return peak_minus_last(
+        {seed: g.groupby("step")["heldout/gold"].mean() for seed, g in rows.groupby("seed")}
+    )
+
+
+def peak_minus_last(by_seed: dict[int, pd.Series]) -> dict[int, float]:
+    """Per seed, gold at the x (step, n) where the other seeds' mean peaks minus gold at the largest x."""
+    out = {}
+    for seed, gold in by_seed.items():
+        others = [c for s, c in by_seed.items() if s != seed]
+        mean = pd.concat(others, axis=1).mean(axis=1) if others else gold
+        best = mean.idxmax()
+        if best in gold.index:
+            out[seed] = float(gold[best] - gold.sort_index().iloc[-1])
+    return out
+
+
+def _claim_bias_needed(logs, results, roles: Roles) -> Claim:
+    """AlpacaFarm (Dubois et al. 2023): over-optimisation appears when labels are biased or noisy."""
+    text = "Over-optimisation appears only when the labels are biased or noisy (AlpacaFarm)."
+    column = next(
+        (
+            c
+            for c in (Column.LENGTH_BIAS, Column.STYLE_BIAS, Column.LABEL_NOISE)
+            if c in logs and logs[c].nunique() > 1
+        ),
+        None,
+    )
+    if column is None or "heldout/gold" not in logs:
+        return _missing(text, "needs online-RL training curves over a sweep of a labeller bias or noise")
+    rl = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]
+    bon = roles.selection
+    strength = roles.strength_columns(bon, results.columns) if bon else []
+    drop = {}
+    for level in sorted(logs[column].dropna().unique()):
+        rows = logs[(logs["arm"].isin(rl)) & np.isclose(logs[column].astype(float), float(level))]
+        rows = rows[rows["heldout/gold"].notna() & rows["heldout/proxy"].notna()]
+        per_seed_drop = peak_minus_final_gold(rows) if not rows.empty else {}
+        if strength and column in results:  # best-of-n over its n: gold at the best n minus at the largest
+            sel = results[(results["arm"] == bon) & (results["split"] == "id")]
+            sel = sel[np.isclose(sel[column].astype(float), float(level))]
+            curves = {seed: g.groupby(strength[0])["gold_reward"].mean() for seed, g in sel.groupby("seed")}
+            per_seed_drop = peak_minus_last(curves)  # best-of-n's sweep of n, where there is one
+        if per_seed_drop:
+            drop[level] = paired_difference(per_seed_drop, dict.fromkeys(per_seed_drop, 0.0))
+    if len(drop) < 2:
+        return _missing(text, "needs training curves at two or more levels")
+    clean, biased = min(drop), [lv for lv in drop if lv != min(drop)]
+    falls = {lv: d["n"] >= 2 and d["significant"] and d["mean"] > 0 for lv, d in drop.items()}
+    evidence = "; ".join(
+        f"{column.rsplit('.', 1)[-1]} {lv:g}: gold at the peak minus at the end {fmt(d['mean'], d['half_width'])} "
+        f"(n={d['n']}{', significant' if falls[lv] else ''})"
+        for lv, d in drop.items()
+    )
+    if falls[clean]:
+        return Claim(text, CONTRADICTED, evidence + f" — gold falls at {clean:g} too")
+    if any(falls[lv] for lv in biased):
+        return Claim(text, SUPPORTED, evidence)
+    return Claim(text, INCONCLUSIVE, evidence)
 
 
 def dominated_share(points: list[tuple[float, float]], by: list[tuple[float, float]]) -> float:
@@ -277,3 +373,63 @@ def _claim_dpo_vs_preferred(results, roles: Roles) -> Claim:
         return _missing(text, "needs dpo and preferred_ft arms")
     d = paired_difference(per_seed(results, dpo, "gold_reward"), per_seed(results, control, "gold_reward"))
     return Claim(text, verdict(d), diff_text(d, dpo, control, "ID gold"))
+
+
+def _claim_shift(results, pref, sft, split: str) -> Claim:
+    """The OOD claim on another named shift: a smaller ID − shift gap for the preference arm than for SFT."""
+    text = f"RLHF holds up better than SFT under {SHIFTS[split]} (smaller ID − {split_name(split)} gap)."
+    if not (pref and sft) or split not in set(results["split"]):
+        return _missing(text, f"needs SFT, a preference arm and the {split} split")
+    gap = {
+        arm: {
+            s: v - per_seed(results, arm, "gold_reward", split).get(s, math.nan)
+            for s, v in per_seed(results, arm, "gold_reward", "id").items()
+        }
+        for arm in (sft, pref)
+    }
+    d = paired_difference(gap[sft], gap[pref])
+    evidence = f"gap {sft} {summary(gap[sft])}, {pref} {summary(gap[pref])}; " + diff_text(
+        d, sft, pref, "gap"
+    )
+    return Claim(text, verdict(d), evidence)
+
+
+def _claim_forgetting(results, roles: Roles) -> Claim:
+    """RL's Razor (Shenfeld et al. 2025): RL forgets less of a prior ability than SFT."""
+    text = "RL forgets less than SFT: the base model's prior ability is better kept (RL's Razor)."
+    rl, sft = roles.online_rl, roles.imitation
+    if not (rl and sft) or "prior" not in set(results["split"]):
+        return _missing(text, "needs SFT, an online-RL arm and a prior-ability split")
+    d = paired_difference(
+        per_seed(results, rl, "gold_reward", "prior"), per_seed(results, sft, "gold_reward", "prior")
+    )
+    gains = ", ".join(f"{a} {summary(per_seed(results, a, 'gold_reward'))}" for a in (rl, sft))
+    evidence = diff_text(d, rl, sft, "prior-ability gold") + f"; ID gold {gains}"
+    if "forward_kl_train" in results:
+        kls = ", ".join(f"{a} {summary(per_seed(results, a, 'forward_kl_train'))}" for a in (rl, sft))
+        evidence += f"; KL(base ‖ π) on training prompts {kls}"
+    return Claim(text, verdict(d), evidence)
+
+
+def _claim_best_of_n_kl(results, roles: Roles) -> Claim:
+    """Gao et al. 2022: best-of-n buys more gold per nat of KL than RL against the same kind of reward model."""
+    text = "Best-of-n is more KL-efficient than RL (gold gained per nat of KL)."
+    bon, rl, base = roles.selection, roles.online_rl, roles.base
+    if not (bon and rl and base):
+        return _missing(text, "needs a best-of-n arm, an online-RL arm and the base")
+    base_gold = per_seed(results, base, "gold_reward")
+
+    def efficiency(arm: str) -> dict[int, float]:
+        rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+        strength = roles.strength_columns(arm, results.columns)
+        if strength:  # a sweep of n: the largest, where best-of-n has spent the most KL
+            rows = rows[np.isclose(rows[strength[0]].astype(float), rows[strength[0]].astype(float).max())]
+        out = {}
+        for seed, group in rows.groupby("seed"):
+            kl = group["kl_to_base"].mean()
+            if seed in base_gold and kl > 1e-6:
+                out[seed] = (group["gold_reward"].mean() - base_gold[seed]) / kl
+        return out
+
+    d = paired_difference(efficiency(bon), efficiency(rl))
+    return Claim(text, verdict(d), diff_text(d, bon, rl, "gold per nat"))

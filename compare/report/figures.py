@@ -272,6 +272,70 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
     return _save(fig, path)
 
 
+def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
+    """Prior ability kept vs KL(π_base ‖ π) on the training prompts, per arm (Shenfeld et al. 2025)."""
+    if "prior" not in set(results["split"]) or "forward_kl_train" not in results:
+        return None
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    prior = _arm_means(results, roles.names, "gold_reward", "prior")
+    kl = _arm_means(results, roles.names, "forward_kl_train", "id")
+    for (arm, g, gh, n), (_, k, kh, _) in zip(prior, kl):
+        if n == 0 or math.isnan(k):
+            continue
+        ax.errorbar(
+            k,
+            g,
+            xerr=kh,
+            yerr=gh,
+            fmt="s" if roles.is_oracle(arm) else "o",
+            capsize=3,
+            label=roles.label(arm),
+        )
+        ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("KL(base ‖ policy) on training prompts, nats (base samples)")
+    ax.set_ylabel("prior ability kept (counting, gold)")
+    ax.set_title("Forgetting: what each arm kept of an ability no stage trained")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def labeller_bias(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
+    """Gold vs KL of each arm at each level of a swept labeller bias (or noise): where does gold peak?"""
+    column = next(
+        (
+            c
+            for c in (Column.LENGTH_BIAS, Column.STYLE_BIAS, Column.LABEL_NOISE)
+            if c in results and results[c].nunique() > 1
+        ),
+        None,
+    )
+    if column is None:
+        return None
+    arms = [a for a in roles.names if not roles.is_base(a) and not roles.is_oracle(a)]
+    levels = sorted(results[column].dropna().unique().tolist())
+    fig, axes = panels(len(levels), 4.0, 3.4)
+    for ax, level in zip(axes, levels):
+        at = results[np.isclose(results[column].astype(float), float(level)) | results[column].isna()]
+        for arm in arms:
+            rows = at[(at["arm"] == arm) & (at["split"] == "id")]
+            if rows.empty:
+                continue
+            points = rows.groupby([c for c in roles.strength_columns(arm, rows.columns)] or ["arm"])[
+                ["kl_to_base", "gold_reward"]
+            ].mean()
+            points = points.sort_values("kl_to_base")
+            ax.plot(points["kl_to_base"], points["gold_reward"], marker="o", label=arm)
+        ax.set_title(f"{column.rsplit('.', 1)[-1]} = {level:g}", fontsize=9)
+        ax.set_xlabel("KL to base (ID)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("gold reward (ID)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Gold reward vs KL at each level of the labellers' bias")
+    return _save(fig, path)
+
+
 def report_figures(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path) -> dict:
     """Every figure of the report, by axis: {axis: [(title, path or None)]}; a figure without data is None."""
     return {
@@ -280,6 +344,7 @@ def report_figures(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out:
             ("What each stage optimises", training_objectives(logs, roles, out / "training.png")),
             ("Reward–KL frontier", frontier(results, roles, out / "frontier.png")),
             ("Over-optimisation", overoptimisation(results, logs, roles, out / "overoptimisation.png")),
+            ("Where gold peaks, by labeller bias", labeller_bias(results, roles, out / "labeller_bias.png")),
         ],
         "data": [
             ("Learning curves", sweep_plot(results, roles, Column.BUDGET, "budget (annotation units, log scale)",
@@ -298,5 +363,6 @@ def report_figures(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out:
         "generalisation": [
             ("Gold reward per arm, in and out of distribution", gold_by_split(results, roles, out / "gold_by_arm.png")),
             ("Diversity vs quality", diversity_vs_gold(results, roles, out / "diversity.png")),
+            ("Forgetting vs forward KL", forgetting(results, roles, out / "forgetting.png")),
         ],
     }  # fmt: skip

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -58,8 +59,11 @@ def provenance(timings: dict[str, float]) -> dict:
         ).stdout.strip()
     except OSError:
         commit = ""
+    from compare import __version__
+
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "sft_vs_rlhf": __version__,  # the package's version (`sft-vs-rlhf --version`)
         "git_commit": commit or None,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -120,6 +124,7 @@ def read_saved(folder: Path):
     results = read_csv_checked(
         folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"), fields=True
     )
+    _numbers_only(results, folder / "results.csv", text=("arm", "split"))
     samples = read_csv_checked(
         folder / "samples.csv", ("arm", "seed", "split"), rows=False, keep_default_na=False, na_values=[""]
     )
@@ -141,15 +146,48 @@ def read_saved(folder: Path):
     return suite, results, samples, logs, prov, failed
 
 
+def _numbers_only(frame: pd.DataFrame, path: Path, text: tuple[str, ...]) -> None:
+    """Every column but the named text ones holds numbers (or blanks): a hand edit is one line, not a crash."""
+    for column in frame.columns:
+        if column in text or column.startswith("grid.") or pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column][values.isna() & frame[column].notna()]
+        if not bad.empty:
+            raise ReportError(f"{path}: column {column} holds {bad.iloc[0]!r}, not a number")
+
+
 def rebuild_report(folder: Path) -> None:
-    """Report.md and its plots from the saved files; nothing is written unless every file reads cleanly."""
+    """Report.md and its plots from the saved files; nothing is written unless every file reads cleanly.
+
+    The figures are drawn into a folder beside `plots/` and swapped in with report.md, so a failure
+    half-way leaves the old report and its figures as they were.
+    """
     suite, results, samples, logs, prov, failed = read_saved(folder)
-    out = folder / "plots"
-    out.mkdir(exist_ok=True)
-    roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
-    figures = report_figures(results, logs, roles, out)
-    claims = check_claims(results, logs, roles)
-    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
-    tmp = folder / ".report.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, folder / "report.md")
+    for name, kind in (("plots", "a folder"), ("report.md", "a file")):
+        path = folder / name
+        if path.exists() and (path.is_dir() != (kind == "a folder")):
+            raise ReportError(f"{path}: should be {kind}; move it away to rebuild the report")
+    new_plots, old_plots = folder / ".plots.tmp", folder / ".plots.old"
+    for leftover in (new_plots, old_plots):
+        shutil.rmtree(leftover, ignore_errors=True)
+    new_plots.mkdir()
+    try:
+        roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
+        figures = report_figures(results, logs, roles, new_plots)
+        figures = {
+            axis: [(title, path and folder / "plots" / path.name) for title, path in figs]
+            for axis, figs in figures.items()
+        }
+        claims = check_claims(results, logs, roles)
+        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
+        tmp = folder / ".report.md.tmp"
+        tmp.write_text(text)
+        if (folder / "plots").exists():
+            os.replace(folder / "plots", old_plots)
+        os.replace(new_plots, folder / "plots")
+        os.replace(tmp, folder / "report.md")
+    finally:
+        shutil.rmtree(new_plots, ignore_errors=True)
+        shutil.rmtree(old_plots, ignore_errors=True)
+        (folder / ".report.md.tmp").unlink(missing_ok=True)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from compare.report.claims import data_needs_statements, generalisation_statements
+from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
 from compare.report.roles import Roles
 from compare.report.tables import (
     data_table,
     differences_section,
+    efficiency_section,
     examples_section,
     main_table,
     rm_table,
+    splits_table,
     table_cell,
 )
 from compare.suite import Suite
@@ -51,7 +53,7 @@ def render_markdown(
         f"{ann.temperature:g}, flip rate {ann.flip_rate:g}.",
         f"- **Base model (every arm starts here):** {base}.",
         f"- **Budget:** {', '.join(f'{b:g}' for b in budgets)} annotation units per arm; a demonstration costs "
-        f"{cost.demonstration:g} units, a comparison {cost.comparison:g}.",
+        f"{cost.demonstration:g} units, a comparison {cost.comparison:g}, a binary label {cost.label:g}.",
         f"- **Seeds:** {', '.join(map(str, seeds))} ({len(seeds)} per cell); tables show mean ± 95% t-interval "
         "over seeds.",
         f"- **Evaluation (same for every arm):** {suite.task.eval_prompts} ID and {suite.task.eval_prompts} OOD "
@@ -84,13 +86,15 @@ def render_markdown(
         ]
     lines += failed_section(failed)
     lines += differences_section(results, roles)
+    lines += efficiency_section(suite, results, roles)
     lines += axis_sections(results, roles, figures)
     lines += claims_section(claims, 0 if failed is None else len(failed))
     lines += ["## Example generations", "", examples_section(samples, arms, suite.eval.examples), ""]
     lines += [
         "## Provenance",
         "",
-        f"Generated {prov.get('date')} from commit `{prov.get('git_commit')}` with torch {prov.get('torch')}, "
+        f"Generated {prov.get('date')} by sft-vs-rlhf {prov.get('sft_vs_rlhf', '(version not recorded)')} "
+        f"from commit `{prov.get('git_commit')}` with torch {prov.get('torch')}, "
         f"transformers {prov.get('transformers')}, trl {prov.get('trl')} on {prov.get('device')}. "
         "`results.csv`, `samples.csv` and `training_logs.csv` hold every number; `suite.yaml` the resolved "
         "suite. Rebuild this page with `sft-vs-rlhf report <this folder>`.",
@@ -124,7 +128,18 @@ def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict) -> list[st
     ]
     lines += [""] + _figure_lines(figures["data"])
     lines += ["## Generalisation: in vs out of distribution, and diversity", ""]
+    table = splits_table(results, roles)
+    if table:
+        lines += [
+            "Gold reward on every evaluation split (docs/world.md): ID, then each named shift, and the base "
+            "model's prior ability (counting), which no stage trains; KL(base ‖ π) is the forward KL on the "
+            "training prompts, which forgetting is read against (Shenfeld et al. 2025).",
+            "",
+            table,
+            "",
+        ]
     lines += [f"- {x}" for x in generalisation_statements(results, roles)]
+    lines += [f"- {x}" for x in forgetting_statements(results, roles)]
     lines += [""] + _figure_lines(figures["generalisation"])
     return lines
 

@@ -25,6 +25,8 @@ class Column:
     LABEL_NOISE = "grid.task.annotator.flip_rate"
     ANNOTATOR_TEMPERATURE = "grid.task.annotator.temperature"
     DEMONSTRATOR_QUALITY = "grid.task.demonstrator_quality"
+    LENGTH_BIAS = "grid.task.annotator.length_bias"  # the labellers' preference for longer answers
+    STYLE_BIAS = "grid.task.annotator.style_bias"  # ... for enthusiastic, flattering answers
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ class ArmKind:
     @property
     def comparisons(self) -> bool:
         return any(RECIPE_STAGES[kind].data is Data.COMPARISONS for kind in self.recipe)
+
+    @property
+    def labels(self) -> bool:
+        """Binary thumbs labels (KTO)."""
+        return any(RECIPE_STAGES[kind].data is Data.LABELS for kind in self.recipe)
+
+    @property
+    def offline_comparisons(self) -> bool:
+        """Its last stage trains on comparisons bought up front (not on-policy, like online DPO)."""
+        spec = RECIPE_STAGES[self.recipe[-1]] if self.recipe else None
+        return spec is not None and spec.data is Data.COMPARISONS and not spec.on_policy
 
     @property
     def oracle(self) -> bool:
@@ -124,13 +137,25 @@ class Roles:
 
     @cached_property
     def dpo(self) -> str | None:
-        """The arm whose policy comes from a preference loss on comparisons (last stage), no demonstrations."""
-        return self.pick(lambda a: a.last is Role.PREFERENCE and not a.demonstrations)
+        """The arm whose policy comes from a preference loss on comparisons bought up front (last stage),
+        no demonstrations: DPO (or a variant), not KTO (labels) or online DPO (its own samples)."""
+        return self.pick(
+            lambda a: a.last is Role.PREFERENCE and a.offline_comparisons and not a.demonstrations
+        )
 
     @cached_property
     def online_rl(self) -> str | None:
-        """The arm whose last stage is online RL against a reward model; without demonstrations first."""
-        return self.pick(lambda a: a.last is Role.ONLINE_RL, lambda a: int(a.demonstrations))
+        """The arm whose last stage is online RL against a reward model (one in its recipe: not GRPO on a
+        verifier); without demonstrations first."""
+        return self.pick(
+            lambda a: a.last is Role.ONLINE_RL and Role.REWARD_MODEL in a.roles,
+            lambda a: int(a.demonstrations),
+        )
+
+    @cached_property
+    def selection(self) -> str | None:
+        """The arm that selects among samples at sampling time with a reward model (best-of-n)."""
+        return self.pick(lambda a: a.last is Role.SELECTION and not a.demonstrations)
 
     @cached_property
     def reward_model_only(self) -> str | None:

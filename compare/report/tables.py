@@ -9,13 +9,54 @@ import math
 import pandas as pd
 
 from compare.metrics import mean_ci
-from compare.plan import default_share
+from compare.plan import arm_budget, default_share
 from compare.report.roles import Column, Roles
 from compare.report.series import fmt, per_seed
 from compare.report.stats import paired_difference
+from compare.stages import RECIPE_STAGES
 from compare.suite import Suite
 
-SPLIT_NAMES = {"id": "ID", "ood": "OOD"}
+SPLIT_NAMES = {
+    "id": "ID",
+    "ood": "OOD",
+    "ood_opener": "OOD opener",
+    "ood_format": "OOD format",
+    "prior": "prior ability",
+}
+SHIFTS = {  # the named distribution shifts of a task's evaluation splits (docs/world.md)
+    "ood": "unseen domains",
+    "ood_opener": "an opener that pulls the other way",
+    "ood_format": "a request format training never used",
+}
+
+
+def split_name(split: str) -> str:
+    return SPLIT_NAMES.get(split, split)
+
+
+def splits_table(results: pd.DataFrame, roles: Roles) -> str | None:
+    """Gold reward of every arm on every evaluation split (mean ± 95% CI over seeds), when there are more
+    than ID and OOD; and the forward KL on the training prompts that forgetting is read against."""
+    order = [s for s in SPLIT_NAMES if s in set(results["split"])]
+    order += sorted(set(results["split"]) - set(order))
+    if len(order) <= 2:
+        return None
+    kl = "forward_kl_train" in results and results["forward_kl_train"].notna().any()
+    header = ["arm", *(f"gold {split_name(s)}" for s in order)] + (["KL(base ‖ π) train"] if kl else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm in roles.names:
+        rows = results[results["arm"] == arm]
+        if rows.empty:
+            continue
+        cells = [
+            f"**{roles.label(arm)}**",
+            *(fmt_ci(rows.loc[rows["split"] == s, "gold_reward"]) for s in order),
+        ]
+        if kl:
+            cells.append(fmt_ci(rows.loc[rows["split"] == "id", "forward_kl_train"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
 
 METRICS = [  # column, heading, higher is better (None: neither)
     ("gold_reward", "gold reward", True),
@@ -88,9 +129,11 @@ def _arm_order(key, arms: list[str]):
 
 
 def data_table(suite: Suite, results: pd.DataFrame) -> str:
+    """What each arm bought: demonstrations, comparisons (marked when bought on-policy, during training)
+    and binary labels, and the units they cost."""
     lines = [
-        "| arm | recipe | demonstration share | demonstrations | comparisons | units spent |",
-        "|---|---|---|---|---|---|",
+        "| arm | recipe | demonstration share | demonstrations | comparisons | labels | units spent |",
+        "|---|---|---|---|---|---|---|",
     ]
     cost = suite.budget.cost
     for name, arm in suite.arms.items():
@@ -98,10 +141,14 @@ def data_table(suite: Suite, results: pd.DataFrame) -> str:
         if rows.empty:
             continue
         d, c = int(rows["n_demonstrations"].iloc[0]), int(rows["n_comparisons"].iloc[0])
+        # results.csv of older runs has no n_labels: the allocation of the saved suite
+        labels = int(rows["n_labels"].iloc[0]) if "n_labels" in rows else arm_budget(suite, arm)[2]
         recipe = " → ".join(["base", *arm.recipe])
         share = f"{default_share(arm):g}" if arm.recipe else "–"
-        spent = d * cost.demonstration + c * cost.comparison
-        lines.append(f"| {name} | {recipe} | {share} | {d} | {c} | {spent:g} |")
+        spent = d * cost.demonstration + c * cost.comparison + labels * cost.label
+        on_policy = any(RECIPE_STAGES[k].on_policy for k in arm.recipe)
+        bought = f"{c} (on-policy)" if c and on_policy else str(c)
+        lines.append(f"| {name} | {recipe} | {share} | {d} | {bought} | {labels} | {spent:g} |")
     return "\n".join(lines)
 
 
@@ -155,6 +202,69 @@ def differences_section(results: pd.DataFrame, roles: Roles) -> list[str]:
         *rows,
         "",
     ]
+
+
+def efficiency(suite: Suite, results: pd.DataFrame, roles: Roles, arm: str) -> tuple[dict, dict]:
+    """({seed: ID gold gained over the base per 100 units spent}, {seed: ... per nat of KL to the base}),
+    each gain paired with the base model's gold on the same seed; an arm that spent nothing (a verifier)
+    or moved no KL has no value there."""
+    base = per_seed(results, roles.base, "gold_reward")
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    cost = suite.budget.cost
+    labels = rows["n_labels"] if "n_labels" in rows else arm_budget(suite, suite.arms[arm])[2]
+    units = rows["n_demonstrations"] * cost.demonstration + rows["n_comparisons"] * cost.comparison
+    per_unit, per_nat = {}, {}
+    for seed, group in rows.assign(units=units + labels * cost.label).groupby("seed"):
+        if seed not in base:
+            continue
+        gain = group["gold_reward"].mean() - base[seed]
+        spent, kl = group["units"].mean(), group["kl_to_base"].mean()
+        if spent > 0:
+            per_unit[seed] = 100 * gain / spent
+        if kl > 1e-6:
+            per_nat[seed] = gain / kl
+    return per_unit, per_nat
+
+
+def efficiency_section(suite: Suite, results: pd.DataFrame, roles: Roles) -> list[str]:
+    """Which arm buys the most gold per annotation unit, and per nat of KL: each arm's gain over the base
+    model (paired by seed), the best arm of each, and whether it beats the runner-up on paired seeds."""
+    if roles.base is None:
+        return []
+    arms = [a for a in roles.names if a != roles.base and not roles.is_oracle(a) and a in set(results["arm"])]
+    found = {arm: efficiency(suite, results, roles, arm) for arm in arms}
+    if not found:
+        return []
+    lines = [
+        "### Gold per annotation unit and per nat of KL",
+        "",
+        f"ID gold reward gained over {roles.base} (same seed), per 100 annotation units the arm spent and per "
+        "nat of its KL to the base: mean ± 95% t-interval over seeds. An arm that spends no units (a "
+        "verifier) has no value per unit.",
+        "",
+        "| arm | gold gain per 100 units | gold gain per nat of KL |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {arm} | {fmt_ci(u.values())} | {fmt_ci(k.values())} |" for arm, (u, k) in found.items()]
+    lines.append("")
+    for i, what in enumerate(("per 100 units", "per nat of KL")):
+        ranked = sorted(
+            (a for a in found if found[a][i]),
+            key=lambda a: mean_ci(list(found[a][i].values()))[0],
+            reverse=True,
+        )
+        if len(ranked) < 2:
+            continue
+        best, second = ranked[:2]
+        d = paired_difference(found[best][i], found[second][i])
+        if d["n"] == 0:
+            continue
+        mark = "**significant**" if d["significant"] else "not significant"
+        lines.append(
+            f"- Most gold {what}: **{best}** ({fmt_ci(found[best][i].values())}); ahead of {second} by "
+            f"{fmt(d['mean'], d['half_width'])} over {d['n']} paired seeds ({mark})."
+        )
+    return lines + [""]
 
 
 def examples_section(samples: pd.DataFrame, arms: list[str], per_arm: int) -> str:

@@ -14,7 +14,6 @@ import statistics
 from pathlib import Path
 
 from compare.stages.common import Context, make_task
-from compare.stages.evaluate import SPLITS
 from compare.stages.spec import StageSpec
 
 
@@ -22,7 +21,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     task = make_task(params["task"], inputs)
     k = params["samples_per_prompt"]
     gold = {}
-    for split in SPLITS:
+    for split in task.eval_splits:
         rng = random.Random(f"eval-demonstrator-{params['seed']}")
         prompts = [p for p in task.prompts(split) for _ in range(k)]
         demonstrations = [task.demonstrate(p, rng) for p in prompts]

@@ -1,10 +1,16 @@
 """Stage `eval`: the one evaluator every arm goes through (same prompts, sampling, metrics).
 
-For each split (ID, OOD): K samples per prompt from the policy at the suite's temperature; per sample the
-gold reward and its parts, the log-probs under the policy and the base model (KL to the base is the mean
-sampled sequence-level log-ratio, at the same temperature for every arm), and, when the run has a reward
-model, its score. The reward model is also checked against the gold reward on pairs of the policy's own
-samples (noise-free labels).
+For each of the task's evaluation splits (`Task.eval_splits`: ID, OOD, and for built-in tasks more named
+shifts and a prior ability): K samples per prompt from the policy at the suite's temperature; per sample
+the gold reward and its parts, the log-probs under the policy and the base model (KL to the base is the
+mean sampled sequence-level log-ratio, at the same temperature for every arm), and, when the run has a
+reward model, its score. The reward model is also checked against the gold reward on pairs of the
+policy's own samples (noise-free labels).
+
+Forgetting is measured against the forward KL on the training prompts, KL(π_base ‖ π) = E_{y~π_base}
+[log π_base(y) − log π(y)] ("RL's Razor", Shenfeld et al. 2025): K samples of the base model per training
+prompt, scored by the policy (`forward_kl_train`, the same on every split's row; NaN for best-of-n,
+whose density is not available for the base model's samples).
 """
 
 from __future__ import annotations
@@ -22,8 +28,6 @@ from compare.stages.best_of_n import best_of_n, bon_kl_bound
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import StageSpec
 
-SPLITS = ("id", "ood")
-
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     task = make_task(params["task"], inputs)  # with the judge model, for a task whose gold is one
@@ -34,7 +38,12 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     base = policy if same_as_base else load_policy(str(inputs["base"]))[0]
     rm = load_reward_model(str(inputs["reward_model"])) if "reward_model" in inputs else None
     rows, metrics = [], {}
-    for split in SPLITS:
+    forward_kl = math.nan
+    if params.get("best_of_n", 1) == 1:
+        forward_kl = (
+            0.0 if same_as_base else forward_kl_train(task, base, policy, tokenizer, settings, params["seed"])
+        )
+    for split in task.eval_splits:
         prompts = task.prompts(split)
         n = params.get("best_of_n", 1)
         samples = sample(
@@ -76,6 +85,7 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
             "well_formed": statistics.fmean(float(g.well_formed) for g in golds),
             "eos_rate": statistics.fmean(float(e) for e in samples.ended),
             **diversity(samples.completions, k, len(tokenizer)),
+            "forward_kl_train": forward_kl,
         }
         if n > 1:
             m["kl_bound"] = bon_kl_bound(n)
@@ -94,6 +104,15 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
 
+def forward_kl_train(task, base, policy, tokenizer, settings: dict, seed: int) -> float:
+    """KL(π_base ‖ π) on the training prompts: base samples, scored by both (see the module docstring)."""
+    prompts = task.prompts("train")[: task.n_eval_prompts]
+    k, temperature = settings["samples_per_prompt"], settings["temperature"]
+    samples = sample(base, tokenizer, prompts, k, settings["max_new_tokens"], temperature, seed=seed)
+    policy_lp = completion_logprobs(policy, tokenizer, samples.prompts, samples.completion_ids, temperature)
+    return sampled_kl(samples.logprobs, policy_lp)
+
+
 def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, float]:
     """Diversity of a split's samples (prompt-major, k per prompt): within one prompt and across prompts."""
     by_prompt = {i: completions[i * k : (i + 1) * k] for i in range(len(completions) // k)}
@@ -108,4 +127,4 @@ def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, floa
     }
 
 
-SPEC = StageSpec(kind="eval", version=3, run=run, memory=(12, 12))  # policy, base and reward model
+SPEC = StageSpec(kind="eval", version=4, run=run, memory=(12, 12))  # policy, base and reward model

@@ -174,6 +174,13 @@ class Arithmetic(Task):
             malformed=malformed,
         )
 
+    def verifier_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
+        """1.0 for an exact final answer (the sum's digits and nothing else), else 0.0; no partial credit."""
+        return [
+            float(completion.split() == column_sum(*parse_prompt(prompt)))
+            for prompt, completion in zip(prompts, completions)
+        ]
+
     # -- writers: the demonstrator and the pretraining corpus ------------------------------------------
     def _slipped(self, a: int, b: int, rng: random.Random) -> list[str]:
         return slipped_sum(a, b, 2 if rng.random() < TWO_SLIPS else 1, rng)

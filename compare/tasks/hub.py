@@ -91,12 +91,12 @@ def load_scorer(path: str):
     """A sequence-classification model and its tokenizer, on the device, in eval mode.
 
     Tasks keep the one they load for as long as they live (one stage), not the process."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from compare.lm.loading import device
+    from compare.lm.loading import device, load_classifier
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path)
+    model = load_classifier(path)  # a hub id, a folder, or a judge stored as a LoRA adapter
     if tokenizer.pad_token is None:  # GPT-2-style classifiers: padding is masked, any token will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None:

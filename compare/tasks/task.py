@@ -10,7 +10,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from compare.oracle import View
+
 SPLITS = ("train", "id", "ood")
+# a task with no realistic labellers of its own (a dataset's labels are already human): no biases
+NO_BIASES = {
+    "temperature": 0.25,
+    "flip_rate": 0.0,
+    "length_bias": 0.0,
+    "style_bias": 0.0,
+    "position_bias": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,9 @@ class Task:
 
     name: str = ""
     default_demonstrator_quality: float = 0.6
+    default_demonstrator_habit: float = 0.0  # how often the demonstrator slips into its bad habit
+    default_annotator: dict = NO_BIASES  # the simulated labeller's settings a suite does not give
+    eval_splits: tuple[str, ...] = ("id", "ood")  # the evaluation splits, each a row of results.csv
 
     def __init__(
         self,
@@ -42,17 +55,25 @@ class Task:
         demonstrator_quality: float | None = None,
         train_prompts: int = 400,
         eval_prompts: int = 32,
+        demonstrator_habit: float | None = None,
     ):
         self.seed = seed
         if demonstrator_quality is None:
             demonstrator_quality = self.default_demonstrator_quality
         self.demonstrator_quality = demonstrator_quality
+        self.demonstrator_habit = (
+            self.default_demonstrator_habit if demonstrator_habit is None else demonstrator_habit
+        )
         self.n_train_prompts = train_prompts
         self.n_eval_prompts = eval_prompts
 
     def prompts(self, split: str) -> list[str]:
-        """Prompts of one split: "train" (the pool data is drawn from), "id" or "ood" (evaluation)."""
+        """Prompts of one split: "train" (the pool data is drawn from), or one of `eval_splits`."""
         raise NotImplementedError
+
+    def labeller_view(self, prompt: str, completion: str) -> View:
+        """What a biased labeller notices besides quality: length in units of five words, no style cue."""
+        return View(length=len(completion.split()) / 5)
 
     def gold(self, prompt: str, completion: str) -> GoldScore:
         """The true objective for `completion` written after `prompt`."""
@@ -67,6 +88,14 @@ class Task:
 
     def gold_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
         return [g.reward for g in self.golds(prompts, completions)]
+
+    def verifier_rewards(self, prompts: list[str], completions: list[str]) -> list[float] | None:
+        """A check a trainer may use (RL with verifiable rewards: is the final answer right?), or None.
+
+        Unlike the gold reward, a verifier is a legitimate training signal (docs/design.md, fairness rule
+        3): it is what a task with checkable answers gives every method for free. None: no verifier.
+        """
+        return None
 
     def demonstrate(self, prompt: str, rng: random.Random) -> str:
         """A completion written by the simulated expert labeller (imperfect by design)."""
