@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quick test example smollm2 benchmark lint clean
+.PHONY: setup quick test example smollm2 benchmark benchmark-peer benchmark-parallel benchmark-gpu lint clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,17 @@ smollm2: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/quick_suite.py
+
+# Our PPO against TRL's (installs TRL 1.12.0 into .cache/ppo_vs_trl once); the full suite, 1 job vs 2;
+# the quick and SmolLM2 suites on a GPU (benchmarks/gpu.sh --dry-run shows what it would run)
+benchmark-peer: $(STAMP)
+	$(BIN)/python benchmarks/ppo_vs_trl.py
+
+benchmark-parallel: $(STAMP)
+	$(BIN)/python benchmarks/parallel.py experiments/full.yaml --jobs 2
+
+benchmark-gpu: $(STAMP)
+	bash benchmarks/gpu.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check compare tests benchmarks && $(BIN)/ruff format --check compare tests benchmarks

@@ -1,4 +1,5 @@
-"""Command line: `sft-vs-rlhf run | plan | report` (also `python -m compare`). It parses and dispatches.
+"""Command line: `sft-vs-rlhf run | plan | report | cache` and `--version` (also `python -m compare`). It
+parses and dispatches.
 
 Exit codes: 0 done, 1 a crash of the harness itself, 2 bad input (one line, nothing ran), 3 some runs
 failed (the others are reported), 130 interrupted.
@@ -7,11 +8,26 @@ failed (the others are reported), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from compare import __version__, cache_commands
 from compare.cache import StageCache, default_cache_dir
 from compare.suite import SuiteError
+
+
+def _path(text: str) -> Path:
+    """A path argument, `~` expanded as the shell would have (a quoted `~` reaches us literally)."""
+    return Path(text).expanduser()
+
+
+def _check_threads(threads: int | None) -> None:
+    most = 4 * (os.cpu_count() or 1)
+    if threads is not None and not 1 <= threads <= most:
+        raise SuiteError(
+            f"--threads {threads}: give a number of CPU threads from 1 to {most} (this machine has {os.cpu_count()} cores)"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,19 +35,22 @@ def _parser() -> argparse.ArgumentParser:
         prog="sft-vs-rlhf",
         description="Run SFT and RLHF from one base model and one annotation budget, and compare them.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def suite_args(sp):
         sp.add_argument("suite", help="suite YAML file, e.g. experiments/quick.yaml")
         sp.add_argument(
-            "--cache-dir", type=Path, help="stage cache (default: $SFT_VS_RLHF_CACHE or ~/.cache/sft-vs-rlhf)"
+            "--cache-dir",
+            type=_path,
+            help="stage cache (default: $SFT_VS_RLHF_CACHE or ~/.cache/sft-vs-rlhf)",
         )
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a suite setting, e.g. --set budget.units=128 (repeatable)")  # fmt: skip
 
     run = sub.add_parser("run", help="run a suite and write its report")
     suite_args(run)
-    run.add_argument("--out", type=Path, help="report folder (default: reports/<suite name>/)")
+    run.add_argument("--out", type=_path, help="report folder (default: reports/<suite name>/)")
     run.add_argument("-v", "--verbose", action="store_true", help="show the trainers' logs and progress bars")
     run.add_argument(
         "--threads",
@@ -39,16 +58,43 @@ def _parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (default: 1 for the built-in tiny model, whose small matrices gain "
         "nothing from more and suffer badly on a busy machine; torch's own default otherwise)",
     )
+    run.add_argument(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="stages run at once, each started as soon as its inputs are complete (default: every core for "
+        "the built-in tiny model, one for an external model, or one per GPU); more than 1 runs them as Ray "
+        "tasks, 1 runs them one after another in this process; results are the same for any N",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the stages on this Ray cluster (host:port of its head, or 'auto'); every node must see "
+        "the stage cache at the same path (docs/cluster.md)",
+    )
     plan = sub.add_parser("plan", help="validate a suite and list its runs and stages, without training")
     suite_args(plan)
     report = sub.add_parser("report", help="rebuild a report from the results saved in its folder")
-    report.add_argument("dir", type=Path, help="a report folder written by `run`")
+    report.add_argument("dir", type=_path, help="a report folder written by `run`")
+    cache_commands.add_parser(sub, _path)
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "cache":
+            return cache_commands.main(args)
         if args.command == "report":
             return _report(args)
         cache = StageCache(args.cache_dir or default_cache_dir())
@@ -57,11 +103,22 @@ def main(argv: list[str] | None = None) -> int:
             from compare.suite import load_suites
 
             _, suites = load_suites(args.suite, args.overrides)
-            preflight(suites)
+            preflight(suites, cache_root=cache.root)
             return max(_plan(suite, cache) for suite in suites)
         from compare.pipeline import run_suite
 
-        return run_suite(args.suite, args.overrides, args.out, cache, args.verbose, args.threads)
+        _check_threads(args.threads)
+
+        return run_suite(
+            args.suite,
+            args.overrides,
+            args.out,
+            cache,
+            args.verbose,
+            args.threads,
+            args.jobs,
+            args.ray_address,
+        )
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -94,17 +151,33 @@ def _plan(suite, cache: StageCache) -> int:
 
 
 def _report(args) -> int:
+    from compare.preflight import REPORT_MARKER, read_marker
     from compare.report import ReportError, rebuild_report
 
-    if not args.dir.is_dir():
-        raise SuiteError(f"{args.dir}: no such folder")
-    if not (args.dir / "results.csv").exists():
-        raise SuiteError(f"{args.dir}: no results.csv here (not a report folder written by `run`)")
+    folder = args.dir.expanduser()
+    if not folder.exists():
+        raise SuiteError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise SuiteError(f"{folder}: is a file; give the report folder that `run` wrote")
+    marker = read_marker(folder)
+    if marker is None:
+        raise SuiteError(
+            f"{folder}: not a report folder written by sft-vs-rlhf (no {REPORT_MARKER}); nothing was changed"
+        )
+    if not marker.get("complete", True):
+        raise SuiteError(f"{folder}: an interrupted run left this report incomplete; run the suite again")
+    if not (folder / "results.csv").exists():
+        suites = sorted(p.name for p in folder.iterdir() if (p / "results.csv").exists())
+        if suites:
+            raise SuiteError(
+                f"{folder}: a collection's folder; rebuild one of its reports: {', '.join(suites)}"
+            )
+        raise SuiteError(f"{folder}: no results.csv here (not a report folder written by `run`)")
     try:
-        rebuild_report(args.dir)
+        rebuild_report(folder)
     except ReportError as e:
         raise SuiteError(f"{e}; the report was left as it was") from None
-    print(f"report: {args.dir / 'report.md'}")
+    print(f"report: {folder / 'report.md'}")
     return 0
 
 

@@ -7,6 +7,7 @@ only a folder that carries the harness's marker is ever replaced.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -15,9 +16,16 @@ from pathlib import Path
 
 from compare.cache import StageCache
 from compare.plan import Run, plan_runs, stage_order
-from compare.preflight import REPORT_MARKER, check_out_folder, preflight
-from compare.report import write_report
-from compare.runner import Outcome, collect, execute, is_main_process
+from compare.preflight import PARTIAL_MARKER, REPORT_MARKER, check_out_folder, preflight, read_marker
+from compare.runner import (
+    Outcome,
+    collect,
+    execute,
+    is_main_process,
+    remember_report,
+    report_inputs,
+    report_is_current,
+)
 from compare.stages.common import Context
 from compare.suite import load_suites
 
@@ -33,6 +41,8 @@ def run_suite(
     cache: StageCache | None = None,
     verbose: bool = False,
     threads: int | None = None,
+    jobs: int | None = None,
+    ray_address: str | None = None,
 ) -> int:
     """Run a suite (or a collection of suites) and write its report; returns the exit code.
 
@@ -53,7 +63,8 @@ def run_suite(
     # 4. execute: every stage not cached, inputs first; every suite's stages in one pass
     tiny = not any(suite.base.external for suite in suites)
     ctx = Context(verbose, threads or (1 if tiny else None))
-    outcome = execute([r for rs in runs.values() for r in rs], cache, ctx)
+    # `jobs` stages at once (None: what suits the machine), on Ray when more than one or on a cluster
+    outcome = execute([r for rs in runs.values() for r in rs], cache, ctx, jobs, ray_address)
     if not is_main_process():  # the main process writes the report
         return 0
     # 5. collect and 6. report, for every run that finished
@@ -65,13 +76,26 @@ def run_suite(
             file=sys.stderr,
         )
         return EXIT_RUNS_FAILED
+    # a warm run whose report folder is already what it would write leaves it as it is
+    every_run = [r for rs in runs.values() for r in rs]
+    settings = [s.model_dump_json() for s in suites] + ([collection.model_dump_json()] if collection else [])
+    inputs = report_inputs(every_run, settings)
+    report = out / "report.md" if collection is None else out / "index.md"
+    if not outcome.timings and not n_failed and report_is_current(out, cache, inputs):
+        print(f"{name}: {total} runs (all stages cached, report up to date) in {time.time() - start:.0f}s; "
+              f"report: {report}")  # fmt: skip
+        return 0
     if collection is None:
         suite = suites[0]
         publish(out, cache, lambda folder: write_suite(folder, suite, runs[suite.name], cache, outcome))
     else:
         publish(out, cache, lambda folder: write_collection(folder, collection, suites, runs, cache, outcome))
-    ran = f"{len(outcome.timings)} stages run" if outcome.timings else "all stages cached"
-    report = out / "report.md" if collection is None else out / "index.md"
+    remember_report(out, cache, inputs)
+    ran = f"{len(outcome.timings)} stages run" if outcome.timings else "no stage run"
+    if outcome.failures:
+        ran += f", {len(outcome.failures)} failed or skipped"
+    elif not outcome.timings:
+        ran = "all stages cached"
     print(f"{name}: {total} runs ({ran}) in {time.time() - start:.0f}s; report: {report}")
     if n_failed:
         print(
@@ -89,6 +113,8 @@ def complete(run: Run, cache: StageCache) -> bool:
 
 
 def write_suite(folder: Path, suite, runs: list[Run], cache: StageCache, outcome: Outcome) -> None:
+    from compare.report import write_report  # matplotlib, scipy: imported only when a report is written
+
     done = [r for r in runs if complete(r, cache)]
     failed = [_failed_row(r, outcome) for r in runs if not complete(r, cache)]
     results, samples, logs = collect(done, cache)
@@ -97,7 +123,7 @@ def write_suite(folder: Path, suite, runs: list[Run], cache: StageCache, outcome
         s.name: cache.info(s.name).get("seconds", float("nan")) for r in done for s in stage_order(r.roots)
     }
     write_report(folder, suite, results, samples, logs, seconds, failed)
-    (folder / REPORT_MARKER).write_text(f"written by sft-vs-rlhf: suite {suite.name}\n")
+    mark(folder)
 
 
 def _failed_row(run, outcome) -> dict:
@@ -118,7 +144,7 @@ def _failed_row(run, outcome) -> dict:
 
 
 def write_collection(folder: Path, collection, suites, runs, cache: StageCache, outcome) -> None:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     lines = [f"# {collection.name}", "", collection.description.strip(), ""]
     for suite in suites:
         if not any(complete(r, cache) for r in runs[suite.name]):
@@ -127,35 +153,80 @@ def write_collection(folder: Path, collection, suites, runs, cache: StageCache, 
         write_suite(folder / suite.name, suite, runs[suite.name], cache, outcome)
         lines.append(f"- [{suite.name}]({suite.name}/report.md): {suite.description.strip()}")
     (folder / "index.md").write_text("\n".join(lines) + "\n")
-    (folder / REPORT_MARKER).write_text(f"written by sft-vs-rlhf: collection {collection.name}\n")
 
 
 def publish(out: Path, cache: StageCache, write) -> None:
     """Write a report folder beside `out`, then swap it in: a half-written report is never left as one.
 
-    Runs that publish the same folder take turns (a lock kept in the cache); leftovers of a publish
-    that was killed are cleared by the next one. Only a folder carrying our marker is ever replaced.
+    Runs that publish the same folder take turns (a lock kept in the cache). The folder being written
+    carries a "partial" marker from its first moment, so the leftovers of a publish that was killed are
+    known for ours and cleared by the next one; nothing else beside `out` is touched. Only a folder that
+    carries our marker, and holds nothing but what its manifest lists, is ever replaced.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     with cache.folder_lock(out):
         check_out_folder(out, cache.root)  # again: the folder may have changed while we trained
         for leftover in out.parent.glob(f".{out.name}.tmp-*"):  # a killed publish (we hold the lock)
-            if (leftover / REPORT_MARKER).exists() or _is_ours_partial(leftover):
+            if (leftover / PARTIAL_MARKER).is_file():
                 shutil.rmtree(leftover, ignore_errors=True)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         old = out.with_name(f".{out.name}.tmp-{os.getpid()}-old")
+        tmp.mkdir()
+        (tmp / PARTIAL_MARKER).write_text("a report being written by sft-vs-rlhf\n")
         try:
             write(tmp)
-            if out.exists():
-                os.replace(out, old)
-            os.replace(tmp, out)
+            (tmp / PARTIAL_MARKER).unlink()
+            mark(tmp)
+            if not out.exists():
+                os.replace(tmp, out)
+            elif read_marker(out) is not None and _swap(out, tmp, old):
+                pass
+            else:  # an empty folder of the user's, or one that cannot be renamed (a mount point)
+                _move_contents(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _is_ours_partial(folder: Path) -> bool:
-    """A folder a killed publish left: it holds only files a report is made of."""
-    ours = {"results.csv", "samples.csv", "training_logs.csv", "suite.yaml", "provenance.json", "report.md",
-            "plots", "index.md", "failed_runs.csv", REPORT_MARKER}  # fmt: skip
-    return folder.is_dir() and all(p.name in ours or p.is_dir() for p in folder.iterdir())
+def _swap(out: Path, tmp: Path, old: Path) -> bool:
+    """Replace `out` by `tmp` with two renames; False when `out` cannot be renamed (e.g. a mount point)."""
+    try:
+        os.replace(out, old)
+    except OSError:
+        return False
+    os.replace(tmp, out)
+    return True
+
+
+def _move_contents(tmp: Path, out: Path) -> None:
+    """Publish into the folder `out` itself: its old report entries out, the new ones in.
+
+    The marker lists old and new entries while this runs (marked incomplete), so a crash half-way leaves
+    a folder the next run recognises as its own and replaces.
+    """
+    old = read_marker(out) or {"files": []}
+    new = json.loads((tmp / REPORT_MARKER).read_text())
+    files = sorted(set(old["files"]) | set(new["files"]))
+    _write_marker(out, {**new, "files": files, "complete": False})
+    for name in old["files"]:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+    for entry in tmp.iterdir():
+        if entry.name != REPORT_MARKER:
+            os.replace(entry, out / entry.name)
+    _write_marker(out, new)
+
+
+def mark(folder: Path) -> None:
+    """Write the marker that says the harness wrote `folder`, with the entries it wrote (its manifest)."""
+    files = sorted(p.name for p in folder.iterdir() if p.name not in (REPORT_MARKER, PARTIAL_MARKER))
+    _write_marker(folder, {"written_by": "sft-vs-rlhf", "files": files, "complete": True})
+
+
+def _write_marker(folder: Path, data: dict) -> None:
+    tmp = folder / f"{REPORT_MARKER}.tmp"
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, folder / REPORT_MARKER)

@@ -79,6 +79,7 @@ class Run:
     n_comparisons: int
     eval: Stage
     demonstrator: Stage  # the demonstrator's gold reward on the same evaluation prompts
+    n_labels: int = 0  # binary labels (thumbs up or down) the budget bought
 
     @property
     def roots(self) -> list[Stage]:
@@ -98,11 +99,12 @@ class Run:
 # annotator's flip rate) does not re-run stages that never see it (demonstrations, SFT, their evaluation).
 TASK_FIELDS = {
     "base": ("name", "seed", "eval_prompts"),  # the tiny base's corpus (a dataset task's `data` too)
-    "demos": ("name", "seed", "train_prompts", "demonstrator_quality"),
-    "comparisons": ("name", "seed", "train_prompts", "annotator"),
+    "demos": ("name", "seed", "train_prompts", "demonstrator_quality", "demonstrator_habit"),
+    "comparisons": ("name", "seed", "train_prompts", "annotator", "annotator_pool"),
     "online": ("name", "seed", "train_prompts", "eval_prompts"),
+    "prompts": ("name", "seed", "train_prompts"),  # the prompts an on-policy stage labels its samples for
     "eval": ("name", "seed", "eval_prompts"),
-    "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality"),
+    "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality", "demonstrator_habit"),
     "judge": ("name",),  # the held-out split a dataset task's judge is trained on
 }
 
@@ -148,11 +150,11 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     arm = suite.arms[arm_name]
     seed = int(point["seed"])
     settings = arm_settings(suite, arm)
-    n_demos, n_comparisons = arm_allocation(suite, arm)
+    n_demos, n_comparisons, n_labels = arm_budget(suite, arm)
     base = base_stage(suite)
     judge = judge_stage(suite, base)
     gold = {"judge": judge} if judge is not None else {}  # what a stage that reads the gold reward needs
-    policy, reward_model, comparisons, sampling = base, None, None, {}
+    policy, reward_model, comparisons, labels, sampling = base, None, None, None, {}
     demos = (
         Stage("demos", {"task": task_params(suite, "demos"), "n": n_demos, "seed": seed}, gold)
         if n_demos
@@ -165,7 +167,13 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
             continue
         params: dict[str, Any] = {"train": own.model_dump(), "seed": seed}
         inputs: dict[str, Stage] = {"model": policy}
-        if spec.data is Data.DEMONSTRATIONS:
+        if spec.on_policy:  # buys its labels during training, from its own samples (the annotator inside)
+            n = n_labels if spec.data is Data.LABELS else n_comparisons
+            prompts = {"task": task_params(suite, "prompts"), "n": n, "seed": seed}
+            inputs["data"] = Stage("prompts", prompts)
+            params["task"] = task_params(suite, "comparisons")
+            inputs.update(gold)
+        elif spec.data is Data.DEMONSTRATIONS:
             inputs["data"] = demos
         elif spec.data is Data.COMPARISONS:
             if comparisons is None:  # sampled from the policy that the first preference stage starts from
@@ -180,7 +188,20 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
                     {"policy": policy, **gold},
                 )
             inputs["data"] = comparisons
-        if spec.needs_reward_model:
+        elif spec.data is Data.LABELS:
+            if labels is None:  # one completion per label, from the policy the first such stage starts from
+                labels = Stage(
+                    "labels",
+                    {
+                        "task": task_params(suite, "comparisons"),
+                        "n": n_labels,
+                        "seed": seed,
+                        "max_new_tokens": suite.eval.max_new_tokens,
+                    },
+                    {"policy": policy, **gold},
+                )
+            inputs["data"] = labels
+        if spec.wants_reward_model(own):
             inputs["reward_model"] = reward_model
         if spec.reads_task:  # online: rolls out on the task's prompts; the gold reward for checks
             params["task"] = task_params(suite, "online")
@@ -204,7 +225,7 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
         },
         gold,
     )
-    return Run(arm_name, point, suite, n_demos, n_comparisons, evaluation, demonstrator)
+    return Run(arm_name, point, suite, n_demos, n_comparisons, evaluation, demonstrator, n_labels)
 
 
 # -- the grid --------------------------------------------------------------------------------------------
@@ -240,31 +261,48 @@ def grid_size(suite: Suite) -> tuple[int, int]:
 
 
 # -- the budget ------------------------------------------------------------------------------------------
+def split_budget(
+    units: float, cost: Cost, share: float, demos: bool, comparisons: bool, labels: bool
+) -> tuple[int, int, int]:
+    """How many demonstrations, comparisons and binary labels `units` buy when a share goes to
+    demonstrations; the rest buys comparisons or labels, half each for a recipe that needs both."""
+    n_demos = math.floor(units * share / cost.demonstration + 1e-9) if demos else 0
+    rest = units - n_demos * cost.demonstration
+    if comparisons and labels:
+        rest /= 2
+    n_comparisons = math.floor(rest / cost.comparison + 1e-9) if comparisons else 0
+    n_labels = math.floor(rest / cost.label + 1e-9) if labels else 0
+    return n_demos, n_comparisons, n_labels
+
+
 def allocate(units: float, cost: Cost, share: float, demos: bool, comparisons: bool) -> tuple[int, int]:
     """How many demonstrations and comparisons `units` buy when a share goes to demonstrations."""
-    n_demos = math.floor(units * share / cost.demonstration + 1e-9) if demos else 0
-    n_comparisons = (
-        math.floor((units - n_demos * cost.demonstration) / cost.comparison + 1e-9) if comparisons else 0
-    )
-    return n_demos, n_comparisons
+    return split_budget(units, cost, share, demos, comparisons, False)[:2]
 
 
 def default_share(arm: Arm) -> float:
     if arm.demonstration_share is not None:
         return arm.demonstration_share
-    if arm.needs_demonstrations and arm.needs_comparisons:
+    if arm.needs_demonstrations and (arm.needs_comparisons or arm.needs_labels):
         return 0.5
     return 1.0 if arm.needs_demonstrations else 0.0
 
 
-def arm_allocation(suite: Suite, arm: Arm) -> tuple[int, int]:
-    return allocate(
+def arm_budget(suite: Suite, arm: Arm) -> tuple[int, int, int]:
+    """(demonstrations, comparisons, binary labels) the arm's budget buys."""
+    return split_budget(
         suite.budget.units,
         suite.budget.cost,
         default_share(arm),
         arm.needs_demonstrations,
         arm.needs_comparisons,
+        arm.needs_labels,
     )
+
+
+def arm_allocation(suite: Suite, arm: Arm) -> tuple[int, int]:
+    """(demonstrations, comparisons) the arm's budget buys (`arm_budget` has its labels too)."""
+    return arm_budget(suite, arm)[:2]
 
 
 def arm_settings(suite: Suite, arm: Arm) -> Stages:

@@ -20,17 +20,39 @@ from pathlib import Path
 from compare import limits
 from compare.lm import external as basemodel
 from compare.lm.external import is_local
-from compare.plan import apply_point, arm_allocation, arm_settings, grid_points
-from compare.stages import RECIPE_STAGES, SPECS, Produces
+from compare.plan import apply_point, arm_allocation, arm_budget, arm_settings, grid_points
+from compare.stages import RECIPE_STAGES, SPECS, Data, Produces
 from compare.suite.errors import SuiteError
 from compare.suite.schema import Arm, Suite
 from compare.tasks import TASKS
 
 REPORT_MARKER = ".sft-vs-rlhf-report"  # in every folder `run` writes: only such a folder is ever replaced
+PARTIAL_MARKER = ".sft-vs-rlhf-partial"  # in a report folder while it is being written
+# what a report folder of an earlier version (a marker without a manifest) holds
+REPORT_FILES = ["failed_runs.csv", "index.md", "plots", "provenance.json", "report.md", "results.csv",
+                "samples.csv", "suite.yaml", "training_logs.csv"]  # fmt: skip
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker of a folder the harness wrote ({files: its entries, complete}), or None if there is none."""
+    path = folder / REPORT_MARKER
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):  # an earlier version's marker
+        subfolders = [p.name for p in folder.iterdir() if (p / REPORT_MARKER).is_file()]
+        return {"files": REPORT_FILES + subfolders, "complete": True}
+    return data
 
 
 def preflight(suites: list[Suite], out: Path | None = None, cache_root: Path | None = None) -> None:
-    """Every check of the world for the suites about to run (and their report folder `out`, if given)."""
+    """Every check of the world for the suites about to run (their report folder `out` and stage cache,
+    if given)."""
+    if cache_root is not None:
+        check_cache_dir(cache_root)
     if out is not None:
         check_out_folder(out, cache_root)
     ram = limits.available_ram()
@@ -43,6 +65,8 @@ def preflight(suites: list[Suite], out: Path | None = None, cache_root: Path | N
             check_sizes(resolved, stages, path, ram)
             _check_dataset_task(resolved, path)
         check_memory(suite, path)
+    if cache_root is not None:
+        make_cache_dir(cache_root)
 
 
 # -- files, packages, datasets ---------------------------------------------------------------------------
@@ -95,7 +119,9 @@ def check_files(suite: Suite, path: Path) -> None:
 def _dataset_task(task_json: str):
     """A dataset task, read once for every grid point that does not change its settings."""
     settings = json.loads(task_json)
-    return TASKS[settings["name"]](**{k: v for k, v in settings.items() if k not in ("name", "annotator")})
+    return TASKS[settings["name"]](
+        **{k: v for k, v in settings.items() if k not in ("name", "annotator", "annotator_pool")}
+    )
 
 
 def _check_dataset_task(suite: Suite, path: Path) -> None:
@@ -167,10 +193,11 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
     units = suite.budget.units
     for name, arm in suite.arms.items():
         try:
-            n_demos, n_comparisons = arm_allocation(suite, arm)
+            n_demos, n_comparisons, n_labels = arm_budget(suite, arm)
         except OverflowError:  # units / cost beyond a float
             n_demos = math.inf if arm.needs_demonstrations else 0
             n_comparisons = math.inf if arm.needs_comparisons else 0
+            n_labels = math.inf if arm.needs_labels else 0
         check(
             "budget.units",
             n_demos,
@@ -188,6 +215,28 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
             said = f"{count(n_comparisons)} comparisons for arm {name!r} x 2 completions"
             said += f" x {ev.max_new_tokens} tokens = {count(tokens)} tokens"
             check("eval.max_new_tokens", tokens, limits.fits("token", ram), said)
+        if arm.needs_labels and n_labels < 1:
+            raise SuiteError(
+                f"{path}: budget.units: {units:g} units buy no binary label for arm {name!r} "
+                f"(cost.label {suite.budget.cost.label:g})"
+            )
+        if n_labels:  # one completion of eval.max_new_tokens each, held like a demonstration
+            said = f"{units:g} units buy {count(n_labels)} binary labels for arm {name!r}"
+            check("budget.units", n_labels, limits.fits("demonstration", ram), said)
+            tokens = n_labels * ev.max_new_tokens
+            said = f"{count(n_labels)} binary labels for arm {name!r} x {ev.max_new_tokens} tokens"
+            check(
+                "eval.max_new_tokens", tokens, limits.fits("token", ram), f"{said} = {count(tokens)} tokens"
+            )
+        for kind in arm.recipe:  # a stage that labels its own samples in rounds: one label a round at least
+            rounds = getattr(getattr(stages[name], kind), "rounds", None)
+            if RECIPE_STAGES[kind].on_policy and rounds is not None:
+                bought = n_labels if RECIPE_STAGES[kind].data is Data.LABELS else n_comparisons
+                if bought < rounds:
+                    raise SuiteError(
+                        f"{path}: {_setting_key(name, arm, kind, 'rounds')}: {rounds} rounds, but "
+                        f"{units:g} units buy {count(bought)} labels for arm {name!r}; at most one round per label"
+                    )
 
         # the evaluation (compare/stages/evaluate.py): k samples per prompt (x n with best-of-n) per split
         k, prompts = ev.samples_per_prompt, task.eval_prompts
@@ -223,7 +272,10 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
             spec = RECIPE_STAGES[kind]
             if spec.workload is None:
                 continue
-            key = _setting_key(name, arm, kind, "episodes")
+            fields = spec.settings.model_fields  # the setting that sizes it: episodes (RL), prompts (rs_ft)
+            key = _setting_key(
+                name, arm, kind, next((f for f in ("episodes", "prompts") if f in fields), "episodes")
+            )
             prompts, tokens, said = spec.workload(getattr(stages[name], kind))
             if prompts:
                 check(
@@ -255,7 +307,40 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
         raise SuiteError(f"{path}: base: {base.model or base.package}: {problem}")
 
 
-# -- the report folder -------------------------------------------------------------------------------------
+# -- the stage cache and the report folder -------------------------------------------------------------------
+def check_cache_dir(root: Path) -> None:
+    """The cache folder must be a folder we can write, and either new, empty, or a stage cache already."""
+    from compare.cache import LEFTOVER, LOCKS, LOGS, STAGE_NAME
+
+    if root.exists() and not root.is_dir():
+        raise SuiteError(f"--cache-dir {root}: exists and is not a folder")
+    if root.is_dir():
+        foreign = [
+            p.name
+            for p in root.iterdir()
+            if p.name not in (LOCKS, LOGS)
+            and not STAGE_NAME.fullmatch(p.name)
+            and not LEFTOVER.fullmatch(p.name)
+        ]
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise SuiteError(
+                f"--cache-dir {root}: not a stage cache (it holds {shown}); give an empty folder or a cache"
+            )
+
+
+def make_cache_dir(root: Path) -> None:
+    """Create the cache folder (the last check: it is the first thing preflight writes)."""
+    from compare.cache import LOCKS
+
+    try:
+        (root / LOCKS).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SuiteError(f"--cache-dir {root}: cannot write there ({e.strerror or e})") from None
+
+
 def check_out_folder(out: Path, cache_root: Path) -> None:
     """Refuse, before anything runs, a report folder that would replace something the harness did not write."""
     where = out.resolve()
@@ -275,8 +360,18 @@ def check_out_folder(out: Path, cache_root: Path) -> None:
         return
     if not out.is_dir():
         raise SuiteError(f"--out {out}: exists and is not a folder")
-    if not (out / REPORT_MARKER).exists() and any(out.iterdir()):
+    marker = read_marker(out)
+    if marker is None:
+        if any(out.iterdir()):
+            raise SuiteError(
+                f"--out {out}: this folder is not empty and was not written by sft-vs-rlhf (no "
+                f"{REPORT_MARKER}); nothing in it was touched: choose a new or empty folder"
+            )
+        return
+    theirs = sorted(p.name for p in out.iterdir() if p.name not in {*marker["files"], REPORT_MARKER})
+    if theirs:
+        shown = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
         raise SuiteError(
-            f"--out {out}: this folder is not empty and was not written by sft-vs-rlhf (no {REPORT_MARKER}); "
-            "nothing in it was touched: choose a new or empty folder"
+            f"--out {out}: a report folder is replaced whole, and this one holds what sft-vs-rlhf did not "
+            f"write ({shown}); nothing was touched: move them out or choose another folder"
         )

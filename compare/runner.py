@@ -1,9 +1,16 @@
-"""Execute a plan: run every stage that is not cached, in order, then collect results for the report."""
+"""Execute a plan: run every stage that is not cached, inputs first, then collect results for the report.
+
+One stage at a time in this process, or many at once as Ray tasks (`compare/executor.py`); either way
+through `attempt`, under the stage's lock, failures recorded and isolated the same way.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -11,7 +18,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from compare.cache import StageCache
@@ -62,12 +68,18 @@ def describe_runs(runs: list[Run]) -> str:
     return shown + (f" (+{len(labels) - 3} more)" if len(labels) > 3 else "")
 
 
-def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
+def execute(
+    runs: list[Run], cache: StageCache, ctx: Context, jobs: int | None = 1, address: str | None = None
+) -> Outcome:
     """Run every stage that is not cached, inputs first; a stage that fails takes down only its dependents.
 
     A failed stage is not cached and its traceback goes to the cache's `logs/`; stages that need it are
     skipped, every other stage still runs. Another process computing the same stage is waited for (the
-    cache's per-stage lock), and its result used.
+    cache's per-stage lock), and its result used. `jobs` stages run at once (None: as many as suit the
+    machine and the model, `compare.executor.default_jobs`): one runs in this process, more as Ray tasks
+    (`compare/executor.py`), each started as soon as its inputs are complete; `address` names a Ray
+    cluster to run them on. Every stage is seeded by its own settings, so the results do not depend on
+    how many run at once.
     """
     from compare.stages.common import quiet_libraries
 
@@ -77,62 +89,240 @@ def execute(runs: list[Run], cache: StageCache, ctx: Context) -> Outcome:
     if not todo:
         return outcome
     owners = stage_owners(runs)
+    if jobs is None and address is None:
+        from compare.executor import default_jobs
+
+        jobs = default_jobs(any(run.suite.base.external for run in runs))
+    parallel = _world_size() == 1 and (address is not None or (jobs > 1 and len(todo) > 1))
+    if ctx.threads and not parallel:
+        import torch
+
+        torch.set_num_threads(ctx.threads)
+    on_terminal = _draws_bars()
+    ctx.progress = on_terminal and not parallel  # a stage's own bars only when it runs in this process
+    pool = _ray_pool(runs, todo, cache, ctx, jobs, address) if parallel else _InProcess(cache, ctx)
+    bar = tqdm(total=len(todo), desc="stages", unit="stage", disable=not on_terminal, dynamic_ncols=True)
+    pending = list(todo) if not parallel else _by_priority(todo)
+    running: dict[str, Stage] = {}
+    finished = 0
+
+    def status(kind: str | None = None) -> None:
+        failed = len(outcome.failures)
+        bar.set_postfix_str(kind if kind and not parallel else f"running {len(running)}, failed {failed}")
+
+    try:
+        with quiet_libraries(ctx.verbose):
+            while pending or running:
+                waiting = {s.name for s in pending} | set(running)
+                for stage in list(pending):
+                    failed_input = next(
+                        (d for d in stage.inputs.values() if d is not None and d.name in outcome.failures),
+                        None,
+                    )
+                    if failed_input is not None:  # nothing to start from
+                        cause = outcome.failures[failed_input.name]
+                        outcome.failures[stage.name] = Failure(
+                            stage,
+                            f"needs {failed_input.kind} {failed_input.key}, which failed",
+                            None,
+                            cause.cause or cause.stage,
+                        )
+                        pending.remove(stage)
+                        waiting.discard(stage.name)
+                        finished += 1
+                        bar.update()
+                        continue
+                    if len(running) >= pool.slots:
+                        continue
+                    if any(d is not None and d.name in waiting for d in stage.inputs.values()):
+                        continue  # an input is not complete yet
+                    pending.remove(stage)
+                    running[stage.name] = stage
+                    labels = [r.label for r in owners.get(stage.name, [])]
+                    pool.submit(stage, _stage_info(stage), labels)
+                    status(stage.kind)
+                for name, result in pool.wait(timeout=1.0):
+                    stage = running.pop(name)
+                    finished += 1
+                    who = describe_runs(owners.get(stage.name, []))
+                    if "crash" in result:  # Ray: its worker died on every try
+                        from compare.executor import crash_reason
+
+                        info = {**_stage_info(stage), "runs": [r.label for r in owners.get(stage.name, [])]}
+                        log = cache.record_failure(stage.name, info, result["crash"])
+                        result = {"error": crash_reason(result["crash"]), "log": str(log)}
+                    if "error" in result:
+                        reason, log = result["error"], Path(result["log"])
+                        outcome.failures[stage.name] = Failure(stage, reason, log)
+                        tqdm.write(
+                            f"error: stage {stage.kind} {stage.key} failed ({who}): {reason}; not cached; "
+                            f"log: {log}",
+                            file=sys.stderr,
+                        )
+                        if ctx.verbose and result.get("trace"):
+                            print(result["trace"], file=sys.stderr, end="")
+                    else:
+                        if result["ran"]:
+                            outcome.timings[stage.name] = result["seconds"]
+                        if not on_terminal:  # one line per finished stage where no bar is drawn
+                            ran = (
+                                f"done in {result['seconds']:.1f} s"
+                                if result["ran"]
+                                else "done by another process"
+                            )
+                            print(
+                                f"[{finished}/{len(todo)}] {stage.kind} ({who}): {ran}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                    bar.update()
+                    status()
+                bar.refresh()  # the elapsed time, while long stages run
+    finally:
+        bar.close()
+        pool.close()
+    return outcome
+
+
+def _stage_info(stage: Stage) -> dict:
+    """What a stage's completion marker (and its failure log) records about it."""
+    return {
+        "kind": stage.kind,
+        "key": stage.key,
+        "params": stage.params,
+        "inputs": {n: d.name for n, d in stage.inputs.items()},
+    }
+
+
+def _by_priority(todo: list[Stage]) -> list[Stage]:
+    """Stages with the longest chain of stages after them first (they hold up the most), then in order."""
+    height: dict[str, int] = {}
+    users: dict[str, list[Stage]] = {}
+    for stage in todo:
+        for dep in stage.inputs.values():
+            if dep is not None:
+                users.setdefault(dep.name, []).append(stage)
+    for stage in reversed(todo):  # inputs come before their users in `todo`
+        height[stage.name] = 1 + max((height[u.name] for u in users.get(stage.name, [])), default=0)
+    order = {s.name: i for i, s in enumerate(todo)}
+    return sorted(todo, key=lambda s: (-height[s.name], order[s.name]))
+
+
+class _InProcess:
+    """Stages one after another in this process (`--jobs 1`, or under `accelerate launch`)."""
+
+    slots = 1
+
+    def __init__(self, cache: StageCache, ctx: Context):
+        self.cache, self.ctx, self.next = cache, ctx, None
+
+    def submit(self, stage: Stage, info: dict, labels: list[str]) -> None:
+        self.next = (stage, info, labels)
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        if self.next is None:
+            return []
+        (stage, info, labels), self.next = self.next, None
+        inputs = {name: self.cache.path(dep.name) for name, dep in stage.inputs.items()}
+        return [
+            (
+                stage.name,
+                attempt(SPECS[stage.kind], stage.name, info, inputs, self.cache.root, self.ctx, labels),
+            )
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+class _RayTasks:
+    """Stages as Ray tasks (compare/executor.py), each with the resources its spec and base model need."""
+
+    def __init__(self, pool, cache: StageCache, ctx: Context, memory: dict[str, int | None]):
+        self.pool, self.cache, self.memory = pool, cache, memory
+        self.slots = pool.slots
+        self.ctx = dataclasses.replace(ctx, progress=False, threads=pool.cpus)
+
+    def submit(self, stage: Stage, info: dict, labels: list[str]) -> None:
+        inputs = {name: self.cache.path(dep.name) for name, dep in stage.inputs.items()}
+        args = (SPECS[stage.kind], stage.name, info, inputs, self.cache.root, self.ctx, labels)
+        self.pool.submit(stage.name, self.pool.resources(self.memory.get(stage.name)), args)
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        return self.pool.wait(timeout)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _ray_pool(
+    runs: list[Run], todo: list[Stage], cache: StageCache, ctx: Context, jobs, address
+) -> _RayTasks:
+    from compare.executor import RayPool, base_parameters, stage_memory
+
+    cache.root.mkdir(parents=True, exist_ok=True)
+    cache = StageCache(cache.root.resolve())  # the workers may start in another folder
+    pool = RayPool(None if address is not None and jobs is None else jobs, address, ctx.threads, ctx.verbose)
+    try:
+        pool.check_shared_cache(cache.root)
+        sizes = {id(run.suite): base_parameters(run.suite) for run in runs if run.suite.base.external}
+        owners = stage_owners(runs)
+        memory = {}
+        for stage in todo:
+            suite = owners[stage.name][0].suite if owners.get(stage.name) else None
+            parameters = sizes.get(id(suite)) if suite is not None else None
+            memory[stage.name] = stage_memory(stage.kind, stage.params, parameters)
+    except BaseException:
+        pool.close()
+        raise
+    return _RayTasks(pool, cache, ctx, memory)
+
+
+def attempt(
+    spec, name: str, info: dict, inputs: dict[str, Path], root: Path, ctx: Context, labels: list[str]
+) -> dict:
+    """Compute one stage under its lock, in this process or a Ray worker; never raises for the stage's own
+    errors: {"ran", "seconds"} (ran False when another process completed it meanwhile), or {"error", "log",
+    "trace"} for a stage that raised, whose traceback is recorded in the cache's `logs/`."""
+    cache = StageCache(root)
     if ctx.threads:
         import torch
 
         torch.set_num_threads(ctx.threads)
-    on_terminal = sys.stderr.isatty()
-    ctx.progress = on_terminal
-    bar = tqdm(todo, desc="stages", unit="stage", disable=not on_terminal, dynamic_ncols=True)
-    with quiet_libraries(ctx.verbose):
-        for i, stage in enumerate(bar, 1):
-            bar.set_postfix_str(stage.kind)
-            who = describe_runs(owners.get(stage.name, []))
-            failed_input = next(
-                (d for d in stage.inputs.values() if d is not None and d.name in outcome.failures), None
-            )
-            if failed_input is not None:  # nothing to start from
-                cause = outcome.failures[failed_input.name]
-                outcome.failures[stage.name] = Failure(
-                    stage,
-                    f"needs {failed_input.kind} {failed_input.key}, which failed",
-                    None,
-                    cause.cause or cause.stage,
-                )
-                continue
-            start = time.time()
-            info = {
-                "kind": stage.kind,
-                "key": stage.key,
-                "params": stage.params,
-                "inputs": {n: d.name for n, d in stage.inputs.items()},
-            }
-            try:
-                ran = _run_stage(stage, info, cache, ctx)
-            except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
-                log = cache.record_failure(
-                    stage.name, {**info, "runs": [r.label for r in owners.get(stage.name, [])]}, e
-                )
-                reason = f"{type(e).__name__}: {_first_line(e)}"
-                outcome.failures[stage.name] = Failure(stage, reason, log)
-                tqdm.write(
-                    f"error: stage {stage.kind} {stage.key} failed ({who}): {reason}; not cached; log: {log}",
-                    file=sys.stderr,
-                )
-                if ctx.verbose:
-                    traceback.print_exc()
-                continue
-            if ran:
-                outcome.timings[stage.name] = time.time() - start
-            if not on_terminal:  # one line per finished stage where no bar is drawn
-                state = f"done in {time.time() - start:.1f} s" if ran else "done by another process"
-                print(f"[{i}/{len(todo)}] {stage.kind} ({who}): {state}", file=sys.stderr, flush=True)
-    return outcome
+    start = time.time()
+    try:
+        seed_everything(info["params"])
+        ran = _run_stage(spec, name, info, inputs, cache, ctx)
+    except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
+        log = cache.record_failure(name, {**info, "runs": labels}, e)
+        return {
+            "error": f"{type(e).__name__}: {_first_line(e)}",
+            "log": str(log),
+            "trace": traceback.format_exc(),
+        }
+    return {"ran": ran, "seconds": time.time() - start}
+
+
+def seed_everything(params: dict) -> None:
+    """The global random generators (Python's, NumPy's, torch's) seeded by the stage's own seed, before
+    it runs: whatever a stage draws without a generator of its own (a fresh reward head, say) then
+    depends only on its settings, not on which stages ran before it in the same process."""
+    import numpy as np
+    import torch
+
+    seed = params.get("seed", 0)
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def run_stage(kind: str, params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     """Call a stage's run function: a recipe stage gets its typed settings (`Job`), others their params."""
-    spec = SPECS[kind]
+    _call(SPECS[kind], params, out, inputs, ctx)
+
+
+def _call(spec, params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     if spec.in_recipes:
         job = Job(spec.settings.model_validate(params["train"]), params["seed"], params.get("task"))
         spec.run(job, out, inputs, ctx)
@@ -140,21 +330,31 @@ def run_stage(kind: str, params: dict, out: Path, inputs: dict[str, Path], ctx: 
         spec.run(params, out, inputs, ctx)
 
 
-def _run_stage(stage: Stage, info: dict, cache: StageCache, ctx: Context) -> bool:
+def _draws_bars() -> bool:
+    """A progress bar needs a terminal with a width; elsewhere (a log, a pty of width 0) one line per stage."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except OSError:
+        return False
+
+
+def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: StageCache, ctx: Context) -> bool:
     """Compute one stage under its lock; False when another process completed it meanwhile."""
-    inputs = {name: cache.path(dep.name) for name, dep in stage.inputs.items()}
+    params = info["params"]
     if not is_main_process():  # data-parallel training: every process takes part, rank 0 saves
-        if SPECS[stage.kind].distributed:
+        if spec.distributed:
             with tempfile.TemporaryDirectory() as scratch:
-                run_stage(stage.kind, stage.params, Path(scratch), inputs, ctx)
+                _call(spec, params, Path(scratch), inputs, ctx)
         wait_for_everyone()
         return True
     try:
-        with cache.lock(stage.name, on_wait=lambda message: tqdm.write(message, file=sys.stderr)):
-            if cache.is_complete(stage.name):
+        with cache.lock(name, on_wait=lambda message: tqdm.write(message, file=sys.stderr)):
+            if cache.is_complete(name):
                 return False
-            with cache.writing(stage.name, info) as out:
-                run_stage(stage.kind, stage.params, out, inputs, ctx)
+            with cache.writing(name, info) as out:
+                _call(spec, params, out, inputs, ctx)
         return True
     finally:
         wait_for_everyone()  # the other processes wait for this stage, failed or not
@@ -185,8 +385,11 @@ def wait_for_everyone() -> None:
         dist.barrier()
 
 
-def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Results (one row per run and split), per-sample rows, and training logs, all from cached stages."""
+def collect(runs: list[Run], cache: StageCache):
+    """Results (one row per run and split), per-sample rows, and training logs (three DataFrames), all read
+    from cached stages."""
+    import pandas as pd
+
     results, samples, logs = [], [], []
     for run in runs:
         meta = {
@@ -195,6 +398,7 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
             "budget": run.suite.budget.units,
             "n_demonstrations": run.n_demonstrations,
             "n_comparisons": run.n_comparisons,
+            "n_labels": run.n_labels,
             **{f"grid.{k}": v for k, v in run.point.items() if k != "seed"},
         }
         folder = cache.path(run.eval.name)
@@ -213,3 +417,64 @@ def collect(runs: list[Run], cache: StageCache) -> tuple[pd.DataFrame, pd.DataFr
         if col not in results_df:
             results_df[col] = float("nan")
     return results_df, pd.DataFrame(samples), pd.DataFrame(logs)
+
+
+# -- a warm run: the report folder is already what this run would write ----------------------------------
+REPORT_CODE = ("report", "pipeline.py", "runner.py")  # the code a report is made by (compare/...)
+
+
+def report_inputs(runs: list[Run], settings: list[str]) -> str:
+    """A digest of everything a report is made of: the suites' settings, every stage of every run (a
+    stage's name holds its kind, version, settings and inputs), and the code that writes the report."""
+    digest = hashlib.sha256()
+    for text in settings:
+        digest.update(text.encode())
+    for name in sorted({s.name for run in runs for s in stage_order(run.roots)}):
+        digest.update(name.encode())
+    package = Path(__file__).resolve().parent
+    for entry in REPORT_CODE:
+        for path in (
+            sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() else [package / entry]
+        ):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _folder_state(folder: Path) -> dict[str, list[int]]:
+    return {
+        str(p.relative_to(folder)): [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _report_record(out: Path, cache: StageCache) -> Path:
+    """Beside the lock of that report folder (`StageCache.folder_lock`), in the cache's `.locks/`."""
+    from compare.cache import LOCKS
+
+    digest = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:16]
+    return cache.root / LOCKS / f"out-{digest}.report.json"
+
+
+def report_is_current(out: Path, cache: StageCache, inputs: str) -> bool:
+    """Whether `out` holds exactly the report this run would write: the one written last from the same
+    inputs (`report_inputs`), every file of it as it was written (sizes and times), nothing added."""
+    record = _report_record(out, cache)
+    if not out.is_dir() or not record.is_file():
+        return False
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    return saved.get("inputs") == inputs and saved.get("files") == _folder_state(out)
+
+
+def remember_report(out: Path, cache: StageCache, inputs: str) -> None:
+    """Record what the report just published to `out` was made of, for `report_is_current`."""
+    record = _report_record(out, cache)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f"{record.name}.tmp-{os.getpid()}")
+    tmp.write_text(
+        json.dumps({"out": str(Path(out).resolve()), "inputs": inputs, "files": _folder_state(out)})
+    )
+    os.replace(tmp, record)

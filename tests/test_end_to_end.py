@@ -10,6 +10,7 @@ import pytest
 
 from compare.cache import MARKER
 from compare.cli import main
+from compare.tasks.reviews import Reviews
 
 MICRO = """
 name: micro
@@ -62,14 +63,17 @@ def test_results_and_report(micro_run):
     results = pd.read_csv(out / "results.csv")
     assert set(REQUIRED) <= set(results.columns)
     assert set(results["arm"]) == {"base", "sft", "preferred_ft", "dpo", "rm"}
-    assert set(results["split"]) == {"id", "ood"} and set(results["seed"]) == {0, 1}
-    assert len(results) == 5 * 2 * 2
+    splits = Reviews.eval_splits  # ID, unseen domains, an opener that pulls the other way, a format, counting
+    assert set(results["split"]) == set(splits) and set(results["seed"]) == {0, 1}
+    assert len(results) == 5 * 2 * len(splits)
     counts = results.groupby("arm")[["n_demonstrations", "n_comparisons"]].first()
     assert tuple(counts.loc["sft"]) == (12, 0) and tuple(counts.loc["dpo"]) == (0, 48)
     assert results.loc[results["arm"] == "rm", "proxy_reward"].notna().all()
     assert results.loc[results["arm"] == "sft", "proxy_reward"].isna().all()
     samples = pd.read_csv(out / "samples.csv")
-    assert len(samples) == 5 * 2 * 2 * 4 * 2  # arms x seeds x splits x prompts x samples
+    assert len(samples) == 5 * 2 * len(splits) * 4 * 2  # arms x seeds x splits x prompts x samples
+    assert results["forward_kl_train"].notna().all()
+    assert (results.loc[results["arm"] == "base", "forward_kl_train"] == 0).all()
     text = (out / "report.md").read_text()
     for needle in ("## Setup", "| **sft** |", "gold reward ID", "## Example generations", "demonstrations"):
         assert needle in text
@@ -92,11 +96,11 @@ def test_interrupted_stage_is_redone(micro_run, capsys):
     evals = sorted(p for p in cache.iterdir() if p.name.startswith("eval-"))
     victim = evals[0]
     (victim / MARKER).unlink()  # as if the process died before publishing
-    (cache / ".tmp-eval-deadbeef-999999").mkdir()  # a dead process's half-written folder
+    (cache / ".tmp-eval-00000000deadbeef-999999").mkdir()  # a dead process's half-written folder
     capsys.readouterr()
     assert main(argv) == 0
     assert "1 stages run" in capsys.readouterr().out
-    assert (victim / MARKER).exists() and not (cache / ".tmp-eval-deadbeef-999999").exists()
+    assert (victim / MARKER).exists() and not (cache / ".tmp-eval-00000000deadbeef-999999").exists()
 
 
 def test_report_rebuilds_from_saved_results(micro_run):
@@ -164,7 +168,7 @@ def test_every_sweep_end_to_end(tmp_path):
     ):
         assert f"plots/{png}.png" in text and (out / "plots" / f"{png}.png").exists()
     claims = text[text.index("## Claims checked") :]
-    assert claims.count("| **") == 8  # every claim has a verdict
+    assert claims.count("| **") == 13  # every claim has a verdict
     # the sweeps these claims need are present, so none of them says "not measured"
     for claim in ("SFT needs more labelled data", "tolerates noisy feedback", "frontier dominates"):
         row = next(line for line in claims.splitlines() if claim in line)

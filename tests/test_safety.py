@@ -24,7 +24,7 @@ import pytest
 from compare.cache import MARKER, StageCache
 from compare.cli import main
 from compare.pipeline import EXIT_RUNS_FAILED
-from compare.preflight import REPORT_MARKER
+from compare.preflight import PARTIAL_MARKER, REPORT_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,23 +86,55 @@ def test_out_may_not_be_the_current_folder_its_parents_or_the_cache(
     assert (work / "keep" / "file").read_text() == "x"
 
 
-def test_report_folder_replaced_and_killed_publish_cleared(small, tmp_path):
+def test_report_folder_replaced_and_killed_publish_cleared(small, tmp_path, capsys):
     suite, cache = small
     out = tmp_path / "report"
-    out.mkdir()  # an empty folder is fine
+    out.mkdir(mode=0o750)  # an empty folder is fine, and kept (its mode too)
     assert run(suite, cache, out) == 0
     assert (out / REPORT_MARKER).exists() and (out / "report.md").exists()
-    (out / "stale.txt").write_text("from an older run")
-    killed = tmp_path / f".report.tmp-{2**22 + 7}"  # a publish killed half-way (its pid is gone)
-    killed.mkdir()
-    (killed / "results.csv").write_text("arm\n")
-    users = tmp_path / ".report.tmp-notes"  # the same prefix, but not ours: left alone
-    users.mkdir()
-    (users / "notes.txt").write_text("mine")
+    assert out.stat().st_mode & 0o777 == 0o750
+    (out / "report.md").write_text("an older report")  # ours: replaced
+    killed = tmp_path / f".report.tmp-{2**22 + 7}"  # a publish killed half-way: it carries the partial marker
+    (killed / "plots").mkdir(parents=True)
+    (killed / PARTIAL_MARKER).write_text("")
+    users = tmp_path / ".report.tmp-backup"  # the same prefix, even only subfolders, but not ours: left alone
+    (users / "thesis").mkdir(parents=True)
+    (users / "thesis" / "ch1.tex").write_text("mine")
     assert run(suite, cache, out) == 0  # a report folder written before is replaced whole
-    assert not (out / "stale.txt").exists() and (out / "report.md").exists()
-    assert not killed.exists() and (users / "notes.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == [".report.tmp-notes"]
+    assert (out / "report.md").read_text() != "an older report"
+    assert not killed.exists() and (users / "thesis" / "ch1.tex").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == [
+        ".report.tmp-backup"
+    ]
+
+    # what the user added to a report folder is never deleted: the run refuses, naming it
+    (out / "my_analysis").mkdir()
+    (out / "my_analysis" / "notes.md").write_text("notes")
+    capsys.readouterr()
+    assert run(suite, cache, out) == 2
+    assert "my_analysis" in capsys.readouterr().err
+    assert (out / "my_analysis" / "notes.md").read_text() == "notes"
+
+
+def test_report_needs_our_marker_and_a_cache_must_be_a_cache(small, tmp_path, capsys):
+    suite, _ = small
+    mine = tmp_path / "mine"
+    shutil.copytree(ROOT / "reports" / "example", mine)
+    (mine / REPORT_MARKER).unlink()
+    (mine / "report.md").write_text("MINE")
+    assert main(["report", str(mine)]) == 2 and "not a report folder written by" in capsys.readouterr().err
+    assert (mine / "report.md").read_text() == "MINE"
+    photos = tmp_path / "photos"
+    (photos / ".tmp-photos-2023").mkdir(parents=True)
+    (photos / ".tmp-photos-2023" / "img.jpg").write_text("j")
+    assert run(suite, photos, tmp_path / "r") == 2 and "not a stage cache" in capsys.readouterr().err
+    assert (photos / ".tmp-photos-2023" / "img.jpg").exists()
+    StageCache(photos).clear_stale()  # even called directly, it removes only what the cache writes
+    assert (photos / ".tmp-photos-2023" / "img.jpg").exists()
+    (tmp_path / "afile").write_text("x")
+    assert run(suite, tmp_path / "afile", tmp_path / "r") == 2 and "not a folder" in capsys.readouterr().err
+    assert main(["run", str(suite), "--threads", "-1", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "--threads -1" in capsys.readouterr().err
 
 
 # -- a failed stage: not cached, the rest reported -----------------------------------------------------
@@ -175,19 +207,25 @@ def test_all_runs_failing_writes_no_report(small, tmp_path, monkeypatch, capsys)
 # -- the cache under many processes ----------------------------------------------------------------------
 def test_complete_stage_is_never_rewritten(tmp_path):
     cache = StageCache(tmp_path)
-    log = cache.record_failure("x-1", {"kind": "x"}, ValueError("first try"))
+    log = cache.record_failure("x-0000000000000001", {"kind": "x"}, ValueError("first try"))
     assert "ValueError: first try" in log.read_text()
-    with cache.lock("x-1"), cache.writing("x-1", {}) as folder:
+    with cache.lock("x-0000000000000001"), cache.writing("x-0000000000000001", {}) as folder:
         (folder / "a").write_text("1")
-    with pytest.raises(FileExistsError), cache.lock("x-1"), cache.writing("x-1", {}):
+    with (
+        pytest.raises(FileExistsError),
+        cache.lock("x-0000000000000001"),
+        cache.writing("x-0000000000000001", {}),
+    ):
         pass
-    assert (tmp_path / "x-1" / "a").read_text() == "1" and cache.is_complete("x-1")
+    assert (tmp_path / "x-0000000000000001" / "a").read_text() == "1" and cache.is_complete(
+        "x-0000000000000001"
+    )
     assert not log.exists()  # a stage's failure log goes once it succeeds
-    (tmp_path / "y-1").mkdir()  # a folder without its marker is not complete: it is replaced
-    (tmp_path / "y-1" / "junk").write_text("")
-    with cache.lock("y-1"), cache.writing("y-1", {}) as folder:
+    (tmp_path / "y-0000000000000001").mkdir()  # a folder without its marker is not complete: it is replaced
+    (tmp_path / "y-0000000000000001" / "junk").write_text("")
+    with cache.lock("y-0000000000000001"), cache.writing("y-0000000000000001", {}) as folder:
         (folder / "b").write_text("2")
-    assert sorted(p.name for p in (tmp_path / "y-1").iterdir()) == [MARKER, "b"]
+    assert sorted(p.name for p in (tmp_path / "y-0000000000000001").iterdir()) == [MARKER, "b"]
 
 
 HOLD = """
@@ -201,21 +239,21 @@ with StageCache(sys.argv[1]).lock(sys.argv[2]):
 
 def test_lock_of_a_killed_process_is_broken(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(tmp_path), "s-1"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, str(tmp_path), "s-0000000000000001"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         cache = StageCache(tmp_path)
-        assert cache.is_locked("s-1")
-        (tmp_path / ".tmp-s-1-123").mkdir()
+        assert cache.is_locked("s-0000000000000001")
+        (tmp_path / ".tmp-s-0000000000000001-123").mkdir()
         cache.clear_stale()  # a folder whose stage is being computed is kept
-        assert (tmp_path / ".tmp-s-1-123").exists()
+        assert (tmp_path / ".tmp-s-0000000000000001-123").exists()
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        assert not cache.is_locked("s-1")
+        assert not cache.is_locked("s-0000000000000001")
         cache.clear_stale()  # nobody holds it now: the leftover goes
-        assert not (tmp_path / ".tmp-s-1-123").exists()
-        with cache.lock("s-1", on_wait=None):
+        assert not (tmp_path / ".tmp-s-0000000000000001-123").exists()
+        with cache.lock("s-0000000000000001", on_wait=None):
             pass
     finally:
         holder.kill()

@@ -12,6 +12,7 @@ from compare.stages.common import Context, read_jsonl
 from compare.stages.dpo import DPOSettings
 from compare.stages.rm import RewardSettings
 from compare.stages.sft import SFTSettings
+from compare.tasks.reviews import Reviews
 
 CTX = Context(verbose=False)
 
@@ -97,10 +98,11 @@ def test_rm(tmp_path, comparisons_dir, tiny_policy_dir):
 @pytest.mark.parametrize(
     "kind,stage,data", [("sft", SFTSettings, "demos_dir"), ("dpo", DPOSettings, "comparisons_dir"),
                         ("rm", RewardSettings, "comparisons_dir")])  # fmt: skip
-def test_lora_trains_adapters_and_saves_a_plain_model(tmp_path, request, tiny_policy_dir, kind, stage, data):
+def test_lora_trains_adapters_and_saves_them(tmp_path, request, tiny_policy_dir, kind, stage, data):
     params = {"train": stage(epochs=1, lr=1e-2, batch_size=8, lora_r=4).model_dump(), "seed": 0}
     run_stage(kind, params, tmp_path, {"model": tiny_policy_dir, "data": request.getfixturevalue(data)}, CTX)
-    assert not (tmp_path / "adapter_config.json").exists()  # the adapter is merged: a plain model folder
+    # the adapter on its start, no full weights (tests/test_adapters.py: it loads as the merged model)
+    assert (tmp_path / "adapter_config.json").exists() and not (tmp_path / "model.safetensors").exists()
     loader = load_reward_model if kind == "rm" else load_policy
     trained, start = loader(tmp_path)[0], loader(tiny_policy_dir)[0] if kind != "rm" else None
     start = start or load_policy(tiny_policy_dir)[0]
@@ -108,11 +110,11 @@ def test_lora_trains_adapters_and_saves_a_plain_model(tmp_path, request, tiny_po
     # the linear layers moved (adapters merged into them); the embeddings, which LoRA leaves, did not
     assert not torch.equal(a["h.0.attn.c_attn.weight"], b["h.0.attn.c_attn.weight"])
     assert torch.equal(a["wte.weight"], b["wte.weight"])
-    if kind == "rm":  # the scalar head is saved with the merged body
+    if kind == "rm":  # the trained scalar head is saved with the adapter
         from safetensors import safe_open
 
-        with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
-            assert "score.weight" in set(f.keys())
+        with safe_open(str(tmp_path / "adapter_model.safetensors"), "pt") as f:
+            assert any(k.endswith("score.weight") for k in f.keys())
 
 
 def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm_dir):
@@ -122,9 +124,9 @@ def test_eval_base_and_best_of_n(tmp_path, task_params, tiny_policy_dir, tiny_rm
     plain.mkdir()
     run_stage("eval", {"task": task_params, "eval": settings, "seed": 0}, plain, base_in, CTX)
     m = json.loads((plain / "metrics.json").read_text())
-    assert set(m) == {"id", "ood"} and m["id"]["kl_to_base"] == 0.0
+    assert set(m) == set(Reviews.eval_splits) and m["id"]["kl_to_base"] == 0.0
     rows = read_jsonl(plain / "samples.jsonl")
-    assert len(rows) == 2 * 8 * 4
+    assert len(rows) == len(Reviews.eval_splits) * 8 * 4
     bon = tmp_path / "bon"
     bon.mkdir()
     run_stage("eval", {"task": task_params, "eval": settings, "seed": 0, "best_of_n": 4}, bon, base_in, CTX)

@@ -7,6 +7,7 @@ and every recomputed log-prob uses the same temperature and positions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -166,6 +167,55 @@ def reward_scores(
         ids, mask = right_pad(enc, tokenizer.pad_token_id)
         scores.extend(sequence_scores(rm, ids.to(dev), mask.to(dev)).tolist())
     return scores
+
+
+# -- TRL's online trainers (RLOO, GRPO): one reward path -------------------------------------------------
+def completion_texts(tokenizer, prompts: list[str], completion_ids: list[list[int]]) -> list[str]:
+    """Each completion's text as `sample` writes it (`completion_text`), from its token ids."""
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [completion_text(tokenizer, c, p) for c, p in zip(completion_ids, prompt_ids)]
+
+
+def reward_function(tokenizer, score: Callable[[list[str], list[str]], list[float]], name: str):
+    """A reward function for TRL's `reward_funcs` that scores what our sampler would have written.
+
+    TRL hands reward functions `completions` decoded from the ids alone (`skip_special_tokens=True`),
+    which for a word-level tokenizer drops the space between the prompt's last word and the first
+    completion word; a reward model given to TRL directly also scores the text without EOS, one token
+    early for one trained on texts that end with it (docs/ppo.md row 8). The function rebuilds each
+    completion from its ids with `completion_text` and calls `score(prompts, completions)`:
+    `reward_scores` for a reward model (which appends EOS), a task's verifier. `name` is the function's
+    name in TRL's logs (`rewards/<name>/mean`).
+    """
+
+    def reward(prompts: list[str], completion_ids: list[list[int]], **_) -> list[float]:
+        return score(list(prompts), completion_texts(tokenizer, prompts, completion_ids))
+
+    reward.__name__ = name
+    return reward
+
+
+def use_mask_positions(model) -> None:
+    """Give every forward pass without position ids `cumsum(mask) - 1`, so left padding shifts nothing.
+
+    TRL's log-prob passes give left-padded prompts no position ids while `generate` derives them from
+    the mask; GPT-2's absolute positions would then differ between sampling and scoring (docs/ppo.md
+    row 2). A forward pre-hook on the policy (and the reference) supplies them.
+    """
+
+    def add_positions(module, args, kwargs):
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        # only full-sequence passes: `generate` supplies its own position ids for cached steps
+        if (
+            kwargs.get("position_ids") is None
+            and ids is not None
+            and mask is not None
+            and mask.shape == ids.shape
+        ):
+            kwargs["position_ids"] = position_ids(mask.long())
+        return args, kwargs
+
+    model.register_forward_pre_hook(add_positions, with_kwargs=True)
 
 
 # -- batched forward passes (shared by evaluation and PPO) ------------------------------------------------

@@ -67,7 +67,7 @@ def quiet_libraries(verbose: bool):
 
 def make_task(params: dict, inputs: dict[str, Path] | None = None) -> Task:
     """The task of a stage's `task` settings; a stage given a `judge` input hands its model to the task."""
-    settings = {k: v for k, v in params.items() if k not in ("name", "annotator")}
+    settings = {k: v for k, v in params.items() if k not in ("name", "annotator", "annotator_pool")}
     if "data" in settings and settings["data"] is None:  # a built-in task in suite.task.model_dump()
         del settings["data"]
     if inputs and "judge" in inputs:
@@ -218,11 +218,17 @@ def check_finite(model: torch.nn.Module, what: str) -> None:
 
 
 def train_and_save(trainer, out: Path, ctx: Context) -> None:
-    """Train, stopping at the first non-finite loss, then check the weights and save.
+    """Train, stopping at the first non-finite loss, then check the weights and save."""
+    train(trainer, ctx)
+    finish_training(trainer, out)
+
+
+def train(trainer, ctx: Context) -> None:
+    """Train, stopping at the first non-finite loss (`NonFiniteError`); nothing is saved.
 
     Unless verbose, no log line per step: the trainer's PrinterCallback (used when its progress bar is
     off) is removed, and its ProgressCallback (bar on, for `ctx.progress`) swapped for one that only
-    draws the bar.
+    draws the bar. Stages that train in rounds call this once per round, then save once.
     """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -233,13 +239,31 @@ def train_and_save(trainer, out: Path, ctx: Context) -> None:
             trainer.add_callback(_callbacks()["BarOnlyProgressCallback"](desc))
     trainer.add_callback(_callbacks()["FiniteLogsCallback"])
     trainer.train()
-    finish_training(trainer, out)
+
+
+def point_reference_at_start(model, tokenizer, path: str, out: Path) -> None:
+    """Make sure a TRL trainer's reference (reloaded from `model.config._name_or_path`) is the starting policy.
+
+    That is `path` itself unless `load_policy` had to add a pad token (resizing the embeddings), or `path`
+    stores a LoRA adapter on a parent (which TRL cannot load), in which case the starting policy is saved
+    under `out / "start"` and the reference loaded from there (the stage removes that copy once its
+    trainer is built). Only full fine-tuning needs it: with LoRA the reference is the adapter disabled.
+    """
+    from transformers import AutoConfig
+
+    from compare.lm.loading import save_model, stored_as_adapter
+
+    if stored_as_adapter(path) or model.config.vocab_size != AutoConfig.from_pretrained(path).vocab_size:
+        path = str(out / "start")
+        save_model(model, tokenizer, Path(path))
+    model.config._name_or_path = path
 
 
 def lora_config(r: int | None, task_type: str):
     """LoRA adapters of rank `r` on every linear layer (peft), or None for full fine-tuning.
 
-    `task_type` "SEQ_CLS" also trains the scalar head of a reward or value model.
+    `task_type` "SEQ_CLS" also trains the scalar head of a reward or value model (in full: peft's
+    `modules_to_save`, so the head is saved with the adapter).
     """
     if not r:
         return None
@@ -251,15 +275,19 @@ def lora_config(r: int | None, task_type: str):
 
 
 def finish_training(trainer, out: Path) -> None:
-    """Save the trained model (a LoRA adapter merged into it), its tokenizer and the training log.
+    """Save the trained model, its tokenizer and the training log.
 
-    Raises `NonFiniteError`, saving nothing, if the model to be saved has a nan or inf anywhere.
+    With LoRA, the adapter and a note of the folder it was trained from (`compare.lm.loading.
+    save_trained_peft`; later stages load the chain, merged in memory); otherwise the full weights.
+    Raises `NonFiniteError`, saving nothing, if the model to be saved (the merged one, with LoRA) has a
+    nan or inf anywhere.
     """
-    if hasattr(trainer.model, "merge_and_unload"):  # peft: later stages load a plain model folder
-        merged = trainer.model.merge_and_unload()
-        check_finite(merged, "weights after training")
-        merged.save_pretrained(str(out))
-        trainer.processing_class.save_pretrained(str(out))
+    if hasattr(trainer.model, "merge_and_unload"):  # peft
+        from compare.lm.loading import save_trained_peft
+
+        save_trained_peft(
+            trainer.model, trainer.processing_class, out, lambda m: check_finite(m, "weights after training")
+        )
     else:
         check_finite(trainer.model, "weights after training")
         trainer.save_model(str(out))

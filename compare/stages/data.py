@@ -7,6 +7,11 @@ labels (`Task.fixed_comparisons`), pairs of the dataset with their labels, flipp
 flip rate. Only these labels reach training; the gold rewards are stored beside them for analysis
 (label accuracy), never read by a training stage.
 
+Labels (stage `labels`, for KTO): one completion sampled from the arm's starting policy per label, a
+thumbs up or down from the annotator's binary mode (`compare.oracle.thumbs_up`: the comparisons' noise
+model against the mean of the batch). Stage `prompts`: the training prompts a stage that labels its
+own samples during training (online DPO) buys its labels for.
+
 Stage `judge_data`: every pair of a dataset task's held-out judge split, the training data of its gold
 reward model (the `judge` stage, trained by the rm stage's code).
 """
@@ -18,7 +23,7 @@ from pathlib import Path
 
 from compare.lm.loading import load_policy
 from compare.lm.sampling import sample
-from compare.oracle import annotate
+from compare.oracle import perceived, pick_annotator, prefers_first, thumbs_reference, thumbs_up
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import StageSpec
 
@@ -54,11 +59,23 @@ def run_comparisons(params: dict, out: Path, inputs: dict[str, Path], ctx: Conte
     length = params["max_new_tokens"]
     pairs = sample(model, tokenizer, prompts, 2, length, COMPARISON_TEMPERATURE, seed=params["seed"])
     golds = task.gold_rewards(pairs.prompts, pairs.completions)
+    rows = label_pairs(task, prompts, pairs.completions, golds, params["task"], rng)
+    write_jsonl(out / "comparisons.jsonl", rows)
+
+
+def label_pairs(task, prompts: list[str], completions: list[str], golds: list[float], settings: dict, rng):
+    """The annotator's comparisons of pairs (completions 2i and 2i + 1 answer prompt i), with their gold.
+
+    `settings` are the task settings with the annotator (and its pool). Shared by the `comparisons`
+    stage and the stages that label their own samples (online DPO), so both buy the same labels.
+    """
     rows = []
     for i, prompt in enumerate(prompts):
-        a, b = pairs.completions[2 * i], pairs.completions[2 * i + 1]
+        a, b = completions[2 * i], completions[2 * i + 1]
         gold_a, gold_b = golds[2 * i], golds[2 * i + 1]
-        a_wins = annotate(gold_a, gold_b, annotator["temperature"], annotator["flip_rate"], rng)
+        labeller = pick_annotator(settings["annotator"], settings.get("annotator_pool", []), rng)
+        view_a, view_b = task.labeller_view(prompt, a), task.labeller_view(prompt, b)
+        a_wins = prefers_first((gold_a, view_a), (gold_b, view_b), labeller, rng)
         chosen, rejected = (a, b) if a_wins else (b, a)
         gold_chosen, gold_rejected = (gold_a, gold_b) if a_wins else (gold_b, gold_a)
         rows.append(
@@ -70,7 +87,38 @@ def run_comparisons(params: dict, out: Path, inputs: dict[str, Path], ctx: Conte
                 "gold_rejected": gold_rejected,
             }
         )
-    write_jsonl(out / "comparisons.jsonl", rows)
+    return rows
+
+
+def run_labels(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    """Binary labels: one completion per bought label, sampled from the arm's starting policy, thumbs up
+    or down from the annotator's binary mode (`compare.oracle.thumbs_up`), the gold stored beside it."""
+    task = make_task(params["task"], inputs)
+    rng = random.Random(f"labels-{params['seed']}")
+    prompts = _train_prompts(task, params["n"], rng)
+    model, tokenizer = load_policy(str(inputs["policy"]))
+    samples = sample(
+        model, tokenizer, prompts, 1, params["max_new_tokens"], COMPARISON_TEMPERATURE, seed=params["seed"]
+    )
+    golds = task.gold_rewards(samples.prompts, samples.completions)
+    views = [task.labeller_view(p, c) for p, c in zip(samples.prompts, samples.completions)]
+    annotator, pool = params["task"]["annotator"], params["task"].get("annotator_pool", [])
+    labellers = pool or [annotator]
+    # each labeller's bar: the mean quality it perceives in the batch (compare.oracle.thumbs_reference)
+    references = [thumbs_reference([perceived(g, v, who) for g, v in zip(golds, views)]) for who in labellers]
+    rows = []
+    for prompt, completion, gold, view in zip(samples.prompts, samples.completions, golds, views):
+        who = rng.randrange(len(labellers)) if pool else 0
+        up = thumbs_up(gold, view, references[who], labellers[who], rng)
+        rows.append({"prompt": prompt, "completion": completion, "label": up, "gold": gold})
+    write_jsonl(out / "labels.jsonl", rows)
+
+
+def run_prompts(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
+    """The training prompts an on-policy stage buys labels for (one per label), drawn from the pool."""
+    task = make_task(params["task"])
+    rng = random.Random(f"prompts-{params['seed']}")
+    write_jsonl(out / "prompts.jsonl", [{"prompt": p} for p in _train_prompts(task, params["n"], rng)])
 
 
 def _human_labels(task, pairs: list[dict], flip_rate: float, rng: random.Random) -> list[dict]:
@@ -104,4 +152,6 @@ SPECS = (
     StageSpec(kind="demos", version=1, run=run_demos),
     StageSpec(kind="comparisons", version=2, run=run_comparisons),
     StageSpec(kind="judge_data", version=1, run=run_judge_data),
+    StageSpec(kind="labels", version=1, run=run_labels),
+    StageSpec(kind="prompts", version=1, run=run_prompts),
 )

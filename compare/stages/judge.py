@@ -18,4 +18,5 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     train_reward_model(RewardSettings.model_validate(params["train"]), params["seed"], out, inputs, ctx)
 
 
-SPEC = StageSpec(kind="judge", version=1, run=run, memory=(16, 4), distributed=True)
+# 2: trained with LoRA, stored as its adapter on the base (docs/cache.md)
+SPEC = StageSpec(kind="judge", version=2, run=run, memory=(16, 4), distributed=True)

@@ -18,7 +18,7 @@ position), or, for the gold reward, from the policy's body with a zero scalar he
 Dropout is off in all of them (row 6). `accelerate` places them and runs backward, so `accelerate
 launch` gives data parallelism: `rollout_batch_size` is the global batch, split over processes.
 
-Writes the policy (LoRA merged) and `log_history.json`: one entry per rollout batch ("step", "episode",
+Writes the policy (with LoRA, its adapter on the policy it started from) and `log_history.json`: one entry per rollout batch ("step", "episode",
 the docs/ppo.md metrics, "loss", "time/*"); every `gold_eval_every` batches the entry also has heldout/gold,
 heldout/proxy (NaN for the gold reward) and heldout/kl, measured before that batch's update on a fixed
 batch of ID prompts; a last entry (step = number of batches) holds them after the final update.
@@ -45,7 +45,14 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from compare.lm.loading import device, ensure_pad_token, load_policy, save_model
+from compare.lm.loading import (
+    device,
+    ensure_pad_token,
+    load_classifier,
+    load_policy,
+    save_model,
+    save_trained_peft,
+)
 from compare.lm.sampling import (
     completion_logprobs,
     gather_logprobs,
@@ -134,7 +141,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Models:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     policy_path = str(inputs["model"])
     policy, tokenizer = load_policy(policy_path)
@@ -150,10 +157,10 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
         rm_path = str(inputs["reward_model"])
         if AutoTokenizer.from_pretrained(rm_path).get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"the reward model at {rm_path} must share the policy's tokenizer")
-        rm = AutoModelForSequenceClassification.from_pretrained(rm_path).requires_grad_(False)
-        value = AutoModelForSequenceClassification.from_pretrained(rm_path)  # a critic that knows the reward
+        rm = load_classifier(rm_path).requires_grad_(False)
+        value = load_classifier(rm_path)  # a critic that knows the reward
     elif reward == "gold":
-        value = AutoModelForSequenceClassification.from_pretrained(policy_path, num_labels=1)
+        value = load_classifier(policy_path, num_labels=1)
         torch.nn.init.zeros_(value.score.weight)
         if getattr(value.score, "bias", None) is not None:
             torch.nn.init.zeros_(value.score.bias)
@@ -292,7 +299,9 @@ def heldout_metrics(
     return {
         "heldout/gold": sum(gold) / len(gold),
         "heldout/proxy": sum(proxy) / len(proxy) if proxy else math.nan,
-        "heldout/kl": sampled_kl(samples.logprobs, ref_lp),  # as evaluation measures KL (docs/design.md rule 5)
+        "heldout/kl": sampled_kl(
+            samples.logprobs, ref_lp
+        ),  # as evaluation measures KL (docs/design.md rule 5)
     }
 
 
@@ -326,15 +335,17 @@ def run_ppo(job: Job, out: Path, inputs: dict[str, Path], ctx: Context, reward: 
 
 
 def save_policy(models: Models, out: Path) -> None:
-    """The trained policy and its tokenizer; a LoRA adapter is merged into the weights first.
+    """The trained policy and its tokenizer: with LoRA its adapter on the policy it started from
+    (`compare.lm.loading.save_trained_peft`), otherwise its full weights.
 
-    Raises `NonFiniteError`, saving nothing, if the policy has a nan or inf anywhere.
+    Raises `NonFiniteError`, saving nothing, if the policy (with LoRA, merged) has a nan or inf anywhere.
     """
-    policy = models.policy
+    check = lambda policy: check_finite(policy, "policy weights after training")  # noqa: E731
     if models.ref is None:  # LoRA
-        policy = policy.merge_and_unload()
-    check_finite(policy, "policy weights after training")
-    save_model(policy, models.tokenizer, out)
+        save_trained_peft(models.policy, models.tokenizer, out, check)
+        return
+    check(models.policy)
+    save_model(models.policy, models.tokenizer, out)
 
 
 # Means over the rollout batch (and processes), each nan or inf exactly when one of its terms is: the
@@ -407,7 +418,8 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
 
     wrapper = PolicyAndValue(models.policy, models.value).train()
     trainable = [p for p in wrapper.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=1e-5, weight_decay=0.0)  # eps (row 18)
+    # eps (row 18); foreach: one fused update over all tensors, the same numbers as the per-tensor loop
+    optimizer = torch.optim.AdamW(trainable, lr=s.lr, eps=1e-5, weight_decay=0.0, foreach=True)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     models.policy = accelerator.unwrap_model(wrapper).policy  # the same object, for sampling and saving
     for frozen in (models.ref, models.rm):
@@ -448,13 +460,25 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
                 )
             t2 = time.perf_counter()
             mask = batch.mask
-            logits = policy_logits(models.policy, batch, temperature)
+            # With one minibatch, the first epoch's update starts from these weights on this whole batch:
+            # its forward pass is this one, kept with its graph (reused below) instead of run twice. It
+            # runs on the rows in the first epoch's order (drawn here, as the loop would draw it: nothing
+            # in between draws from torch's generator), so the update sums its gradients in the same order.
+            reuse = s.minibatches == 1
+            if reuse:
+                first_order = torch.randperm(local_size, device=mask.device)
+                with torch.enable_grad():
+                    first = wrapper(batch.rows(first_order), temperature)
+                back = torch.argsort(first_order)
+                logits, values = first[0].detach()[back], first[1].detach()[back]
+            else:
+                logits = policy_logits(models.policy, batch, temperature)
+                values = compute_values(models.value, batch)
             logprobs = gather_logprobs(logits, batch.response_ids)
             entropy = entropy_from_logits(logits, mask)
             del logits
             with reference(models) as ref:
                 ref_logprobs = gather_logprobs(policy_logits(ref, batch, temperature), batch.response_ids)
-            values = compute_values(models.value, batch)
 
             # 2. score: RM or gold, missing-EOS penalty
             scores = score_responses(batch, tokenizer, s.missing_eos_penalty, models.rm, task)
@@ -474,12 +498,17 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
 
         # 6. clipped updates: epochs x minibatches optimiser steps (rows 15-17)
         stats = []
-        for _ in range(s.ppo_epochs):
-            order = torch.randperm(local_size, device=mask.device)
+        for epoch in range(s.ppo_epochs):
+            first_epoch = epoch == 0 and reuse
+            order = first_order if first_epoch else torch.randperm(local_size, device=mask.device)
             for index in torch.tensor_split(order, s.minibatches):
                 mb, mb_mask = batch.rows(index), mask[index]
-                with accelerator.autocast():
-                    new_logits, new_values = wrapper(mb, temperature)
+                if first_epoch:  # the rollout-time forward, on these rows in this order
+                    new_logits, new_values = first
+                    del first
+                else:
+                    with accelerator.autocast():
+                        new_logits, new_values = wrapper(mb, temperature)
                 new_logprobs = gather_logprobs(new_logits, mb.response_ids)
                 pg_loss, pg_stats = policy_loss(
                     new_logprobs, logprobs[index], advantages[index], mb_mask, s.clip_eps
@@ -547,7 +576,7 @@ def workload(s: PPOSettings) -> tuple[int, int, str]:
 
 SPEC = StageSpec(
     kind="ppo",
-    version=1,
+    version=2,  # 2: a LoRA policy is stored as its adapter
     run=run,
     description="PPO against the reward model (our own, docs/ppo.md).",
     settings=PPOSettings,

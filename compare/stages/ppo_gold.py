@@ -21,7 +21,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 SPEC = StageSpec(
     kind="ppo_gold",
-    version=1,
+    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
     run=run,
     description="PPO against the gold reward itself: an oracle upper bound.",
     settings=PPOSettings,

@@ -21,7 +21,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 SPEC = StageSpec(
     kind="preferred_ft",
-    version=1,
+    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
     run=run,
     description="SFT on the chosen side of the comparisons (the imitation control).",
     settings=SFTSettings,

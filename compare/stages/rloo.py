@@ -9,15 +9,15 @@ Given a model in `reward_funcs`, TRL 1.16 (`RLOOTrainer._calculate_rewards`) sco
 with no EOS, and its completion is `batch_decode(ids, skip_special_tokens=True)`, which for our word-level
 tokenizer has no leading space (so the last prompt word and the first completion word run together).
 TRL's RewardTrainer appended EOS to every training text and the score is read at the last non-pad
-token, so the built-in path would read the score one token early on text the model never saw. The
-function below rebuilds the completion the way `compare.lm.sampling.sample` writes it (the format of the
-comparisons the reward model learnt from) and scores it with `reward_scores`, which appends EOS: one
-scoring path for this stage, evaluation and best-of-n.
+token, so the built-in path would read the score one token early on text the model never saw.
+`compare.lm.sampling.reward_function` rebuilds the completion the way `compare.lm.sampling.sample`
+writes it (the format of the comparisons the reward model learnt from) and scores it with
+`reward_scores`, which appends EOS: one scoring path for this stage, GRPO, evaluation and best-of-n.
 
 Positions: TRL's log-prob forward passes give left-padded prompts no position ids, while `generate`
 derives them from the attention mask; GPT-2's absolute positions then shift between sampling and
-scoring (docs/ppo.md row 2). A forward pre-hook supplies `cumsum(mask) - 1` wherever position ids are missing,
-on the policy and on the reference.
+scoring (docs/ppo.md row 2). `compare.lm.sampling.use_mask_positions` supplies `cumsum(mask) - 1`
+wherever position ids are missing, on the policy and on the reference.
 """
 
 from __future__ import annotations
@@ -28,9 +28,16 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from compare.lm.loading import load_policy, load_reward_model, save_model
-from compare.lm.sampling import completion_text, position_ids, reward_scores
-from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
+from compare.lm.loading import load_policy, load_reward_model
+from compare.lm.sampling import reward_function, reward_scores, use_mask_positions
+from compare.stages.common import (
+    Context,
+    lora_config,
+    make_task,
+    point_reference_at_start,
+    train_and_save,
+    trainer_args,
+)
 from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
 
 
@@ -73,15 +80,13 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
 
     policy_path = str(inputs["model"])
     model, tokenizer = load_policy(policy_path)
-    if train.beta > 0:
+    if train.beta > 0 and not train.lora_r:  # with LoRA, TRL's reference is the adapter disabled
         point_reference_at_start(model, tokenizer, policy_path, out)
     use_mask_positions(model)
     rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
-
-    def reward_model(prompts: list[str], completion_ids: list[list[int]], **_) -> list[float]:
-        prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        completions = [completion_text(tokenizer, c, p) for c, p in zip(completion_ids, prompt_ids)]
-        return reward_scores(rm, rm_tokenizer, prompts, completions)
+    reward_model = reward_function(
+        tokenizer, lambda prompts, texts: reward_scores(rm, rm_tokenizer, prompts, texts), "reward_model"
+    )
 
     # One epoch over `episodes` prompts, each sampled `num_generations` times: episodes * k completions,
     # `batch_size` of them per optimiser step.
@@ -112,38 +117,6 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     return trainer
 
 
-def point_reference_at_start(model, tokenizer, path: str, out: Path) -> None:
-    """Make sure TRL's reference (reloaded from `model.config._name_or_path`) is the starting policy.
-
-    That is `path` itself unless `load_policy` had to add a pad token (resizing the embeddings), in which
-    case the starting policy is saved under `out` and the reference loaded from there.
-    """
-    from transformers import AutoConfig
-
-    if model.config.vocab_size != AutoConfig.from_pretrained(path).vocab_size:
-        path = str(out / "start")
-        save_model(model, tokenizer, Path(path))
-    model.config._name_or_path = path
-
-
-def use_mask_positions(model) -> None:
-    """Give every forward pass without position ids `cumsum(mask) - 1`, so left padding shifts nothing."""
-
-    def add_positions(module, args, kwargs):
-        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-        # only full-sequence passes: `generate` supplies its own position ids for cached steps
-        if (
-            kwargs.get("position_ids") is None
-            and ids is not None
-            and mask is not None
-            and mask.shape == ids.shape
-        ):
-            kwargs["position_ids"] = position_ids(mask.long())
-        return args, kwargs
-
-    model.register_forward_pre_hook(add_positions, with_kwargs=True)
-
-
 def workload(s: RLOOSettings) -> tuple[int, int, str]:
     """Its episodes' prompts are one dataset, built before training; every prompt has k completions."""
     tokens = s.episodes * s.num_generations * s.max_new_tokens
@@ -156,7 +129,7 @@ def workload(s: RLOOSettings) -> tuple[int, int, str]:
 
 SPEC = StageSpec(
     kind="rloo",
-    version=1,
+    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
     run=run,
     description="RLOO against the reward model (TRL RLOOTrainer).",
     settings=RLOOSettings,

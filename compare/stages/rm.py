@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.lm.loading import ensure_pad_token
+from compare.lm.loading import ensure_pad_token, load_classifier
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.spec import Data, Job, Produces, Role, StageSpec, TrainSettings
 
@@ -22,12 +22,12 @@ class RewardSettings(TrainSettings):
 def train_reward_model(settings: RewardSettings, seed: int, out: Path, inputs: dict[str, Path], ctx: Context):
     """A scalar-head model from `inputs["model"]`, trained on `inputs["data"]`'s comparisons, saved to `out`."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     path = str(inputs["model"])
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    model = load_classifier(path, num_labels=1)  # the policy's body (an adapter chain too), a fresh head
     ensure_pad_token(model, tokenizer)
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
     data = Dataset.from_list(
@@ -50,7 +50,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 SPEC = StageSpec(
     kind="rm",
-    version=1,
+    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
     run=run,
     description="Reward model (TRL RewardTrainer).",
     settings=RewardSettings,

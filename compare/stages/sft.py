@@ -43,7 +43,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 SPEC = StageSpec(
     kind="sft",
-    version=1,
+    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
     run=run,
     description="SFT on demonstrations (TRL SFTTrainer).",
     settings=SFTSettings,

@@ -37,6 +37,7 @@ class Data(str, Enum):
 
     DEMONSTRATIONS = "demonstrations"
     COMPARISONS = "comparisons"
+    LABELS = "labels"  # binary: one completion, thumbs up or down (KTO)
 
 
 class Produces(str, Enum):
@@ -51,7 +52,10 @@ class StageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
-LORA_HELP = "Train a LoRA adapter of this rank (peft) instead of all weights; merged into the saved model."
+LORA_HELP = (
+    "Train a LoRA adapter of this rank (peft) instead of all weights; the stage stores the adapter, and "
+    "later stages load it merged onto the model it started from."
+)
 
 
 class TrainSettings(StageSettings):
@@ -85,7 +89,14 @@ class StageSpec:
     settings: type[StageSettings] | None = None
     role: Role | None = None
     data: Data | None = None  # the annotation it trains on (bought from the budget)
-    needs_reward_model: bool = False  # an `rm` must come before it in the recipe
+    # an `rm` must come before it in the recipe; or settings -> whether it does (a stage whose reward is a
+    # setting, like grpo's `reward`)
+    needs_reward_model: bool | Callable[[Any], bool] = False
+    # settings -> whether it trains on the task's verifier (`Task.verifier_rewards`), which the task must have
+    needs_verifier: Callable[[Any], bool] | None = None
+    # buys its `data` during training, labelling its own samples with the annotator (online DPO); the plan
+    # gives it the prompts the budget buys labels for (stage `prompts`) instead of labelled data
+    on_policy: bool = False
     produces: Produces = Produces.POLICY
     reads_task: bool = False  # online: rolls out on the task's training prompts (and reads gold if oracle)
     last: bool = False  # must be the last stage of a recipe (selection at sampling time)
@@ -101,6 +112,10 @@ class StageSpec:
     def in_recipes(self) -> bool:
         return self.settings is not None
 
+    def wants_reward_model(self, settings: StageSettings) -> bool:
+        rm = self.needs_reward_model
+        return bool(rm(settings) if callable(rm) else rm)
+
     def lora(self, settings: StageSettings) -> bool:
         return bool(getattr(settings, "lora_r", None))
 
@@ -108,6 +123,8 @@ class StageSpec:
         """The spec's own consistency (called once for every spec at import)."""
         if self.in_recipes and self.role is None:
             raise TypeError(f"stage {self.kind}: a recipe stage needs a role")
+        if self.on_policy and self.data is None:
+            raise TypeError(f"stage {self.kind}: an on-policy stage says which data it buys")
         if self.strength is not None and (
             self.settings is None or self.strength not in self.settings.model_fields
         ):

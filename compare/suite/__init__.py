@@ -1,7 +1,18 @@
-"""The suite: its schema (`schema.py`, no I/O), reading and validating a file (`loading.py`), its errors."""
+"""The suite: its schema (`schema.py`, no I/O), reading and validating a file (`loading.py`), its errors.
+
+`load_suite` and `load_suites` are imported on first use: loading needs the planner, which needs the
+schema, so an eager import here would be circular for a module that imports the planner first.
+"""
 
 from compare.suite.errors import SuiteError, one_line
-from compare.suite.loading import load_suite, load_suites
 from compare.suite.schema import Arm, Collection, Stages, Suite
 
 __all__ = ["Arm", "Collection", "Stages", "Suite", "SuiteError", "load_suite", "load_suites", "one_line"]
+
+
+def __getattr__(name: str):
+    if name in ("load_suite", "load_suites"):
+        from compare.suite import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -159,7 +159,14 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         if not sep or not key:
             raise SuiteError(f"--set {item!r}: expected key.path=value")
         try:
-            set_path(data, key, limits.load_yaml(raw))
+            value = limits.load_yaml(raw)
+            if key.startswith("grid.") and len(key) > len("grid."):  # a grid key is itself a dotted path
+                grid = data.setdefault("grid", {})
+                if not isinstance(grid, dict):
+                    raise KeyError(key)
+                grid[key[len("grid.") :]] = value
+            else:
+                set_path(data, key, value)
         except limits.YamlLimit as e:
             raise SuiteError(f"--set {item!r}: {e}") from None
         except (KeyError, yaml.YAMLError):

@@ -11,13 +11,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from compare import limits
 from compare.stages import RECIPE_STAGES, Data, Produces
 from compare.stages.rm import RewardSettings
 from compare.suite.errors import error_at
 from compare.tasks import TASKS
+from compare.tasks.task import Task
+
+
+def has_verifier(task: type[Task]) -> bool:
+    """Whether a task class gives a verifier (overrides `Task.verifier_rewards`)."""
+    return task.verifier_rewards is not Task.verifier_rewards
 
 
 class Strict(BaseModel):
@@ -40,12 +55,33 @@ def _folder_name(v: str, what: str) -> str:
 
 
 class Annotator(Strict):
-    temperature: float = Field(
-        0.25, gt=0, description="Bradley–Terry temperature: P(a preferred) = sigmoid((gold_a - gold_b) / T)."
+    """A simulated labeller (compare/oracle.py, docs/world.md); a setting left out takes the task's default."""
+
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="Bradley–Terry temperature: P(a preferred) = sigmoid((perceived_a - perceived_b) / T).",
     )
-    flip_rate: float = Field(
-        0.0, ge=0, le=0.5, description="Probability that a label is flipped after the choice."
+    flip_rate: float | None = Field(
+        None, ge=0, le=0.5, description="Probability that a label is flipped after the choice."
     )
+    length_bias: float | None = Field(
+        None,
+        ge=0,
+        description="Perceived quality gained per unit of length (reviews: per sentence); Singhal et al. 2023.",
+    )
+    style_bias: float | None = Field(
+        None,
+        ge=0,
+        description="Perceived quality gained per enthusiastic or flattering marker, whatever the content "
+        "(Sharma et al. 2023, sycophancy).",
+    )
+    position_bias: float | None = Field(
+        None, ge=0, le=1, description="Probability of choosing the completion shown first, whatever it says."
+    )
+
+    def resolved(self, defaults: dict) -> Annotator:
+        return Annotator(**{k: defaults[k] if v is None else v for k, v in self.model_dump().items()})
 
 
 # -- dataset tasks (compare/tasks/imdb.py, compare/tasks/preferences.py, read by compare/tasks/hub.py) -----
@@ -167,7 +203,19 @@ class TaskSettings(Strict):
     )
     train_prompts: int = Field(400, ge=1, description="Size of the training prompt pool.")
     eval_prompts: int = Field(32, ge=1, description="Prompts per evaluation split (ID and OOD).")
+    demonstrator_habit: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="How often the demonstrator slips into a habit the gold reward penalises (reviews: a "
+        "generic filler sentence instead of a specific one); default: the task's (docs/world.md).",
+    )
     annotator: Annotator = Field(default_factory=Annotator, description="The simulated preference annotator.")
+    annotator_pool: list[Annotator] = Field(
+        default_factory=list,
+        description="A pool of annotators, one drawn per comparison (AlpacaFarm); each member's unset "
+        "settings come from `annotator`. Empty: `annotator` labels every comparison.",
+    )
     data: ImdbData | PreferenceData | None = Field(
         None, description="The dataset of a dataset task (imdb, preferences); built-in tasks take none."
     )
@@ -203,6 +251,12 @@ class TaskSettings(Strict):
     def _default_quality(self):
         if self.demonstrator_quality is None:  # 0.6 is what built-in suites always had: same stage keys
             self.demonstrator_quality = 0.6 if self.data is None else 1.0
+        task = TASKS.get(self.name)
+        if task is not None:  # the task's realistic labellers (docs/world.md) fill what the suite leaves out
+            if self.demonstrator_habit is None:
+                self.demonstrator_habit = task.default_demonstrator_habit
+            self.annotator = self.annotator.resolved(task.default_annotator)
+            self.annotator_pool = [m.resolved(self.annotator.model_dump()) for m in self.annotator_pool]
         return self
 
 
@@ -269,6 +323,12 @@ class BaseModelSettings(Strict):
 class Cost(Strict):
     demonstration: float = Field(4.0, gt=0, description="Annotation units one demonstration costs.")
     comparison: float = Field(1.0, gt=0, description="Annotation units one comparison costs.")
+    label: float = Field(
+        0.5,
+        gt=0,
+        description="Annotation units one binary label (thumbs up or down on one completion, KTO) costs; "
+        "default half a comparison: one completion to read instead of two.",
+    )
 
 
 class Budget(Strict):
@@ -322,7 +382,7 @@ class Arm(Strict):
         scorers = [k for k, s in RECIPE_STAGES.items() if s.produces is Produces.REWARD_MODEL]
         for i, kind in enumerate(self.recipe):
             spec = RECIPE_STAGES[kind]
-            if spec.needs_reward_model and not any(k in scorers for k in self.recipe[:i]):
+            if spec.needs_reward_model is True and not any(k in scorers for k in self.recipe[:i]):
                 raise ValueError(
                     f"{kind} needs a reward model: put {' or '.join(scorers)} before it in the recipe"
                 )
@@ -340,6 +400,10 @@ class Arm(Strict):
     @property
     def needs_comparisons(self) -> bool:
         return any(RECIPE_STAGES[k].data is Data.COMPARISONS for k in self.recipe)
+
+    @property
+    def needs_labels(self) -> bool:
+        return any(RECIPE_STAGES[k].data is Data.LABELS for k in self.recipe)
 
 
 class Evaluation(Strict):
@@ -401,6 +465,35 @@ class Suite(Strict):
                 message = f"{seed} is out of range (0 to {limits.MAX_SEED})"
                 raise error_at(("seed",), message, v["seed"])
         return v
+
+    @model_validator(mode="after")
+    def _what_settings_need(self):
+        """What a stage needs given its settings (grpo's `reward`): a reward model before it, a verifier."""
+        task = TASKS.get(self.task.name)
+        for name, arm in self.arms.items():
+            for i, kind in enumerate(arm.recipe):
+                spec = RECIPE_STAGES[kind]
+                if not callable(spec.needs_reward_model) and spec.needs_verifier is None:
+                    continue
+                try:
+                    own = spec.settings.model_validate(
+                        {**getattr(self.stages, kind).model_dump(), **arm.stages.get(kind, {})}
+                    )
+                except ValidationError:
+                    continue  # bad overrides get their own message (compare/suite/loading.py)
+                scorers = [k for k, s in RECIPE_STAGES.items() if s.produces is Produces.REWARD_MODEL]
+                if spec.wants_reward_model(own) and not any(k in scorers for k in arm.recipe[:i]):
+                    message = f"{kind} is rewarded by a reward model: put {' or '.join(scorers)} before it"
+                    raise error_at(("arms", name, "recipe"), message, arm.recipe)
+                if spec.needs_verifier and spec.needs_verifier(own) and task is not None:
+                    if not has_verifier(task):
+                        with_one = [t for t, c in TASKS.items() if has_verifier(c)]
+                        message = (
+                            f"{kind} trains on the task's verifier and task {self.task.name!r} has none "
+                            f"(tasks with one: {', '.join(with_one) or 'none'})"
+                        )
+                        raise error_at(("arms", name, "recipe"), message, arm.recipe)
+        return self
 
 
 class Collection(Strict):
