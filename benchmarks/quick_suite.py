@@ -41,10 +41,8 @@ def timed_run(suite: str, cache: Path, out: Path, jobs: int | None) -> float:
 def profile_warm(suite: str, cache: Path, out: Path, jobs: int | None, lines: int = 25) -> None:
     """The warm run in a subprocess under cProfile: the functions with the most cumulative time."""
     stats = out.parent / "warm.prof"
-    code = (
-        "import cProfile, sys; from compare.cli import main; "
-        f"cProfile.run('main({command(suite, cache, out, jobs)!r})', {str(stats)!r})"
-    )
+    argv = command(suite, cache, out, jobs)
+    code = f"import cProfile\nfrom compare.cli import main\ncProfile.run({f'main({argv!r})'!r}, {str(stats)!r})\n"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
     print(f"\nwarm run under cProfile: {time.perf_counter() - start:.1f} s; top {lines} by cumulative time")
@@ -84,7 +82,14 @@ def main() -> None:
         stage_seconds = json.loads((out / "provenance.json").read_text())["stage_seconds"]
         warm = timed_run(args.suite, cache, out, args.jobs)
         if args.profile:
-            profile_warm(args.suite, cache, out, args.jobs)
+            try:
+                profile_warm(args.suite, cache, out, args.jobs)
+            except subprocess.CalledProcessError as e:
+                print(f"profiling the warm run failed: {e}")
+    table(args, cold, warm, stage_seconds)
+
+
+def table(args, cold: float, warm: float, stage_seconds: dict[str, float]) -> None:
     per_kind: dict[str, list[float]] = defaultdict(list)
     for name, seconds in stage_seconds.items():
         per_kind[name.rsplit("-", 1)[0]].append(seconds)
