@@ -50,7 +50,10 @@ def default_jobs(external: bool) -> int:
     model (one thread per stage), as many as the memory allows (about 1 GiB per worker: torch,
     transformers and a tiny model); for an external model one, or one per GPU when there are several."""
     if os.environ.get("SFT_VS_RLHF_JOBS"):
-        return max(1, int(os.environ["SFT_VS_RLHF_JOBS"]))
+        text = os.environ["SFT_VS_RLHF_JOBS"].strip()
+        if not text.isdigit() or int(text) < 1:
+            raise SuiteError(f"SFT_VS_RLHF_JOBS={text!r}: not a whole number of at least 1")
+        return int(text)
     if external:
         import torch
 

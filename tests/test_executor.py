@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from compare.cli import main
+from compare.suite import SuiteError
 
 pytest.importorskip("ray")
 
@@ -95,8 +96,10 @@ def test_a_simulated_two_node_cluster_gives_the_same_results(reference, tmp_path
         # a node that cannot see the cache folder is named, in one line, before anything runs
         head = cluster.head_node.node_id
 
-        def blind(path, token, node):
-            return None if node == head else "cannot read the probe (simulated)"
+        real_probe = executor._probe
+
+        def blind(path, token, node):  # the head sees the cache as it is; the other node does not
+            return real_probe(path, token, node) if node == head else "cannot read the probe (simulated)"
 
         monkeypatch.setattr(executor, "_probe", blind)
         other = tmp_path / "other"
@@ -178,6 +181,9 @@ def test_default_jobs_follow_the_model(monkeypatch):
     assert executor.default_jobs(external=True) == 1  # an external model on the CPU: one at a time
     monkeypatch.setenv("SFT_VS_RLHF_JOBS", "5")
     assert executor.default_jobs(external=False) == 5 == executor.default_jobs(external=True)
+    monkeypatch.setenv("SFT_VS_RLHF_JOBS", "two")
+    with pytest.raises(SuiteError, match="SFT_VS_RLHF_JOBS='two'"):
+        executor.default_jobs(external=False)
 
 
 def test_stage_memory_from_the_parameter_count():
