@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare.suite import SuiteError
+from compare.suite.errors import first_line
 
 RETRIES = 2  # runs of a stage after its worker process died, before it counts as failed
 GB = 1024**3
@@ -168,7 +169,7 @@ class RayPool:
             try:
                 ray.init(address=address, **common)
             except Exception as e:  # unreachable, not a Ray cluster, another Ray version
-                raise SuiteError(f"--ray-address {address}: cannot connect ({_first_line(e)})") from None
+                raise SuiteError(f"--ray-address {address}: cannot connect ({first_line(e)})") from None
         self.remote = ray.remote(_stage_task)
         self.nodes = [n for n in ray.nodes() if n.get("Alive")]
         resources = [n.get("Resources", {}) for n in self.nodes]
@@ -281,9 +282,4 @@ def crash_reason(error: BaseException) -> str:
     kind = type(error).__name__
     if "WorkerCrashed" in kind or "NodeDied" in kind or "OutOfMemory" in kind or "ActorDied" in kind:
         return f"{kind}: its worker process died {RETRIES + 1} times (killed, out of memory or node lost)"
-    return f"{kind}: {_first_line(error)}"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "(no message)"
+    return f"{kind}: {first_line(error)}"

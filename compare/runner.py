@@ -24,6 +24,7 @@ from compare.cache import StageCache
 from compare.plan import Run, Stage, stage_order
 from compare.stages import RECIPE_STAGES, SPECS, Job
 from compare.stages.common import Context, read_jsonl
+from compare.suite.errors import first_line
 
 
 @dataclass
@@ -296,7 +297,7 @@ def attempt(
     except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
         log = cache.record_failure(name, {**info, "runs": labels}, e)
         return {
-            "error": f"{type(e).__name__}: {_first_line(e)}",
+            "error": f"{type(e).__name__}: {first_line(e)}",
             "log": str(log),
             "trace": traceback.format_exc(),
         }
@@ -358,11 +359,6 @@ def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: Stag
         return True
     finally:
         wait_for_everyone()  # the other processes wait for this stage, failed or not
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 # Under `accelerate launch`, every process runs the training stages together (data parallel); data,

@@ -38,3 +38,9 @@ def one_line(path: Path | str, err: ValidationError, prefix: str = "") -> SuiteE
         msg = f"{msg} (got {e['input']!r})"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return SuiteError(f"{path}: {where}: {msg}{more}")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, for a one-line error ("(no message)" if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"
