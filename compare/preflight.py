@@ -250,10 +250,11 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
                 n = getattr(getattr(stages[name], kind), spec.strength)
                 label = f"{kind.replace('_', '-')} candidates"
                 factors.append((n, _setting_key(name, arm, kind, spec.strength), label))
-        samples = math.prod(f[0] for f in factors) * 2
+        splits = len(TASKS[suite.task.name].eval_splits)  # every split the evaluator samples
+        samples = math.prod(f[0] for f in factors) * splits
         said = " x ".join(f"{v} {label}" for v, _, label in factors)
         key = max(factors, key=lambda f: f[0])[1]
-        said = f"{said} x 2 splits = {count(samples)} evaluation samples for arm {name!r}"
+        said = f"{said} x {splits} splits = {count(samples)} evaluation samples for arm {name!r}"
         check(key, samples, limits.fits("eval sample", ram), said)
         tokens = samples * ev.max_new_tokens
         said = f"{count(samples)} evaluation samples for arm {name!r} x {ev.max_new_tokens} tokens"

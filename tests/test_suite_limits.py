@@ -317,8 +317,8 @@ def test_huge_samples_per_prompt(tmp_path, ram):
     message = refused(path, ["eval.samples_per_prompt=1000000000"])
     assert time.perf_counter() - start < 1
     assert message == (
-        f"{path}: eval.samples_per_prompt: 1000000000 samples per prompt x 32 prompts x 2 splits = "
-        "64000000000 evaluation samples for arm 'sft'; at most 1048576 fit in memory here (8 GB free)"
+        f"{path}: eval.samples_per_prompt: 1000000000 samples per prompt x 32 prompts x 5 splits = "
+        "160000000000 evaluation samples for arm 'sft'; at most 1048576 fit in memory here (8 GB free)"
     )
 
 
@@ -329,14 +329,14 @@ def test_best_of_n_candidates_count_and_name_the_arm_setting(tmp_path, ram):
     path = write(tmp_path, suite)
     message = refused(path)
     assert message.startswith(f"{path}: arms.bon.stages.best_of_n.n: 4 samples per prompt x 32 prompts x ")
-    assert "100000 best-of-n candidates x 2 splits = 25600000 evaluation samples for arm 'bon'" in message
+    assert "100000 best-of-n candidates x 5 splits = 64000000 evaluation samples for arm 'bon'" in message
 
 
 def test_evaluation_tokens_and_self_bleu(tmp_path, ram):
     path = write(tmp_path, MICRO)
     message = refused(path, ["eval.max_new_tokens=100000000"])
     assert (
-        "eval.max_new_tokens: 256 evaluation samples for arm 'sft' x 100000000 tokens = 25600000000 tokens"
+        "eval.max_new_tokens: 640 evaluation samples for arm 'sft' x 100000000 tokens = 64000000000 tokens"
         in message
     )
     assert "at most 134217728 fit in memory here" in message
@@ -403,7 +403,7 @@ def test_too_many_runs_in_a_collection(tmp_path):
     "override, expected",
     [
         ("budget.units=1000000000000", "budget.units: 1e+12 units buy 250000000000 demonstrations"),
-        ("eval.samples_per_prompt=1000000000", "64000000000 evaluation samples"),
+        ("eval.samples_per_prompt=1000000000", "160000000000 evaluation samples"),
         ("name=../../elsewhere", "name: a suite name is a folder name"),
         ("grid.seed=[-1]", "grid.seed: -1 is out of range (0 to 4294967295)"),
     ],
