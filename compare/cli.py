@@ -1,5 +1,5 @@
-"""Command line: `sft-vs-rlhf run | plan | report | cache` and `--version` (also `python -m compare`). It
-parses and dispatches.
+"""Command line: `sft-vs-rlhf run | plan | report | cache | export` and `--version` (also
+`python -m compare`). It parses and dispatches.
 
 Exit codes: 0 done, 1 a crash of the harness itself, 2 bad input (one line, nothing ran), 3 some runs
 failed (the others are reported), 130 interrupted.
@@ -12,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from compare import __version__, cache_commands
+from compare import __version__, cache_commands, export
 from compare.cache import StageCache, default_cache_dir
 from compare.suite import SuiteError
+from compare.tracking import DEFAULT as DEFAULT_TRACKER
+from compare.tracking import parse_report_to
 
 
 def _path(text: str) -> Path:
@@ -72,11 +74,27 @@ def _parser() -> argparse.ArgumentParser:
         help="run the stages on this Ray cluster (host:port of its head, or 'auto'); every node must see "
         "the stage cache at the same path (docs/cluster.md)",
     )
+    run.add_argument(
+        "--report-to",
+        nargs="?",
+        const=DEFAULT_TRACKER,
+        default="none",
+        metavar="TRACKERS",
+        help="log every training stage's curves to experiment trackers: tensorboard (the default when the "
+        "option is given alone), wandb, mlflow, trackio, comma-separated; tagged with arm, seed and grid point",
+    )
+    run.add_argument(
+        "--tracking-dir",
+        type=_path,
+        metavar="DIR",
+        help="TensorBoard's event files, one folder per stage (default: runs/<suite name>/)",
+    )
     plan = sub.add_parser("plan", help="validate a suite and list its runs and stages, without training")
     suite_args(plan)
     report = sub.add_parser("report", help="rebuild a report from the results saved in its folder")
     report.add_argument("dir", type=_path, help="a report folder written by `run`")
     cache_commands.add_parser(sub, _path)
+    export.add_parser(sub, _path)
     return p
 
 
@@ -95,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cache":
             return cache_commands.main(args)
+        if args.command == "export":
+            return export.run_export(args)
         if args.command == "report":
             return _report(args)
         cache = StageCache(args.cache_dir or default_cache_dir())
@@ -108,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         from compare.pipeline import run_suite
 
         _check_threads(args.threads)
+        report_to = parse_report_to(args.report_to)
 
         return run_suite(
             args.suite,
@@ -118,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             args.jobs,
             args.ray_address,
+            report_to,
+            args.tracking_dir,
         )
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -173,11 +196,15 @@ def _report(args) -> int:
                 f"{folder}: a collection's folder; rebuild one of its reports: {', '.join(suites)}"
             )
         raise SuiteError(f"{folder}: no results.csv here (not a report folder written by `run`)")
+    from compare.pipeline import list_in_marker
+    from compare.report.files import REBUILT
+
+    list_in_marker(folder, REBUILT)  # first: what the rebuild writes is never left unlisted
     try:
         rebuild_report(folder)
     except ReportError as e:
         raise SuiteError(f"{e}; the report was left as it was") from None
-    print(f"report: {folder / 'report.md'}")
+    print(f"report: {folder / 'report.md'}, {folder / 'report.html'}")
     return 0
 
 

@@ -27,7 +27,7 @@ from compare.runner import (
     report_is_current,
 )
 from compare.stages.common import Context
-from compare.suite import load_suites
+from compare.suite import SuiteError, load_suites
 
 # Exit codes: 0 all runs reported, 1 a crash of the harness itself, 2 bad input (nothing ran),
 # 3 some runs failed (the others are reported), 130 interrupted.
@@ -43,8 +43,13 @@ def run_suite(
     threads: int | None = None,
     jobs: int | None = None,
     ray_address: str | None = None,
+    report_to: tuple[str, ...] = (),
+    tracking_dir: Path | None = None,
 ) -> int:
     """Run a suite (or a collection of suites) and write its report; returns the exit code.
+
+    `report_to`: experiment trackers every training stage logs to (`compare.tracking`); TensorBoard's
+    event files go under `tracking_dir` (default: runs/<suite name>/).
 
     Raises SuiteError (one line) for a problem found before anything runs.
     """
@@ -62,7 +67,13 @@ def run_suite(
     preflight(suites, out, cache.root)
     # 4. execute: every stage not cached, inputs first; every suite's stages in one pass
     tiny = not any(suite.base.external for suite in suites)
-    ctx = Context(verbose, threads or (1 if tiny else None))
+    ctx = Context(verbose, threads or (1 if tiny else None), report_to=tuple(report_to), project=name)
+    if report_to:
+        tracking_dir = tracking_dir or Path("runs") / name
+        if tracking_dir.exists() and not tracking_dir.is_dir():
+            raise SuiteError(f"--tracking-dir {tracking_dir}: a file, not a folder")
+        ctx.tracking_dir = str(tracking_dir.resolve())
+        print(f"tracking: {', '.join(report_to)}; TensorBoard logs in {ctx.tracking_dir}", file=sys.stderr)
     # `jobs` stages at once (None: what suits the machine), on Ray when more than one or on a cluster
     outcome = execute([r for rs in runs.values() for r in rs], cache, ctx, jobs, ray_address)
     if not is_main_process():  # the main process writes the report
@@ -224,6 +235,15 @@ def mark(folder: Path) -> None:
     """Write the marker that says the harness wrote `folder`, with the entries it wrote (its manifest)."""
     files = sorted(p.name for p in folder.iterdir() if p.name not in (REPORT_MARKER, PARTIAL_MARKER))
     _write_marker(folder, {"written_by": "sft-vs-rlhf", "files": files, "complete": True})
+
+
+def list_in_marker(folder: Path, names) -> None:
+    """Add `names` to the manifest of `folder`'s marker (keeping its other fields), so entries a rebuild
+    adds (report.html to a folder an earlier version wrote) are ours to replace; no marker, no change."""
+    marker = read_marker(folder)
+    if marker is None or set(names) <= set(marker["files"]):
+        return
+    _write_marker(folder, {"written_by": "sft-vs-rlhf", **marker, "files": sorted({*marker["files"], *names})})
 
 
 def _write_marker(folder: Path, data: dict) -> None:

@@ -25,6 +25,7 @@ from compare.plan import Run, Stage, stage_order
 from compare.stages import RECIPE_STAGES, SPECS, Job
 from compare.stages.common import Context, read_jsonl
 from compare.suite.errors import first_line
+from compare.tracking import run_tags
 
 
 @dataclass
@@ -140,7 +141,7 @@ def execute(
                     pending.remove(stage)
                     running[stage.name] = stage
                     labels = [r.label for r in owners.get(stage.name, [])]
-                    pool.submit(stage, _stage_info(stage), labels)
+                    pool.submit(stage, _stage_info(stage), labels, run_tags(owners.get(stage.name, [])))
                     status(stage.kind)
                 for name, result in pool.wait(timeout=1.0):
                     stage = running.pop(name)
@@ -217,18 +218,18 @@ class _InProcess:
     def __init__(self, cache: StageCache, ctx: Context):
         self.cache, self.ctx, self.next = cache, ctx, None
 
-    def submit(self, stage: Stage, info: dict, labels: list[str]) -> None:
-        self.next = (stage, info, labels)
+    def submit(self, stage: Stage, info: dict, labels: list[str], tags: dict) -> None:
+        self.next = (stage, info, labels, tags)
 
     def wait(self, timeout: float) -> list[tuple[str, dict]]:
         if self.next is None:
             return []
-        (stage, info, labels), self.next = self.next, None
+        (stage, info, labels, tags), self.next = self.next, None
         inputs = {name: self.cache.path(dep.name) for name, dep in stage.inputs.items()}
         return [
             (
                 stage.name,
-                attempt(SPECS[stage.kind], stage.name, info, inputs, self.cache.root, self.ctx, labels),
+                attempt(SPECS[stage.kind], stage.name, info, inputs, self.cache.root, self.ctx, labels, tags),
             )
         ]
 
@@ -244,9 +245,9 @@ class _RayTasks:
         self.slots = pool.slots
         self.ctx = dataclasses.replace(ctx, progress=False, threads=pool.cpus)
 
-    def submit(self, stage: Stage, info: dict, labels: list[str]) -> None:
+    def submit(self, stage: Stage, info: dict, labels: list[str], tags: dict) -> None:
         inputs = {name: self.cache.path(dep.name) for name, dep in stage.inputs.items()}
-        args = (SPECS[stage.kind], stage.name, info, inputs, self.cache.root, self.ctx, labels)
+        args = (SPECS[stage.kind], stage.name, info, inputs, self.cache.root, self.ctx, labels, tags)
         self.pool.submit(stage.name, self.pool.resources(self.memory.get(stage.name)), args)
 
     def wait(self, timeout: float) -> list[tuple[str, dict]]:
@@ -280,12 +281,20 @@ def _ray_pool(
 
 
 def attempt(
-    spec, name: str, info: dict, inputs: dict[str, Path], root: Path, ctx: Context, labels: list[str]
+    spec,
+    name: str,
+    info: dict,
+    inputs: dict[str, Path],
+    root: Path,
+    ctx: Context,
+    labels: list[str],
+    tags: dict | None = None,
 ) -> dict:
     """Compute one stage under its lock, in this process or a Ray worker; never raises for the stage's own
     errors: {"ran", "seconds"} (ran False when another process completed it meanwhile), or {"error", "log",
     "trace"} for a stage that raised, whose traceback is recorded in the cache's `logs/`."""
     cache = StageCache(root)
+    ctx = dataclasses.replace(ctx, stage=name, tags=tags or {})  # the trackers' run for this stage
     if ctx.threads:
         import torch
 

@@ -8,13 +8,14 @@ import logging
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from compare.lm.loading import device
 from compare.tasks import TASKS, Task
+from compare.tracking import tracked, trainer_report_to
 
 
 @dataclass
@@ -24,6 +25,11 @@ class Context:
     verbose: bool = False
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     progress: bool = False  # show progress bars (on a terminal)
+    report_to: tuple[str, ...] = ()  # experiment trackers (`compare.tracking`); empty: none
+    tracking_dir: str | None = None  # TensorBoard's event files: <tracking_dir>/<stage>/
+    project: str | None = None  # the suite's (or collection's) name: the trackers' project
+    stage: str | None = None  # the stage being computed (its cache folder's name), set per stage
+    tags: dict = field(default_factory=dict)  # its runs' arms, seeds and grid points (`run_tags`)
 
 
 @contextmanager
@@ -99,7 +105,7 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
         logging_steps=1,
         logging_nan_inf_filter=False,  # else a nan loss is logged as the window's mean (0.0 at one step)
         save_strategy="no",
-        report_to="none",
+        **trainer_report_to(ctx),
         disable_tqdm=not (ctx.verbose or ctx.progress),
         seed=seed,
         data_seed=seed,
@@ -238,7 +244,8 @@ def train(trainer, ctx: Context) -> None:
             desc = type(trainer).__name__.removesuffix("Trainer").lower() or None
             trainer.add_callback(_callbacks()["BarOnlyProgressCallback"](desc))
     trainer.add_callback(_callbacks()["FiniteLogsCallback"])
-    trainer.train()
+    with tracked(trainer, ctx):
+        trainer.train()
 
 
 def point_reference_at_start(model, tokenizer, path: str, out: Path) -> None:

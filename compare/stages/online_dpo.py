@@ -41,6 +41,7 @@ from compare.stages.common import (
 )
 from compare.stages.data import COMPARISON_TEMPERATURE, label_pairs
 from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
+from compare.tracking import round_context
 
 
 class OnlineDPOSettings(TrainSettings):
@@ -96,7 +97,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
             settings,
             seed + r,
             out,
-            ctx,
+            round_context(ctx, r),
             beta=settings.beta,
             loss_type=[settings.loss_type],
             max_length=None,
@@ -109,7 +110,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
             processing_class=tokenizer,
             peft_config=lora_config(settings.lora_r, "CAUSAL_LM"),
         )
-        train(trainer, ctx)
+        train(trainer, round_context(ctx, r))
         model = (
             trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
         )

@@ -32,6 +32,7 @@ Huang et al. 2022/2024 ("The N(+) Implementation Details of RLHF with PPO"); Cle
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -79,6 +80,7 @@ from compare.ppo_math import (
 )
 from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task
 from compare.stages.spec import Job, Produces, Role, StageSettings, StageSpec
+from compare.tracking import StageLogger
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
 
@@ -438,6 +440,7 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
             return heldout_metrics(models, task, heldout_prompts, s, seed)
 
     history = []
+    logger = StageLogger(ctx if rank == 0 else dataclasses.replace(ctx, report_to=()), s.model_dump())
     batches = prompt_batches(task.prompts("train"), s.rollout_batch_size, n_batches, seed)
     show_bar = (ctx.progress or ctx.verbose) and rank == 0
     bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=not show_bar)
@@ -560,9 +563,12 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
         entry.update({f"time/{k}": v for k, v in timings.items()})
         kl_ctl.update(entry["objective/kl"], s.rollout_batch_size)
         history.append(entry)
+        logger.log(entry, step)
 
     final = {"step": n_batches, "episode": n_batches * s.rollout_batch_size}
     history.append({**final, **heldout(n_batches)})  # after the last update
+    logger.log(history[-1], n_batches)
+    logger.close()
     return history
 
 

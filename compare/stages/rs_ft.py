@@ -29,6 +29,7 @@ from compare.lm.sampling import reward_scores, sample
 from compare.stages.common import Context, make_task
 from compare.stages.sft import train_sft
 from compare.stages.spec import Job, Role, StageSpec, TrainSettings
+from compare.tracking import round_context
 
 
 class RSFTSettings(TrainSettings):
@@ -65,7 +66,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         rows = [{"prompt": samples.prompts[i], "completion": samples.completions[i]} for i in kept]
         target = out if it == s.iterations - 1 else out / f"iteration-{it}"
         target.mkdir(parents=True, exist_ok=True)
-        train_sft(rows, job, target, {"model": current}, ctx)
+        train_sft(rows, job, target, {"model": current}, round_context(ctx, it))
         log = json.loads((target / "log_history.json").read_text())
         history += [{**entry, "step": entry["step"] + steps, "iteration": it} for entry in log]
         steps += max((entry["step"] for entry in log), default=0)
