@@ -69,6 +69,9 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
                     "completion": completion,
                     "gold_reward": g.reward,
                     "well_formed": g.well_formed,
+                    "malformed": g.malformed,  # the gold reward's parts: what went wrong, if anything
+                    "repetition": g.repetition,
+                    "off_topic": g.off_topic,
                     "length": len(samples.completion_ids[i]) - int(samples.ended[i]),
                     "ended_with_eos": samples.ended[i],
                     "logp_policy": samples.logprobs[i],
@@ -127,4 +130,4 @@ def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, floa
     }
 
 
-SPEC = StageSpec(kind="eval", version=4, run=run, memory=(12, 12))  # policy, base and reward model
+SPEC = StageSpec(kind="eval", version=5, run=run, memory=(12, 12))  # policy, base and reward model
