@@ -73,7 +73,8 @@ def run_suite(
         if tracking_dir.exists() and not tracking_dir.is_dir():
             raise SuiteError(f"--tracking-dir {tracking_dir}: a file, not a folder")
         ctx.tracking_dir = str(tracking_dir.resolve())
-        print(f"tracking: {', '.join(report_to)}; TensorBoard logs in {ctx.tracking_dir}", file=sys.stderr)
+        where = f"; TensorBoard logs in {ctx.tracking_dir}" if "tensorboard" in report_to else ""
+        print(f"tracking: {', '.join(report_to)}{where}", file=sys.stderr)
     # `jobs` stages at once (None: what suits the machine), on Ray when more than one or on a cluster
     outcome = execute([r for rs in runs.values() for r in rs], cache, ctx, jobs, ray_address)
     if not is_main_process():  # the main process writes the report
