@@ -244,7 +244,9 @@ def list_in_marker(folder: Path, names) -> None:
     marker = read_marker(folder)
     if marker is None or set(names) <= set(marker["files"]):
         return
-    _write_marker(folder, {"written_by": "sft-vs-rlhf", **marker, "files": sorted({*marker["files"], *names})})
+    _write_marker(
+        folder, {"written_by": "sft-vs-rlhf", **marker, "files": sorted({*marker["files"], *names})}
+    )
 
 
 def _write_marker(folder: Path, data: dict) -> None:

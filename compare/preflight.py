@@ -29,8 +29,8 @@ from compare.tasks import TASKS
 REPORT_MARKER = ".sft-vs-rlhf-report"  # in every folder `run` writes: only such a folder is ever replaced
 PARTIAL_MARKER = ".sft-vs-rlhf-partial"  # in a report folder while it is being written
 # what a report folder of an earlier version (a marker without a manifest) holds
-REPORT_FILES = ["failed_runs.csv", "index.md", "plots", "provenance.json", "report.md", "results.csv",
-                "samples.csv", "suite.yaml", "training_logs.csv"]  # fmt: skip
+REPORT_FILES = ["failed_runs.csv", "index.md", "plots", "provenance.json", "report.html", "report.md",
+                "results.csv", "samples.csv", "suite.yaml", "training_logs.csv"]  # fmt: skip
 
 
 def read_marker(folder: Path) -> dict | None:

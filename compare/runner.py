@@ -439,7 +439,9 @@ def report_inputs(runs: list[Run], settings: list[str]) -> str:
     package = Path(__file__).resolve().parent
     for entry in REPORT_CODE:
         for path in (
-            sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() else [package / entry]
+            sorted(p for p in (package / entry).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            if (package / entry).is_dir()
+            else [package / entry]
         ):
             digest.update(path.read_bytes())
     return digest.hexdigest()

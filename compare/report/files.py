@@ -2,7 +2,8 @@
 
 A report folder holds `results.csv` (one row per run and split), `samples.csv` (one row per sample),
 `training_logs.csv`, `suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
-failed), `report.md` and `plots/`. The report is built only from these, so it can be rebuilt at will.
+failed), `report.md`, `report.html` (the same report as one self-contained page) and `plots/`. The report
+is built only from these, so it can be rebuilt at will.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from compare.report.claims import check_claims
 from compare.report.figures import report_figures
+from compare.report.html import render_html
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
 from compare.suite import Suite, one_line
@@ -32,6 +34,7 @@ class ReportError(Exception):
 
 
 FAILED_RUNS = "failed_runs.csv"  # arm, point, seed, stage, reason, log of every run that has no results
+REBUILT = ("plots", "report.md", "report.html")  # what `rebuild_report` writes into a report folder
 
 
 def write_report(
@@ -158,36 +161,45 @@ def _numbers_only(frame: pd.DataFrame, path: Path, text: tuple[str, ...]) -> Non
 
 
 def rebuild_report(folder: Path) -> None:
-    """Report.md and its plots from the saved files; nothing is written unless every file reads cleanly.
+    """Report.md, report.html and the plots from the saved files; nothing is written unless every file
+    reads cleanly.
 
-    The figures are drawn into a folder beside `plots/` and swapped in with report.md, so a failure
-    half-way leaves the old report and its figures as they were.
+    The figures are drawn into a folder beside `plots/` and both pages into temporary files; all are
+    swapped in only once everything is built, so a failure half-way leaves the old report as it was.
     """
     suite, results, samples, logs, prov, failed = read_saved(folder)
-    for name, kind in (("plots", "a folder"), ("report.md", "a file")):
-        path = folder / name
+    for name in REBUILT:
+        path, kind = folder / name, "a folder" if name == "plots" else "a file"
         if path.exists() and (path.is_dir() != (kind == "a folder")):
             raise ReportError(f"{path}: should be {kind}; move it away to rebuild the report")
     new_plots, old_plots = folder / ".plots.tmp", folder / ".plots.old"
+    pages = {
+        folder / ".report.md.tmp": folder / "report.md",
+        folder / ".report.html.tmp": folder / "report.html",
+    }
     for leftover in (new_plots, old_plots):
         shutil.rmtree(leftover, ignore_errors=True)
     new_plots.mkdir()
     try:
         roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
-        figures = report_figures(results, logs, roles, new_plots)
+        drawn = report_figures(results, logs, roles, new_plots)
         figures = {
             axis: [(title, path and folder / "plots" / path.name) for title, path in figs]
-            for axis, figs in figures.items()
+            for axis, figs in drawn.items()
         }
         claims = check_claims(results, logs, roles)
         text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
-        tmp = folder / ".report.md.tmp"
-        tmp.write_text(text)
+        page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles)
+        md_tmp, html_tmp = pages
+        md_tmp.write_text(text)
+        html_tmp.write_text(page, encoding="utf-8")
         if (folder / "plots").exists():
             os.replace(folder / "plots", old_plots)
         os.replace(new_plots, folder / "plots")
-        os.replace(tmp, folder / "report.md")
+        for tmp, final in pages.items():
+            os.replace(tmp, final)
     finally:
         shutil.rmtree(new_plots, ignore_errors=True)
         shutil.rmtree(old_plots, ignore_errors=True)
-        (folder / ".report.md.tmp").unlink(missing_ok=True)
+        for tmp in pages:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,263 @@
+// report.html's script: sortable tables, chart tooltips, the sample browser. The page reads the same
+// without it (tables, claims and figures are static HTML); nothing here fetches anything.
+"use strict";
+
+(function () {
+  // -- tables: a click on a header sorts by that column ------------------------------------------------
+  const MISSING = new Set(["", "–", "-", "—", "nan"]);
+
+  function cellKey(cell) {
+    const text = cell.textContent.trim();
+    if (MISSING.has(text)) return null;
+    // "0.61 ± 0.03 (significant)" sorts by its mean, "256 (on-policy)" by 256
+    const m = text.replace(/^−/, "-").match(/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?(?=$|[\s%(±])/i);
+    return m ? parseFloat(m[0]) : text;
+  }
+
+  function sortTable(table, column, button) {
+    const body = table.tBodies[0];
+    const rows = Array.from(body.rows);
+    const keys = rows.map((row) => (row.cells[column] ? cellKey(row.cells[column]) : null));
+    const numeric = keys.every((k) => k === null || typeof k === "number");
+    const th = button.closest("th");
+    const ascending = th.getAttribute("aria-sort") !== "ascending";
+    for (const other of table.tHead.rows[0].cells) other.removeAttribute("aria-sort");
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    const order = rows.map((row, i) => i);
+    order.sort((a, b) => {
+      const ka = keys[a], kb = keys[b];
+      if (ka === null || kb === null) return ka === kb ? a - b : ka === null ? 1 : -1; // blanks last
+      let d = numeric ? ka - kb : String(ka).localeCompare(String(kb), undefined, { numeric: true });
+      if (!ascending) d = -d;
+      return d || a - b;
+    });
+    for (const i of order) body.appendChild(rows[i]);
+  }
+
+  for (const table of document.querySelectorAll("table.sortable")) {
+    if (!table.tHead || !table.tBodies.length) continue;
+    Array.from(table.tHead.rows[0].cells).forEach((th, column) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "sort";
+      button.title = "sort by this column";
+      while (th.firstChild) button.appendChild(th.firstChild);
+      th.appendChild(button);
+      button.addEventListener("click", () => sortTable(table, column, button));
+    });
+  }
+
+  // -- charts: each mark's <title> becomes a tooltip --------------------------------------------------
+  const tip = document.getElementById("tooltip");
+  for (const mark of document.querySelectorAll("svg .mark")) {
+    const title = mark.querySelector("title");
+    if (!title) continue;
+    mark.dataset.tip = title.textContent;
+    mark.setAttribute("aria-label", title.textContent);
+    title.remove(); // one tooltip, not the browser's as well
+  }
+
+  function showTip(mark, x, y) {
+    tip.textContent = mark.dataset.tip;
+    tip.hidden = false;
+    const w = tip.offsetWidth, h = tip.offsetHeight;
+    tip.style.left = Math.max(4, Math.min(x + 12, window.innerWidth - w - 8)) + "px";
+    tip.style.top = (y + 14 + h > window.innerHeight ? y - h - 10 : y + 14) + "px";
+  }
+
+  document.addEventListener("mouseover", (e) => {
+    const mark = e.target.closest && e.target.closest("[data-tip]");
+    if (mark) showTip(mark, e.clientX, e.clientY);
+  });
+  document.addEventListener("mousemove", (e) => {
+    const mark = e.target.closest && e.target.closest("[data-tip]");
+    if (mark) showTip(mark, e.clientX, e.clientY);
+  });
+  document.addEventListener("mouseout", (e) => {
+    if (e.target.closest && e.target.closest("[data-tip]")) tip.hidden = true;
+  });
+  document.addEventListener("focusin", (e) => {
+    if (!e.target.dataset || !e.target.dataset.tip) return;
+    const box = e.target.getBoundingClientRect();
+    showTip(e.target, box.right, box.top);
+  });
+  document.addEventListener("focusout", () => (tip.hidden = true));
+
+  // -- the sample browser -------------------------------------------------------------------------------
+  const source = document.getElementById("report-samples");
+  const data = source ? JSON.parse(source.textContent) : { n: 0 };
+  const status = document.getElementById("sb-status");
+  if (!status) return;
+  if (!data.n) {
+    status.textContent = "This report saved no samples.";
+    return;
+  }
+  const C = data.columns;
+  const PER_CARD = 30; // completions shown per arm when every prompt is shown at once
+  const $ = (id) => document.getElementById(id);
+  const split = $("sb-split"), prompt = $("sb-prompt"), seed = $("sb-seed");
+  const goldMin = $("sb-gold-min"), goldMax = $("sb-gold-max"), failure = $("sb-failure");
+  const armBox = $("sb-arms"), cards = $("sb-cards"), promptText = $("sb-prompt-text");
+
+  function option(select, value, label) {
+    const o = document.createElement("option");
+    o.value = String(value);
+    o.textContent = label;
+    select.appendChild(o);
+  }
+
+  // the colour of a completion's edge, red to green, spans the middle 90% of every gold reward saved
+  const golds = C.gold.filter((g) => g !== null).sort((a, b) => a - b);
+  const lo = golds.length ? golds[Math.floor(0.05 * (golds.length - 1))] : 0;
+  const hi = golds.length ? golds[Math.ceil(0.95 * (golds.length - 1))] : 1;
+  data.splits.forEach((s, i) => option(split, i, data.split_names[i]));
+  const seeds = Array.from(new Set(C.seed)).sort((a, b) => a - b);
+  option(seed, "all", "all seeds");
+  for (const s of seeds) option(seed, s, "seed " + s);
+  seed.value = String(seeds[0]);
+  for (const kind of data.kinds) option(failure, kind.key, kind.label);
+  const armChecks = data.arms.map((arm, i) => {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.value = String(i);
+    box.dataset.arm = arm;
+    label.append(box, " " + arm);
+    armBox.appendChild(label);
+    return box;
+  });
+
+  function fillPrompts() {
+    const s = Number(split.value);
+    const first = new Map();
+    for (let i = 0; i < data.n; i++) {
+      if (C.split[i] === s && !first.has(C.prompt_index[i])) first.set(C.prompt_index[i], C.prompt[i]);
+    }
+    prompt.textContent = "";
+    option(prompt, "all", "all prompts");
+    for (const [index, ref] of Array.from(first).sort((a, b) => a[0] - b[0])) {
+      const text = data.strings[ref];
+      option(prompt, index, "#" + index + ": " + (text.length > 70 ? text.slice(0, 69) + "…" : text));
+    }
+    prompt.value = first.size ? String(Math.min(...first.keys())) : "all";
+  }
+
+  function failed(i, key) {
+    const kind = data.kinds.find((k) => k.key === key);
+    const v = C[key][i];
+    return kind.test === "false" ? v === 0 : v !== null && v > 0;
+  }
+
+  function number(value, digits) {
+    return value === null ? "–" : value.toFixed(digits);
+  }
+
+  function badge(parent, text, cls) {
+    const b = document.createElement("span");
+    b.className = "badge " + (cls || "");
+    b.textContent = text;
+    parent.appendChild(b);
+  }
+
+  function item(i) {
+    const li = document.createElement("li");
+    const share = C.gold[i] === null || hi <= lo ? 0.5 : Math.min(1, Math.max(0, (C.gold[i] - lo) / (hi - lo)));
+    li.style.borderLeftColor = "hsl(" + Math.round(120 * share) + ", 65%, 42%)";
+    const text = document.createElement("p");
+    text.className = "sb-text";
+    text.textContent = data.strings[C.text[i]].trim() || "(empty)";
+    const meta = document.createElement("p");
+    meta.className = "sb-meta";
+    meta.textContent =
+      "gold " + number(C.gold[i], 3) + " · RM " + number(C.rm[i], 3) + " · log-ratio " + number(C.lr[i], 2) +
+      " · seed " + C.seed[i] + (prompt.value === "all" ? " · prompt #" + C.prompt_index[i] : "");
+    for (const kind of data.kinds) {
+      if (failed(i, kind.key)) {
+        badge(meta, kind.test === "false" ? kind.label : kind.key.replace("_", " ") + " " + C[kind.key][i], "bad");
+      }
+    }
+    li.append(text, meta);
+    return li;
+  }
+
+  function render() {
+    const s = Number(split.value);
+    const p = prompt.value === "all" ? null : Number(prompt.value);
+    const sd = seed.value === "all" ? null : Number(seed.value);
+    const min = goldMin.value === "" ? -Infinity : Number(goldMin.value);
+    const max = goldMax.value === "" ? Infinity : Number(goldMax.value);
+    const arms = new Set(armChecks.filter((b) => b.checked).map((b) => Number(b.value)));
+    const groups = new Map(); // "arm point" -> rows in the split, and those passing the filters
+    const prompts = new Set();
+    let shown = 0;
+    for (let i = 0; i < data.n; i++) {
+      if (C.split[i] !== s || !arms.has(C.arm[i])) continue;
+      if (p !== null && C.prompt_index[i] !== p) continue;
+      if (sd !== null && C.seed[i] !== sd) continue;
+      const key = C.arm[i] * 10000 + C.point[i];
+      if (!groups.has(key)) groups.set(key, []);
+      const g = C.gold[i];
+      if (g !== null && (g < min || g > max)) continue;
+      if (g === null && (min > -Infinity || max < Infinity)) continue;
+      if (failure.value && !failed(i, failure.value)) continue;
+      groups.get(key).push(i);
+      prompts.add(C.prompt[i]);
+      shown++;
+    }
+    cards.textContent = "";
+    for (const key of Array.from(groups.keys()).sort((a, b) => a - b)) {
+      const rows = groups.get(key);
+      const arm = data.arms[Math.floor(key / 10000)], point = data.points[key % 10000];
+      const card = document.createElement("article");
+      card.className = "sb-card";
+      card.dataset.arm = arm;
+      const h = document.createElement("h3");
+      h.textContent = arm + (point ? " (" + point + ")" : "");
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = " " + rows.length;
+      h.appendChild(count);
+      card.appendChild(h);
+      if (!rows.length) {
+        const none = document.createElement("p");
+        none.className = "none";
+        none.textContent = "no sample matches";
+        card.appendChild(none);
+      } else {
+        const list = document.createElement("ol");
+        for (const i of rows.slice(0, p === null ? PER_CARD : rows.length)) list.appendChild(item(i));
+        card.appendChild(list);
+        if (p === null && rows.length > PER_CARD) {
+          const more = document.createElement("p");
+          more.className = "none";
+          more.textContent = "… and " + (rows.length - PER_CARD) + " more (pick a prompt to see them all)";
+          card.appendChild(more);
+        }
+      }
+      cards.appendChild(card);
+    }
+    promptText.textContent = "";
+    if (p !== null && prompts.size) {
+      promptText.append("Prompt: ");
+      const code = document.createElement("code");
+      code.textContent = Array.from(prompts).map((r) => data.strings[r]).join(" / ");
+      promptText.appendChild(code);
+    }
+    status.textContent =
+      shown + " completion" + (shown === 1 ? "" : "s") + " shown, from " + groups.size + " arm" +
+      (groups.size === 1 ? "" : "s") + " (" + data.n + " samples in this page" +
+      (data.left_out ? "; " + data.left_out + " more, of later prompts, only in samples.csv)" : ")");
+  }
+
+  split.addEventListener("change", () => {
+    fillPrompts();
+    render();
+  });
+  for (const control of [prompt, seed, failure, armBox]) control.addEventListener("change", render);
+  for (const control of [goldMin, goldMax]) control.addEventListener("input", render);
+  $("sb-controls").addEventListener("submit", (e) => e.preventDefault());
+  $("sb-controls").hidden = false;
+  fillPrompts();
+  render();
+})();

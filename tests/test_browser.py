@@ -1,0 +1,170 @@
+"""report.html in a real browser (headless Debian chromium, driven by Playwright): it loads offline without
+errors, its tables sort, its charts show their numbers on hover, its sample browser filters.
+
+`SFT_VS_RLHF_SCREENSHOT=1` also saves the page's first screen as docs/images/report.png (the README's
+picture); otherwise the screenshot goes to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compare.report import rebuild_report
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("chromium not installed: apt-get install chromium", allow_module_level=True)
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    pytest.skip("playwright not installed: pip install playwright", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("browser") / "example"
+    shutil.copytree(ROOT / "reports" / "example", out)
+    rebuild_report(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def opened(browser, folder):
+    """The page opened from its file, with every console error, page error and request it made."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(15_000)
+    seen = {"errors": [], "requests": []}
+    page.on("console", lambda m: m.type == "error" and seen["errors"].append(m.text))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("request", lambda r: seen["requests"].append(r.url))
+
+    def offline(route):
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto((folder / "report.html").as_uri(), wait_until="load")
+    yield page, seen
+    page.close()
+
+
+def column(page, table: str, index: int) -> list[str]:
+    return page.eval_on_selector_all(
+        f"#{table} tbody tr", f"rows => rows.map(r => r.cells[{index}].textContent.trim())"
+    )
+
+
+def mean(cell: str) -> float:
+    return float(re.match(r"-?[\d.]+", cell)[0])
+
+
+def test_loads_offline_without_errors(opened, folder, tmp_path):
+    page, seen = opened
+    assert seen["errors"] == []
+    assert seen["requests"] and all(url.startswith(("file:", "data:")) for url in seen["requests"])
+    assert page.locator("#t-results tbody tr").count() == 12
+    assert page.locator("#t-claims-checked tbody tr").count() == 13
+    assert page.locator("#t-claims-checked td.verdict").count() == 13
+    shot = (
+        ROOT / "docs" / "images" / "report.png"
+        if os.environ.get("SFT_VS_RLHF_SCREENSHOT") == "1"
+        else None
+    )
+    shot = shot or tmp_path / "report.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_a_header_click_sorts_its_table(opened):
+    page, _ = opened
+    before = column(page, "t-results", 3)
+    header = page.locator("#t-results thead th").nth(3)
+    assert header.inner_text().startswith("gold reward ID")
+    header.locator("button").click()
+    after = column(page, "t-results", 3)
+    assert sorted(after) == sorted(before) and after != before
+    assert [mean(c) for c in after] == sorted(mean(c) for c in before)  # by the mean of "1.04 ± 0.27"
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.locator("button").click()
+    assert [mean(c) for c in column(page, "t-results", 3)] == sorted((mean(c) for c in before), reverse=True)
+    arms = page.locator("#t-results thead th").nth(0).locator("button")
+    arms.click()
+    assert column(page, "t-results", 0) == sorted(column(page, "t-results", 0))
+
+
+def test_hovering_a_point_shows_its_numbers(opened, folder):
+    page, _ = opened
+    tip = page.locator("#tooltip")
+    assert tip.is_hidden()
+    point = page.locator('#fig-gold_vs_kl .mark[data-tip^="dpo, seed 1:"]')
+    point.scroll_into_view_if_needed()
+    point.hover()
+    assert tip.is_visible()
+    results = pd.read_csv(folder / "results.csv")
+    dpo = results[(results["arm"] == "dpo") & (results["split"] == "id") & (results["seed"] == 1)].iloc[0]
+    assert tip.inner_text() == f"dpo, seed 1: KL {dpo['kl_to_base']:.3f}, gold {dpo['gold_reward']:.3f}"
+    together = page.locator('#fig-gold_vs_kl .mark[data-tip*="rm, seed 0:"]')  # on top of the base model
+    assert "base, seed 0: KL 0.000" in together.get_attribute("data-tip")
+    bar = page.locator("#fig-gold_by_arm .mark").first
+    bar.hover()
+    assert re.fullmatch(r"base · ID: gold \d\.\d{3} ± \d\.\d{3} \(95% CI, n=3\)", tip.inner_text())
+    page.mouse.move(0, 0)
+    assert tip.is_hidden()
+
+
+def texts(page) -> list[str]:
+    return page.eval_on_selector_all("#sb-cards .sb-text", "ps => ps.map(p => p.textContent)")
+
+
+def test_the_sample_browser_filters(opened):
+    page, _ = opened
+    page.locator("#sample-browser").scroll_into_view_if_needed()
+    cards = page.locator("#sb-cards .sb-card")
+    assert cards.count() == 12  # every arm, best-of-n once per n
+    first = texts(page)
+    assert len(first) == 48  # 4 samples of prompt 0, seed 0, for each
+    page.select_option("#sb-prompt", "1")
+    second = texts(page)
+    assert len(second) == 48 and second != first
+    assert "#1: " in page.locator("#sb-prompt option:checked").inner_text()
+    page.locator('#sb-arms input[data-arm="dpo"]').uncheck()
+    assert page.locator('#sb-cards .sb-card[data-arm="dpo"]').count() == 0 and cards.count() == 11
+    page.select_option("#sb-seed", "all")
+    assert len(texts(page)) == 3 * 44
+    page.fill("#sb-gold-min", "1")
+    golds = page.eval_on_selector_all("#sb-cards .sb-meta", "ms => ms.map(m => m.textContent)")
+    assert golds and all(float(re.match(r"gold (-?[\d.]+)", g)[1]) >= 1 for g in golds)
+    page.fill("#sb-gold-min", "")
+    page.select_option("#sb-failure", "wf")
+    metas = page.eval_on_selector_all("#sb-cards .sb-meta", "ms => ms.map(m => m.textContent)")
+    assert metas and all("ill-formed" in m for m in metas)
+    page.select_option("#sb-failure", "")
+    id_prompt = page.locator("#sb-prompt-text").inner_text()
+    page.select_option("#sb-split", "1")  # OOD: its prompts replace ID's, from the first
+    assert page.locator("#sb-prompt option:checked").get_attribute("value") == "0"
+    assert page.locator("#sb-prompt-text").inner_text() != id_prompt and len(texts(page)) == 3 * 44
+    assert (
+        page.locator("#sb-status")
+        .inner_text()
+        .startswith("132 completions shown, from 11 arms (23040 samples in this page)")
+    )
