@@ -86,9 +86,7 @@ def test_loads_offline_without_errors(opened, folder, tmp_path):
     assert page.locator("#t-claims-checked tbody tr").count() == 13
     assert page.locator("#t-claims-checked td.verdict").count() == 13
     shot = (
-        ROOT / "docs" / "images" / "report.png"
-        if os.environ.get("SFT_VS_RLHF_SCREENSHOT") == "1"
-        else None
+        ROOT / "docs" / "images" / "report.png" if os.environ.get("SFT_VS_RLHF_SCREENSHOT") == "1" else None
     )
     shot = shot or tmp_path / "report.png"
     page.screenshot(path=str(shot))
