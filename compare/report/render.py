@@ -50,7 +50,17 @@ def render_markdown(
         "",
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
         f"{suite.task.demonstrator_quality:g}; annotator: Bradley–Terry on the gold margin, temperature "
-        f"{ann.temperature:g}, flip rate {ann.flip_rate:g}.",
+        f"{ann.temperature:g}, flip rate {ann.flip_rate:g}"
+        + "".join(
+            f", {label} {value:g}"
+            for label, value in (
+                ("length bias", ann.length_bias),
+                ("style bias", ann.style_bias),
+                ("position bias", ann.position_bias),
+            )
+            if value
+        )
+        + ".",
         f"- **Base model (every arm starts here):** {base}.",
         f"- **Budget:** {', '.join(f'{b:g}' for b in budgets)} annotation units per arm; a demonstration costs "
         f"{cost.demonstration:g} units, a comparison {cost.comparison:g}, a binary label {cost.label:g}.",
