@@ -83,8 +83,8 @@ def test_loads_offline_without_errors(opened, folder, tmp_path):
     assert seen["errors"] == []
     assert seen["requests"] and all(url.startswith(("file:", "data:")) for url in seen["requests"])
     assert page.locator("#t-results tbody tr").count() == 12
-    assert page.locator("#t-claims-checked tbody tr").count() == 13
-    assert page.locator("#t-claims-checked td.verdict").count() == 13
+    assert page.locator("#t-claims-checked tbody tr").count() == 16
+    assert page.locator("#t-claims-checked td.verdict").count() == 16
     shot = (
         ROOT / "docs" / "images" / "report.png" if os.environ.get("SFT_VS_RLHF_SCREENSHOT") == "1" else None
     )

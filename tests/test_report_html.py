@@ -147,7 +147,7 @@ def test_the_page_holds_every_table_of_report_md(example):
 def test_claims_with_their_verdicts(example):
     found = parse((example / "report.html").read_text())
     claims = found.tables["t-claims-checked"][1:]
-    assert len(claims) == 13
+    assert len(claims) == 16
     verdicts = [row[1] for row in claims]
     assert set(verdicts) <= {"supported", "contradicted", "inconclusive", "not measured"}
     cells = found.classes["t-claims-checked"]
@@ -214,7 +214,7 @@ def test_a_folder_without_the_newer_sample_columns_renders(altered):
     found = parse((altered / "report.html").read_text())
     data = next(json.loads(body) for attrs, body in found.scripts if attrs.get("id") == "report-samples")
     assert data["kinds"] == [] and set(data["columns"]["rm"]) == set(data["columns"]["lr"]) == {None}
-    assert len(found.tables["t-claims-checked"]) == 14
+    assert len(found.tables["t-claims-checked"]) == 17
 
 
 def test_sample_payload_keeps_every_sample_and_the_failure_kinds():

@@ -82,10 +82,10 @@ def test_renamed_arms_give_the_same_report(tmp_path):
     assert main(["report", str(same)]) == 0 and main(["report", str(renamed)]) == 0
     before, after = (same / "report.md").read_text(), (renamed / "report.md").read_text()
     claims = claims_table(after)
-    assert len(claims) == 13
+    assert len(claims) == 16
     assert [named_back(c, RENAMES) for c in claims] == claims_table(before)
-    # as in the example itself, which sweeps no budget, noise, DPO beta or labeller bias
-    assert sum(NOT_MEASURED in c for c in claims) == 4
+    # as in the example itself, which sweeps no budget, noise, demonstrator, DPO beta or labeller bias, and has no online DPO
+    assert sum(NOT_MEASURED in c for c in claims) == 7
     assert "prefopt" in "".join(claims) and "imitation" in "".join(claims)
     assert "### Differences from imitation, paired by seed" in after
     assert named_back(after, RENAMES) == before  # every table, statement and figure list too
@@ -100,21 +100,23 @@ def synthetic(names: dict[str, str]):
     bon = names.get("best_of_n", "best_of_n")
     recipes = {
         "base": [], sft: ["sft"], "preferred_ft": ["preferred_ft"], dpo: ["dpo"], ppo: ["rm", "ppo"],
-        bon: ["rm", "best_of_n"],
+        bon: ["rm", "best_of_n"], "online_dpo": ["online_dpo"],
     }  # fmt: skip
     strength = {
         dpo: f"grid.arms.{dpo}.stages.dpo.beta",
+        "online_dpo": "grid.arms.online_dpo.stages.online_dpo.beta",
         ppo: f"grid.arms.{ppo}.stages.ppo.kl_coef",
         bon: f"grid.arms.{bon}.stages.best_of_n.n",
     }
     splits = ("id", "ood", "ood_opener", "ood_format", "prior")
     rows = []
-    for arm, seed, budget, flip, quality, split in itertools.product(
-        recipes, range(3), (32, 64), (0.0, 0.3), (0.3, 0.9), splits
+    for arm, seed, budget, flip, quality, cost, split in itertools.product(
+        recipes, range(3), (32, 64), (0.0, 0.3), (0.3, 0.9), (2, 8), splits
     ):
-        for s in (0.1, 1.0) if arm in strength else (None,):
+        for s in (0.1, 0.3, 1.0) if arm in strength else (None,):
             row = {
                 "arm": arm, "seed": seed, "split": split, "budget": budget, Column.BUDGET: budget,
+                Column.COST_RATIO: cost, "n_demonstrations": budget // cost,
                 Column.LABEL_NOISE: flip, Column.DEMONSTRATOR_QUALITY: quality, "demonstrator_gold": quality,
                 "gold_reward": rng.normal(budget / 64 - flip), "kl_to_base": rng.exponential(),
                 "distinct_2_across": rng.uniform(), "forward_kl_train": rng.exponential(),

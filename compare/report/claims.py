@@ -16,7 +16,16 @@ import pandas as pd
 
 from compare.metrics import mean_ci
 from compare.report.roles import Column, Roles
-from compare.report.series import curve, fmt, frontier_points, heldout_curves, per_seed, summary, sweep_values
+from compare.report.series import (
+    curve,
+    fmt,
+    frontier_points,
+    heldout_curves,
+    per_seed,
+    strength_columns,
+    summary,
+    sweep_values,
+)
 from compare.report.stats import budget_to_reach, crossover, fit_rl, paired_difference
 from compare.report.tables import SHIFTS, split_name
 
@@ -136,6 +145,9 @@ def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> lis
         _claim_forgetting(results, roles),
         _claim_best_of_n_kl(results, roles),
         _claim_bias_needed(logs, results, roles),
+        _claim_curated_demonstrations(results, roles),
+        _claim_dpo_overoptimises(results, roles),
+        _claim_online_beats_offline(results, roles),
     ]
 
 
@@ -433,3 +445,110 @@ def _claim_best_of_n_kl(results, roles: Roles) -> Claim:
 
     d = paired_difference(efficiency(bon), efficiency(rl))
     return Claim(text, verdict(d), diff_text(d, bon, rl, "gold per nat"))
+
+
+def _claim_curated_demonstrations(results, roles: Roles) -> Claim:
+    """LIMA (Zhou et al. 2023): few good demonstrations beat many mediocre ones bought with the same units."""
+    text = (
+        "A few curated demonstrations beat many mediocre ones at equal cost (LIMA): SFT on the best "
+        "demonstrator at the highest price per demonstration vs the worst at the lowest."
+    )
+    sft, q, c = roles.imitation, Column.DEMONSTRATOR_QUALITY, Column.COST_RATIO
+    if not sft or q not in results or c not in results:
+        return _missing(text, "needs SFT with a sweep of demonstrator quality and of a demonstration's cost")
+    rows = results[(results["arm"] == sft) & (results["split"] == "id")]
+    qualities, costs = sweep_values(rows, q), sweep_values(rows, c)
+    if len(qualities) < 2 or len(costs) < 2:
+        return _missing(text, "needs at least two demonstrator qualities and two demonstration costs")
+    pins = {"curated": {q: qualities[-1], c: costs[-1]}, "mediocre": {q: qualities[0], c: costs[0]}}
+    budgets = sweep_values(rows, Column.BUDGET)
+    if budgets:  # at one budget: the largest, where both buy the most
+        pins = {k: {**v, Column.BUDGET: budgets[-1]} for k, v in pins.items()}
+    gold = {k: per_seed(results, sft, "gold_reward", **v) for k, v in pins.items()}
+    counts = {k: per_seed(results, sft, "n_demonstrations", **v) for k, v in pins.items()}
+    d = paired_difference(gold["curated"], gold["mediocre"])
+    evidence = (
+        f"{sft}: {np.mean(list(counts['curated'].values())):.0f} demonstrations of quality {qualities[-1]:g} "
+        f"at {costs[-1]:g} units vs {np.mean(list(counts['mediocre'].values())):.0f} of quality "
+        f"{qualities[0]:g} at {costs[0]:g}; " + diff_text(d, "curated", "mediocre", "ID gold")
+    )
+    return Claim(text, verdict(d), evidence)
+
+
+def by_strength(results, roles: Roles, arm: str) -> dict[int, pd.Series]:
+    """Per seed, ID gold at each strength setting of `arm`, indexed by that setting's mean KL over seeds
+    (so the last entry is the setting that moved furthest from the base); {} without a strength sweep."""
+    keys = strength_columns(results, roles, arm)
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    if not keys or rows.empty:
+        return {}
+    kl = rows.groupby(keys)["kl_to_base"].mean()
+    out = {}
+    for seed, group in rows.groupby("seed"):
+        gold = group.groupby(keys)["gold_reward"].mean()
+        out[seed] = pd.Series(gold.values, index=kl.loc[gold.index].values).sort_index()
+    return out
+
+
+def _claim_dpo_overoptimises(results, roles: Roles) -> Claim:
+    """Rafailov et al. 2024: direct alignment over-optimises too; weaker regularisation (smaller beta, more
+    KL) past a point lowers the gold reward."""
+    text = "DPO over-optimises too: past a point, a smaller β (more KL) lowers the gold reward."
+    dpo = roles.dpo
+    curves = by_strength(results, roles, dpo) if dpo else {}
+    if len(next(iter(curves.values()), ())) < 3:
+        return _missing(text, "needs a DPO arm with at least three β settings")
+    drop = peak_minus_last(curves)
+    d = paired_difference(drop, {s: 0.0 for s in drop})
+    mean = pd.concat(curves.values(), axis=1).mean(axis=1)
+    where = (
+        f"the mean gold peaks at KL {mean.idxmax():.2f} of the {mean.index.max():.2f} reached"
+        if mean.idxmax() < mean.index.max()
+        else f"the mean gold still rises at the largest KL reached ({mean.index.max():.2f})"
+    )
+    evidence = (
+        f"{dpo}: ID gold at the best β (chosen on the other seeds) minus at the β with the most KL "
+        f"{summary(drop)}; {where}"
+    )
+    return Claim(text, SUPPORTED if d["significant"] and d["mean"] > 0 else INCONCLUSIVE, evidence)
+
+
+def gold_at_kl(curve: pd.Series, kl: float) -> float:
+    """Gold at `kl` on a curve indexed by KL (sorted), linearly interpolated; nan outside its range."""
+    xs, ys = curve.index.to_numpy(float), curve.to_numpy(float)
+    if len(xs) == 0 or kl < xs[0] or kl > xs[-1]:
+        return math.nan
+    return float(np.interp(kl, xs, ys))
+
+
+def _claim_online_beats_offline(results, roles: Roles) -> Claim:
+    """Tang et al. 2024: online preference optimisation beats offline at the same KL from the reference."""
+    text = "Online preference learning beats offline at equal KL (online DPO vs DPO)."
+    online, offline, base = roles.online_preference, roles.dpo, roles.base
+    if not (online and offline):
+        return _missing(text, "needs a DPO arm and an online DPO arm")
+    curves = {arm: by_strength(results, roles, arm) for arm in (online, offline)}
+    if all(len(next(iter(c.values()), ())) >= 2 for c in curves.values()):
+        means = {arm: pd.concat(c.values(), axis=1).mean(axis=1) for arm, c in curves.items()}
+        low = max(m.index.min() for m in means.values())
+        high = min(m.index.max() for m in means.values())
+        if low > high:
+            return _missing(text, "the two arms' β sweeps reach no common KL")
+        kl = (low + high) / 2
+        at = {arm: {s: gold_at_kl(c, kl) for s, c in curves[arm].items()} for arm in curves}
+        d = paired_difference(at[online], at[offline])
+        return Claim(
+            text, verdict(d), diff_text(d, online, offline, f"ID gold at KL {kl:.2f} (interpolated)")
+        )
+    if not base:
+        return _missing(text, "needs β sweeps of both arms, or the base model to compare gold per nat of KL")
+    base_gold = per_seed(results, base, "gold_reward")
+
+    def per_nat(arm: str) -> dict[int, float]:
+        gold, kl = per_seed(results, arm, "gold_reward"), per_seed(results, arm, "kl_to_base")
+        return {s: (gold[s] - base_gold[s]) / kl[s] for s in gold if s in base_gold and kl.get(s, 0) > 1e-6}
+
+    d = paired_difference(per_nat(online), per_nat(offline))
+    return Claim(
+        text, verdict(d), diff_text(d, online, offline, "gold gained per nat of KL (no β sweep to match KL)")
+    )

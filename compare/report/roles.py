@@ -144,6 +144,16 @@ class Roles:
         )
 
     @cached_property
+    def online_preference(self) -> str | None:
+        """The arm whose policy comes from a preference loss on comparisons of its own samples, labelled
+        while it trains (online DPO): DPO's online counterpart; no demonstrations."""
+        return self.pick(
+            lambda a: (
+                a.last is Role.PREFERENCE and RECIPE_STAGES[a.recipe[-1]].on_policy and not a.demonstrations
+            )
+        )
+
+    @cached_property
     def online_rl(self) -> str | None:
         """The arm whose last stage is online RL against a reward model (one in its recipe: not GRPO on a
         verifier); without demonstrations first."""

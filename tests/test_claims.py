@@ -1,0 +1,123 @@
+"""The claims on curated demonstrations (LIMA), DPO's over-optimisation and online vs offline DPO, on
+hand-made results whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from compare.report.claims import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    SUPPORTED,
+    _claim_curated_demonstrations,
+    _claim_dpo_overoptimises,
+    _claim_online_beats_offline,
+    by_strength,
+    gold_at_kl,
+)
+from compare.report.roles import Column, Roles
+
+BETA = "grid.arms.dpo.stages.dpo.beta"
+ONLINE_BETA = "grid.arms.online.stages.online_dpo.beta"
+ROLES = Roles({"base": [], "sft": ["sft"], "dpo": ["dpo"], "online": ["online_dpo"]})
+
+
+def row(arm, seed, gold, kl=0.0, **grid):
+    return {"arm": arm, "seed": seed, "split": "id", "gold_reward": gold, "kl_to_base": kl, **grid}
+
+
+def test_gold_at_kl_interpolates_inside_the_curve_only():
+    curve = pd.Series([1.0, 2.0, 0.0], index=[0.5, 1.5, 3.5])
+    assert gold_at_kl(curve, 1.0) == pytest.approx(1.5)  # half way from 1.0 to 2.0
+    assert gold_at_kl(curve, 2.5) == pytest.approx(1.0)  # half way from 2.0 to 0.0
+    assert gold_at_kl(curve, 1.5) == 2.0
+    assert math.isnan(gold_at_kl(curve, 0.1)) and math.isnan(gold_at_kl(curve, 4.0))
+
+
+def test_by_strength_orders_settings_by_their_mean_kl():
+    rows = [
+        row("dpo", s, g, kl, **{BETA: b}) for s in (0, 1) for b, kl, g in ((1.0, 0.5, 0.1), (0.1, 3.0, 0.2))
+    ]
+    curves = by_strength(pd.DataFrame(rows), ROLES, "dpo")
+    assert list(curves[0].index) == [0.5, 3.0] and list(curves[1]) == [0.1, 0.2]
+
+
+def curated(gold_curated: list[float], gold_mediocre: list[float]) -> pd.DataFrame:
+    q, c = Column.DEMONSTRATOR_QUALITY, Column.COST_RATIO
+    rows = []
+    for seed, (good, bad) in enumerate(zip(gold_curated, gold_mediocre)):
+        rows += [
+            {**row("sft", seed, good, **{q: 0.9, c: 8}), "n_demonstrations": 16},
+            {**row("sft", seed, bad, **{q: 0.3, c: 2}), "n_demonstrations": 64},
+            {**row("sft", seed, 9.0, **{q: 0.9, c: 2}), "n_demonstrations": 64},  # not compared
+            {**row("sft", seed, -9.0, **{q: 0.3, c: 8}), "n_demonstrations": 16},
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_curated_demonstrations_compare_the_two_corners_of_the_grid():
+    claim = _claim_curated_demonstrations(curated([1.0, 1.2, 1.1], [0.5, 0.6, 0.55]), ROLES)
+    assert claim.verdict == SUPPORTED
+    assert "16 demonstrations of quality 0.9 at 8 units vs 64 of quality 0.3 at 2" in claim.evidence
+    assert "curated − mediocre = 0.550" in claim.evidence  # (0.5 + 0.6 + 0.55) / 3
+    assert _claim_curated_demonstrations(curated([0.1, 0.2, 0.1], [0.5, 0.6, 0.55]), ROLES).verdict == (
+        CONTRADICTED
+    )
+    no_cost = curated([1.0, 1.2], [0.5, 0.6]).drop(columns=Column.COST_RATIO)
+    assert _claim_curated_demonstrations(no_cost, ROLES).verdict == NOT_MEASURED
+
+
+def dpo_sweep(golds_by_seed: list[list[float]]) -> pd.DataFrame:
+    """DPO at beta 1.0, 0.3, 0.1 (KL 0.5, 1.5, 3.0); one list of golds per seed in that order."""
+    return pd.DataFrame(
+        row("dpo", seed, g, kl, **{BETA: b})
+        for seed, golds in enumerate(golds_by_seed)
+        for b, kl, g in zip((1.0, 0.3, 0.1), (0.5, 1.5, 3.0), golds)
+    )
+
+
+def test_dpo_overoptimisation_when_gold_falls_at_the_smallest_beta():
+    claim = _claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 0.2], [0.4, 1.1, 0.3], [0.6, 0.9, 0.1]]), ROLES)
+    # every seed: the other seeds peak at beta 0.3 (KL 1.5); drops 0.8, 0.8, 0.8
+    assert (
+        claim.verdict == SUPPORTED
+        and "0.800" in claim.evidence
+        and "peaks at KL 1.50 of the 3.00" in (claim.evidence)
+    )
+    rising = _claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 1.2], [0.4, 1.1, 1.3], [0.6, 0.9, 1.4]]), ROLES)
+    assert (
+        rising.verdict == INCONCLUSIVE and "still rises at the largest KL reached (3.00)" in rising.evidence
+    )
+    two = dpo_sweep([[0.5, 1.0], [0.4, 1.1]])
+    assert _claim_dpo_overoptimises(two, ROLES).verdict == NOT_MEASURED
+
+
+def test_online_vs_offline_at_a_common_kl():
+    rows = []
+    for seed in range(3):
+        # offline: gold 0 at KL 1, 1 at KL 3; online: gold 1 at KL 1, 2 at KL 3 (+ a seed offset)
+        for b, kl, g in ((1.0, 1.0, 0.0), (0.1, 3.0, 1.0)):
+            rows.append(row("dpo", seed, g + seed / 10, kl, **{BETA: b}))
+        for b, kl, g in ((1.0, 1.0, 1.0), (0.1, 3.0, 2.0)):
+            rows.append(row("online", seed, g + seed / 10 + seed / 100, kl, **{ONLINE_BETA: b}))
+    claim = _claim_online_beats_offline(pd.DataFrame(rows), ROLES)
+    assert claim.verdict == SUPPORTED and "at KL 2.00 (interpolated)" in claim.evidence
+    assert "online − dpo = 1.010" in claim.evidence  # 1 + mean(0, 0.01, 0.02)
+
+
+def test_online_vs_offline_without_sweeps_uses_gold_per_nat():
+    rows = []
+    for seed in range(3):
+        rows += [
+            row("base", seed, 0.0),
+            row("dpo", seed, 1.0, 4.0),
+            row("online", seed, 1.0 + seed / 10, 2.0),
+        ]
+    claim = _claim_online_beats_offline(pd.DataFrame(rows), ROLES)
+    # per nat: dpo 0.25; online 0.5, 0.55, 0.6 -> differences 0.25, 0.3, 0.35
+    assert claim.verdict == SUPPORTED and "online − dpo = 0.300" in claim.evidence
+    assert _claim_online_beats_offline(pd.DataFrame(rows), Roles({"dpo": ["dpo"]})).verdict == NOT_MEASURED
