@@ -109,15 +109,51 @@ def test_online_vs_offline_at_a_common_kl():
     assert "online − dpo = 1.010" in claim.evidence  # 1 + mean(0, 0.01, 0.02)
 
 
-def test_online_vs_offline_without_sweeps_uses_gold_per_nat():
+def test_without_a_common_kl_only_more_gold_for_no_more_kl_decides():
+    def results(online_kl: float) -> pd.DataFrame:
+        rows = []
+        for seed in range(3):
+            rows += [row("base", seed, 0.0), row("dpo", seed, 1.0, 4.0)]
+            rows.append(row("online", seed, 1.2 + seed / 100, online_kl))
+        return pd.DataFrame(rows)
+
+    claim = _claim_online_beats_offline(results(2.0), ROLES)  # more gold (+0.21) with less KL: decided
+    assert claim.verdict == SUPPORTED and "online − dpo = 0.210" in claim.evidence
+    assert "no common KL (online at KL 2.00, dpo at 4.00" in claim.evidence
+    # more gold but also more KL: gold per nat would say anything; at equal KL nothing is known
+    assert _claim_online_beats_offline(results(6.0), ROLES).verdict == INCONCLUSIVE
+    assert _claim_online_beats_offline(results(2.0), Roles({"dpo": ["dpo"]})).verdict == NOT_MEASURED
+
+
+def test_a_one_point_arm_is_compared_where_the_swept_arm_reaches_its_kl():
+    from compare.report.claims import _claim_best_of_n_kl, at_equal_kl
+
+    roles = Roles({"base": [], "bon": ["rm", "best_of_n"], "ppo": ["rm", "ppo"]})
+    n = "grid.arms.bon.stages.best_of_n.n"
     rows = []
     for seed in range(3):
+        rows.append(row("base", seed, 0.0))
+        rows += [row("bon", seed, g + seed / 10, kl, **{n: k}) for k, kl, g in ((2, 0.5, 0.5), (8, 2.5, 1.5))]
+        rows.append(row("ppo", seed, 0.8 + seed / 20, 1.5))  # KL 1.5: bon's curve gives 1.0 there
+    d, what, decisive = at_equal_kl(pd.DataFrame(rows), roles, "bon", "ppo")
+    assert what == "ID gold at KL 1.50 (interpolated)" and decisive
+    assert d["mean"] == pytest.approx(0.2 + (0 + 0.05 + 0.1) / 3) and d["significant"]
+    assert _claim_best_of_n_kl(pd.DataFrame(rows), roles).verdict == SUPPORTED
+
+
+def test_frontier_is_decided_at_equal_kl_by_seed():
+    from compare.report.claims import _claim_frontier
+
+    roles = Roles({"base": [], "dpo": ["dpo"], "ppo": ["rm", "ppo"]})
+    kl_coef = "grid.arms.ppo.stages.ppo.kl_coef"
+    rows = []
+    for seed in range(3):
+        rows += [row("dpo", seed, g, kl, **{BETA: b}) for b, kl, g in ((1.0, 1.0, 0.2), (0.1, 3.0, 0.6))]
         rows += [
-            row("base", seed, 0.0),
-            row("dpo", seed, 1.0, 4.0),
-            row("online", seed, 1.0 + seed / 10, 2.0),
+            row("ppo", seed, g + seed / 10, kl, **{kl_coef: c})
+            for c, kl, g in ((1.0, 1.0, 0.5), (0.1, 3.0, 1.0))
         ]
-    claim = _claim_online_beats_offline(pd.DataFrame(rows), ROLES)
-    # per nat: dpo 0.25; online 0.5, 0.55, 0.6 -> differences 0.25, 0.3, 0.35
-    assert claim.verdict == SUPPORTED and "online − dpo = 0.300" in claim.evidence
-    assert _claim_online_beats_offline(pd.DataFrame(rows), Roles({"dpo": ["dpo"]})).verdict == NOT_MEASURED
+    claim = _claim_frontier(pd.DataFrame(rows), roles)
+    # at KL 2: dpo 0.4, ppo 0.75 + seed/10 -> dpo − ppo = -0.45 on average: PPO's frontier is above
+    assert claim.verdict == CONTRADICTED and "dpo − ppo = -0.450" in claim.evidence
+    assert "100% of dpo's by ppo's" in claim.evidence

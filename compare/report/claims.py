@@ -360,24 +360,6 @@ def dominated_share(points: list[tuple[float, float]], by: list[tuple[float, flo
     return sum(any(k2 <= k and g2 >= g for k2, g2 in by) for k, g in points) / len(points)
 
 
-def _claim_frontier(results, roles: Roles) -> Claim:
-    text = "DPO's reward–KL frontier dominates PPO's."
-    dpo_arm, ppo_arm = roles.dpo, roles.online_rl
-    dpo = frontier_points(results, roles, dpo_arm) if dpo_arm else []
-    ppo = frontier_points(results, roles, ppo_arm) if ppo_arm else []
-    if len(dpo) < 2 or len(ppo) < 2:
-        return _missing(text, "needs a strength sweep (DPO beta, PPO KL coefficient) of both methods")
-    ppo_dominated, dpo_dominated = dominated_share(ppo, dpo), dominated_share(dpo, ppo)
-    v = SUPPORTED if ppo_dominated > 0.5 and dpo_dominated < 0.5 else INCONCLUSIVE
-    if dpo_dominated > 0.5 and ppo_dominated < 0.5:
-        v = CONTRADICTED
-    evidence = (
-        f"{ppo_dominated:.0%} of {ppo_arm}'s points are dominated by DPO's, {dpo_dominated:.0%} of DPO's by "
-        f"{ppo_arm}'s (seed means; no interval, so at most indicative)"
-    )
-    return Claim(text, v, evidence)
-
-
 def _claim_dpo_vs_preferred(results, roles: Roles) -> Claim:
     text = "DPO beats SFT on the chosen responses of the same comparisons (preferred-FT)."
     dpo, control = roles.dpo, roles.imitation_control
@@ -421,30 +403,6 @@ def _claim_forgetting(results, roles: Roles) -> Claim:
         kls = ", ".join(f"{a} {summary(per_seed(results, a, 'forward_kl_train'))}" for a in (rl, sft))
         evidence += f"; KL(base ‖ π) on training prompts {kls}"
     return Claim(text, verdict(d), evidence)
-
-
-def _claim_best_of_n_kl(results, roles: Roles) -> Claim:
-    """Gao et al. 2022: best-of-n buys more gold per nat of KL than RL against the same kind of reward model."""
-    text = "Best-of-n is more KL-efficient than RL (gold gained per nat of KL)."
-    bon, rl, base = roles.selection, roles.online_rl, roles.base
-    if not (bon and rl and base):
-        return _missing(text, "needs a best-of-n arm, an online-RL arm and the base")
-    base_gold = per_seed(results, base, "gold_reward")
-
-    def efficiency(arm: str) -> dict[int, float]:
-        rows = results[(results["arm"] == arm) & (results["split"] == "id")]
-        strength = roles.strength_columns(arm, results.columns)
-        if strength:  # a sweep of n: the largest, where best-of-n has spent the most KL
-            rows = rows[np.isclose(rows[strength[0]].astype(float), rows[strength[0]].astype(float).max())]
-        out = {}
-        for seed, group in rows.groupby("seed"):
-            kl = group["kl_to_base"].mean()
-            if seed in base_gold and kl > 1e-6:
-                out[seed] = (group["gold_reward"].mean() - base_gold[seed]) / kl
-        return out
-
-    d = paired_difference(efficiency(bon), efficiency(rl))
-    return Claim(text, verdict(d), diff_text(d, bon, rl, "gold per nat"))
 
 
 def _claim_curated_demonstrations(results, roles: Roles) -> Claim:
@@ -521,34 +479,86 @@ def gold_at_kl(curve: pd.Series, kl: float) -> float:
     return float(np.interp(kl, xs, ys))
 
 
+def at_equal_kl(results, roles: Roles, a: str, b: str) -> tuple[dict | None, str, bool]:
+    """Seed-paired ID gold of `a` minus `b` at one KL to the base that both reach: (difference, what was
+    compared, whether it may decide the claim).
+
+    Each arm's curve is its ID gold at each strength setting, indexed by that setting's mean KL over seeds
+    (`by_strength`; an arm without a sweep is one point). The common KL is the middle of the KL range both
+    curves cover (a one-point arm's own KL, when the other's range covers it); each seed's gold there is
+    interpolated on its own curve. Without a common KL (no sweeps, or ranges that do not overlap), the
+    difference is of ID gold where each arm ended, and it decides only when the arm with more gold also
+    has no more KL (it then does at least as well at equal KL, gold rising with KL); gold per nat of KL
+    would not do, as it favours whichever arm moved less. (None, why, False) when there is nothing to
+    compare.
+    """
+    curves = {arm: by_strength(results, roles, arm) or _one_point(results, arm) for arm in (a, b)}
+    if not all(curves.values()):
+        return None, "no ID results for both arms", False
+    means = {arm: pd.concat(c.values(), axis=1).mean(axis=1) for arm, c in curves.items()}
+    low = max(m.index.min() for m in means.values())
+    high = min(m.index.max() for m in means.values())
+    if low <= high and max(len(m) for m in means.values()) >= 2:
+        kl = (low + high) / 2
+        at = {arm: {s: gold_at_kl(c, kl) for s, c in curves[arm].items()} for arm in curves}
+        return paired_difference(at[a], at[b]), f"ID gold at KL {kl:.2f} (interpolated)", True
+    end = {arm: {s: float(c.iloc[-1]) for s, c in curves[arm].items()} for arm in curves}
+    kl_a, kl_b = (float(means[arm].index[-1]) for arm in (a, b))
+    d = paired_difference(end[a], end[b])
+    decisive = d["significant"] and (kl_a <= kl_b if d["mean"] > 0 else kl_a >= kl_b)
+    what = (
+        f"no common KL ({a} at KL {kl_a:.2f}, {b} at {kl_b:.2f}; decided only if the arm with more gold "
+        "has no more KL): ID gold"
+    )
+    return d, what, decisive
+
+
+def _one_point(results, arm: str) -> dict[int, pd.Series]:
+    """An arm without a strength sweep as a one-point curve per seed, at its mean KL over seeds (and
+    over any other settings it was run at)."""
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    if rows.empty:
+        return {}
+    kl = float(rows["kl_to_base"].mean())
+    return {seed: pd.Series([g["gold_reward"].mean()], index=[kl]) for seed, g in rows.groupby("seed")}
+
+
+def _equal_kl_claim(text: str, results, roles: Roles, a: str | None, b: str | None, needs: str) -> Claim:
+    if not (a and b):
+        return _missing(text, needs)
+    d, what, decisive = at_equal_kl(results, roles, a, b)
+    if d is None:
+        return _missing(text, what)
+    return Claim(text, verdict(d) if decisive else INCONCLUSIVE, diff_text(d, a, b, what))
+
+
+def _claim_frontier(results, roles: Roles) -> Claim:
+    """Rafailov et al. 2023: DPO's gold–KL frontier lies above PPO's."""
+    text = "DPO's reward–KL frontier dominates PPO's (more gold at equal KL)."
+    dpo, ppo = roles.dpo, roles.online_rl
+    if not (dpo and ppo) or len(frontier_points(results, roles, dpo)) < 2:
+        return _missing(text, "needs a DPO arm with a β sweep and an online-RL arm")
+    claim = _equal_kl_claim(text, results, roles, dpo, ppo, "")
+    points = {arm: frontier_points(results, roles, arm) or [] for arm in (dpo, ppo)}
+    if len(points[ppo]) >= 2:
+        claim.evidence += (
+            f"; of the seed-mean points, {dominated_share(points[ppo], points[dpo]):.0%} of {ppo}'s are "
+            f"dominated by {dpo}'s and {dominated_share(points[dpo], points[ppo]):.0%} of {dpo}'s by {ppo}'s"
+        )
+    return claim
+
+
+def _claim_best_of_n_kl(results, roles: Roles) -> Claim:
+    """Gao et al. 2022: best-of-n buys more gold per nat of KL than RL against the same kind of reward model."""
+    text = "Best-of-n is more KL-efficient than RL (more gold at equal KL)."
+    return _equal_kl_claim(
+        text, results, roles, roles.selection, roles.online_rl, "needs a best-of-n arm and an online-RL arm"
+    )
+
+
 def _claim_online_beats_offline(results, roles: Roles) -> Claim:
     """Tang et al. 2024: online preference optimisation beats offline at the same KL from the reference."""
     text = "Online preference learning beats offline at equal KL (online DPO vs DPO)."
-    online, offline, base = roles.online_preference, roles.dpo, roles.base
-    if not (online and offline):
-        return _missing(text, "needs a DPO arm and an online DPO arm")
-    curves = {arm: by_strength(results, roles, arm) for arm in (online, offline)}
-    if all(len(next(iter(c.values()), ())) >= 2 for c in curves.values()):
-        means = {arm: pd.concat(c.values(), axis=1).mean(axis=1) for arm, c in curves.items()}
-        low = max(m.index.min() for m in means.values())
-        high = min(m.index.max() for m in means.values())
-        if low > high:
-            return _missing(text, "the two arms' β sweeps reach no common KL")
-        kl = (low + high) / 2
-        at = {arm: {s: gold_at_kl(c, kl) for s, c in curves[arm].items()} for arm in curves}
-        d = paired_difference(at[online], at[offline])
-        return Claim(
-            text, verdict(d), diff_text(d, online, offline, f"ID gold at KL {kl:.2f} (interpolated)")
-        )
-    if not base:
-        return _missing(text, "needs β sweeps of both arms, or the base model to compare gold per nat of KL")
-    base_gold = per_seed(results, base, "gold_reward")
-
-    def per_nat(arm: str) -> dict[int, float]:
-        gold, kl = per_seed(results, arm, "gold_reward"), per_seed(results, arm, "kl_to_base")
-        return {s: (gold[s] - base_gold[s]) / kl[s] for s in gold if s in base_gold and kl.get(s, 0) > 1e-6}
-
-    d = paired_difference(per_nat(online), per_nat(offline))
-    return Claim(
-        text, verdict(d), diff_text(d, online, offline, "gold gained per nat of KL (no β sweep to match KL)")
+    return _equal_kl_claim(
+        text, results, roles, roles.online_preference, roles.dpo, "needs a DPO arm and an online DPO arm"
     )
