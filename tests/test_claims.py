@@ -8,18 +8,18 @@ import math
 import pandas as pd
 import pytest
 
-from compare.report.claims import (
-    CONTRADICTED,
-    INCONCLUSIVE,
-    NOT_MEASURED,
-    SUPPORTED,
-    _claim_curated_demonstrations,
-    _claim_dpo_overoptimises,
-    _claim_online_beats_offline,
+from compare.report.claims import _claim_curated_demonstrations
+from compare.report.kl_claims import (
+    at_equal_kl,
     by_strength,
+    claim_best_of_n_kl,
+    claim_dpo_overoptimises,
+    claim_frontier,
+    claim_online_beats_offline,
     gold_at_kl,
 )
 from compare.report.roles import Column, Roles
+from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPPORTED
 
 BETA = "grid.arms.dpo.stages.dpo.beta"
 ONLINE_BETA = "grid.arms.online.stages.online_dpo.beta"
@@ -81,19 +81,19 @@ def dpo_sweep(golds_by_seed: list[list[float]]) -> pd.DataFrame:
 
 
 def test_dpo_overoptimisation_when_gold_falls_at_the_smallest_beta():
-    claim = _claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 0.2], [0.4, 1.1, 0.3], [0.6, 0.9, 0.1]]), ROLES)
+    claim = claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 0.2], [0.4, 1.1, 0.3], [0.6, 0.9, 0.1]]), ROLES)
     # every seed: the other seeds peak at beta 0.3 (KL 1.5); drops 0.8, 0.8, 0.8
     assert (
         claim.verdict == SUPPORTED
         and "0.800" in claim.evidence
         and "peaks at KL 1.50 of the 3.00" in (claim.evidence)
     )
-    rising = _claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 1.2], [0.4, 1.1, 1.3], [0.6, 0.9, 1.4]]), ROLES)
+    rising = claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 1.2], [0.4, 1.1, 1.3], [0.6, 0.9, 1.4]]), ROLES)
     assert (
         rising.verdict == INCONCLUSIVE and "still rises at the largest KL reached (3.00)" in rising.evidence
     )
     two = dpo_sweep([[0.5, 1.0], [0.4, 1.1]])
-    assert _claim_dpo_overoptimises(two, ROLES).verdict == NOT_MEASURED
+    assert claim_dpo_overoptimises(two, ROLES).verdict == NOT_MEASURED
 
 
 def test_online_vs_offline_at_a_common_kl():
@@ -104,7 +104,7 @@ def test_online_vs_offline_at_a_common_kl():
             rows.append(row("dpo", seed, g + seed / 10, kl, **{BETA: b}))
         for b, kl, g in ((1.0, 1.0, 1.0), (0.1, 3.0, 2.0)):
             rows.append(row("online", seed, g + seed / 10 + seed / 100, kl, **{ONLINE_BETA: b}))
-    claim = _claim_online_beats_offline(pd.DataFrame(rows), ROLES)
+    claim = claim_online_beats_offline(pd.DataFrame(rows), ROLES)
     assert claim.verdict == SUPPORTED and "at KL 2.00 (interpolated)" in claim.evidence
     assert "online − dpo = 1.010" in claim.evidence  # 1 + mean(0, 0.01, 0.02)
 
@@ -117,17 +117,15 @@ def test_without_a_common_kl_only_more_gold_for_no_more_kl_decides():
             rows.append(row("online", seed, 1.2 + seed / 100, online_kl))
         return pd.DataFrame(rows)
 
-    claim = _claim_online_beats_offline(results(2.0), ROLES)  # more gold (+0.21) with less KL: decided
+    claim = claim_online_beats_offline(results(2.0), ROLES)  # more gold (+0.21) with less KL: decided
     assert claim.verdict == SUPPORTED and "online − dpo = 0.210" in claim.evidence
     assert "no common KL (online at KL 2.00, dpo at 4.00" in claim.evidence
     # more gold but also more KL: gold per nat would say anything; at equal KL nothing is known
-    assert _claim_online_beats_offline(results(6.0), ROLES).verdict == INCONCLUSIVE
-    assert _claim_online_beats_offline(results(2.0), Roles({"dpo": ["dpo"]})).verdict == NOT_MEASURED
+    assert claim_online_beats_offline(results(6.0), ROLES).verdict == INCONCLUSIVE
+    assert claim_online_beats_offline(results(2.0), Roles({"dpo": ["dpo"]})).verdict == NOT_MEASURED
 
 
 def test_a_one_point_arm_is_compared_where_the_swept_arm_reaches_its_kl():
-    from compare.report.claims import _claim_best_of_n_kl, at_equal_kl
-
     roles = Roles({"base": [], "bon": ["rm", "best_of_n"], "ppo": ["rm", "ppo"]})
     n = "grid.arms.bon.stages.best_of_n.n"
     rows = []
@@ -138,12 +136,10 @@ def test_a_one_point_arm_is_compared_where_the_swept_arm_reaches_its_kl():
     d, what, decisive = at_equal_kl(pd.DataFrame(rows), roles, "bon", "ppo")
     assert what == "ID gold at KL 1.50 (interpolated)" and decisive
     assert d["mean"] == pytest.approx(0.2 + (0 + 0.05 + 0.1) / 3) and d["significant"]
-    assert _claim_best_of_n_kl(pd.DataFrame(rows), roles).verdict == SUPPORTED
+    assert claim_best_of_n_kl(pd.DataFrame(rows), roles).verdict == SUPPORTED
 
 
 def test_frontier_is_decided_at_equal_kl_by_seed():
-    from compare.report.claims import _claim_frontier
-
     roles = Roles({"base": [], "dpo": ["dpo"], "ppo": ["rm", "ppo"]})
     kl_coef = "grid.arms.ppo.stages.ppo.kl_coef"
     rows = []
@@ -153,7 +149,7 @@ def test_frontier_is_decided_at_equal_kl_by_seed():
             row("ppo", seed, g + seed / 10, kl, **{kl_coef: c})
             for c, kl, g in ((1.0, 1.0, 0.5), (0.1, 3.0, 1.0))
         ]
-    claim = _claim_frontier(pd.DataFrame(rows), roles)
+    claim = claim_frontier(pd.DataFrame(rows), roles)
     # at KL 2: dpo 0.4, ppo 0.75 + seed/10 -> dpo − ppo = -0.45 on average: PPO's frontier is above
     assert claim.verdict == CONTRADICTED and "dpo − ppo = -0.450" in claim.evidence
     assert "100% of dpo's by ppo's" in claim.evidence

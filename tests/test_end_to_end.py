@@ -168,7 +168,7 @@ def test_every_sweep_end_to_end(tmp_path):
     ):
         assert f"plots/{png}.png" in text and (out / "plots" / f"{png}.png").exists()
     claims = text[text.index("## Claims checked") :]
-    assert claims.count("| **") == 13  # every claim has a verdict
+    assert claims.count("| **") == 16  # every claim has a verdict
     # the sweeps these claims need are present, so none of them says "not measured"
     for claim in ("SFT needs more labelled data", "tolerates noisy feedback", "frontier dominates"):
         row = next(line for line in claims.splitlines() if claim in line)

@@ -98,13 +98,15 @@ def example(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def altered(tmp_path_factory) -> Path:
     """The example with a completion that tries to close the script, and samples.csv without the columns
-    older folders lack (well_formed, ended_with_eos, proxy_reward, the log-probabilities)."""
+    older folders lack (well_formed, ended_with_eos, proxy_reward, the log-probabilities, the gold
+    reward's parts)."""
     folder = tmp_path_factory.mktemp("altered") / "example"
     shutil.copytree(ROOT / "reports" / "example", folder)
     samples = pd.read_csv(folder / "samples.csv", keep_default_na=False, na_values=[""])
     samples.loc[0, "completion"] = EVIL  # seed 0, ID, prompt 0 of the first arm: shown in the examples too
     samples = samples.drop(
         columns=["well_formed", "ended_with_eos", "proxy_reward", "logp_policy", "logp_base"]
+        + ["malformed", "repetition", "off_topic"]
     )
     samples.to_csv(folder / "samples.csv", index=False)
     rebuild_report(folder)

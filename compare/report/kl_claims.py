@@ -1,0 +1,261 @@
+"""Claims about gold reward against KL to the base: over-optimisation (a proxy optimised past its peak,
+and whether that needs biased labels), and which method buys more gold at equal KL (DPO's frontier
+against PPO's, best-of-n against RL, online against offline DPO). Listed in docs/claims.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from compare.report.roles import Column, Roles
+from compare.report.series import fmt, frontier_points, heldout_curves, strength_columns, summary
+from compare.report.stats import fit_rl, paired_difference
+from compare.report.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    SUPPORTED,
+    Claim,
+    diff_text,
+    missing,
+    verdict,
+)
+
+
+def by_strength(results, roles: Roles, arm: str) -> dict[int, pd.Series]:
+    """Per seed, ID gold at each strength setting of `arm`, indexed by that setting's mean KL over seeds
+    (so the last entry is the setting that moved furthest from the base); {} without a strength sweep."""
+    keys = strength_columns(results, roles, arm)
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    if not keys or rows.empty:
+        return {}
+    kl = rows.groupby(keys)["kl_to_base"].mean()
+    out = {}
+    for seed, group in rows.groupby("seed"):
+        gold = group.groupby(keys)["gold_reward"].mean()
+        out[seed] = pd.Series(gold.values, index=kl.loc[gold.index].values).sort_index()
+    return out
+
+
+def gold_at_kl(curve: pd.Series, kl: float) -> float:
+    """Gold at `kl` on a curve indexed by KL (sorted), linearly interpolated; nan outside its range."""
+    xs, ys = curve.index.to_numpy(float), curve.to_numpy(float)
+    if len(xs) == 0 or kl < xs[0] or kl > xs[-1]:
+        return math.nan
+    return float(np.interp(kl, xs, ys))
+
+
+def at_equal_kl(results, roles: Roles, a: str, b: str) -> tuple[dict | None, str, bool]:
+    """Seed-paired ID gold of `a` minus `b` at one KL to the base that both reach: (difference, what was
+    compared, whether it may decide the claim).
+
+    Each arm's curve is its ID gold at each strength setting, indexed by that setting's mean KL over seeds
+    (`by_strength`; an arm without a sweep is one point). The common KL is the middle of the KL range both
+    curves cover (a one-point arm's own KL, when the other's range covers it); each seed's gold there is
+    interpolated on its own curve. Without a common KL (no sweeps, or ranges that do not overlap), the
+    difference is of ID gold where each arm ended, and it decides only when the arm with more gold also
+    has no more KL (it then does at least as well at equal KL, gold rising with KL); gold per nat of KL
+    would not do, as it favours whichever arm moved less. (None, why, False) when there is nothing to
+    compare.
+    """
+    curves = {arm: by_strength(results, roles, arm) or _one_point(results, arm) for arm in (a, b)}
+    if not all(curves.values()):
+        return None, "no ID results for both arms", False
+    means = {arm: pd.concat(c.values(), axis=1).mean(axis=1) for arm, c in curves.items()}
+    low = max(m.index.min() for m in means.values())
+    high = min(m.index.max() for m in means.values())
+    if low <= high and max(len(m) for m in means.values()) >= 2:
+        kl = (low + high) / 2
+        at = {arm: {s: gold_at_kl(c, kl) for s, c in curves[arm].items()} for arm in curves}
+        return paired_difference(at[a], at[b]), f"ID gold at KL {kl:.2f} (interpolated)", True
+    end = {arm: {s: float(c.iloc[-1]) for s, c in curves[arm].items()} for arm in curves}
+    kl_a, kl_b = (float(means[arm].index[-1]) for arm in (a, b))
+    d = paired_difference(end[a], end[b])
+    decisive = d["significant"] and (kl_a <= kl_b if d["mean"] > 0 else kl_a >= kl_b)
+    what = (
+        f"no common KL ({a} at KL {kl_a:.2f}, {b} at {kl_b:.2f}; decided only if the arm with more gold "
+        "has no more KL): ID gold"
+    )
+    return d, what, decisive
+
+
+def _one_point(results, arm: str) -> dict[int, pd.Series]:
+    """An arm without a strength sweep as a one-point curve per seed, at its mean KL over seeds (and
+    over any other settings it was run at)."""
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    if rows.empty:
+        return {}
+    kl = float(rows["kl_to_base"].mean())
+    return {seed: pd.Series([g["gold_reward"].mean()], index=[kl]) for seed, g in rows.groupby("seed")}
+
+
+def _equal_kl_claim(text: str, results, roles: Roles, a: str | None, b: str | None, needs: str) -> Claim:
+    if not (a and b):
+        return missing(text, needs)
+    d, what, decisive = at_equal_kl(results, roles, a, b)
+    if d is None:
+        return missing(text, what)
+    return Claim(text, verdict(d) if decisive else INCONCLUSIVE, diff_text(d, a, b, what))
+
+
+def claim_frontier(results, roles: Roles) -> Claim:
+    """Rafailov et al. 2023: DPO's gold–KL frontier lies above PPO's."""
+    text = "DPO's reward–KL frontier dominates PPO's (more gold at equal KL)."
+    dpo, ppo = roles.dpo, roles.online_rl
+    if not (dpo and ppo) or len(frontier_points(results, roles, dpo)) < 2:
+        return missing(text, "needs a DPO arm with a β sweep and an online-RL arm")
+    claim = _equal_kl_claim(text, results, roles, dpo, ppo, "")
+    points = {arm: frontier_points(results, roles, arm) or [] for arm in (dpo, ppo)}
+    if len(points[ppo]) >= 2:
+        claim.evidence += (
+            f"; of the seed-mean points, {dominated_share(points[ppo], points[dpo]):.0%} of {ppo}'s are "
+            f"dominated by {dpo}'s and {dominated_share(points[dpo], points[ppo]):.0%} of {dpo}'s by {ppo}'s"
+        )
+    return claim
+
+
+def claim_best_of_n_kl(results, roles: Roles) -> Claim:
+    """Gao et al. 2022: best-of-n buys more gold per nat of KL than RL against the same kind of reward model."""
+    text = "Best-of-n is more KL-efficient than RL (more gold at equal KL)."
+    return _equal_kl_claim(
+        text, results, roles, roles.selection, roles.online_rl, "needs a best-of-n arm and an online-RL arm"
+    )
+
+
+def claim_online_beats_offline(results, roles: Roles) -> Claim:
+    """Tang et al. 2024: online preference optimisation beats offline at the same KL from the reference."""
+    text = "Online preference learning beats offline at equal KL (online DPO vs DPO)."
+    return _equal_kl_claim(
+        text, results, roles, roles.online_preference, roles.dpo, "needs a DPO arm and an online DPO arm"
+    )
+
+
+def dominated_share(points: list[tuple[float, float]], by: list[tuple[float, float]]) -> float:
+    """Share of `points` for which some point of `by` has no more KL and at least as much gold."""
+    if not points or not by:
+        return math.nan
+    return sum(any(k2 <= k and g2 >= g for k2, g2 in by) for k, g in points) / len(points)
+
+
+def claim_overoptimisation(logs, roles: Roles) -> Claim:
+    text = "Optimising a proxy reward model past a point lowers the gold reward."
+    if logs.empty or "heldout/gold" not in logs:
+        return missing(text, "needs an online-RL arm against a reward model (training curves)")
+    rl_arms = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]  # an oracle has no proxy
+    for arm in rl_arms:
+        rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
+        if rows.empty:
+            continue
+        peak_minus_final = peak_minus_final_gold(rows)
+        d = paired_difference(peak_minus_final, {s: 0.0 for s in peak_minus_final})
+        curves = heldout_curves(logs, arm)
+        fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"]) if len(curves) >= 3 else None
+        peak = ""
+        if fit is not None and not math.isnan(fit["kl_peak"]):
+            reached = float(curves["kl"].max())
+            peak = (
+                f"; the fitted gold curve (Gao et al.) peaks at KL ≈ {fit['kl_peak']:.2f}"
+                if fit["kl_peak"] <= reached
+                else f"; the fitted gold curve still rises at the largest KL reached ({reached:.2f})"
+            )
+        evidence = (
+            f"{arm}: held-out gold at the best step (chosen on the other seeds) minus at the end of training "
+            f"{summary(peak_minus_final)}{peak}"
+        )
+        return Claim(
+            text, SUPPORTED if d["n"] >= 2 and d["significant"] and d["mean"] > 0 else INCONCLUSIVE, evidence
+        )
+    return missing(text, "no online-RL training curves with a reward model")
+
+
+def peak_minus_final_gold(rows: pd.DataFrame) -> dict[int, float]:
+    """Per seed: held-out gold at the step where the *other* seeds' mean gold peaks, minus at the end.
+
+    Taking each seed's own best step would be positive from noise alone (a maximum is never below the
+    last value); choosing the step on the other seeds (leave one out) makes the difference zero on
+    average when gold does not really fall. One seed alone: its own best step.
+    """
+    return peak_minus_last(
+        {seed: g.groupby("step")["heldout/gold"].mean() for seed, g in rows.groupby("seed")}
+    )
+
+
+def peak_minus_last(by_seed: dict[int, pd.Series]) -> dict[int, float]:
+    """Per seed, gold at the x (step, n) where the other seeds' mean peaks minus gold at the largest x."""
+    out = {}
+    for seed, gold in by_seed.items():
+        others = [c for s, c in by_seed.items() if s != seed]
+        mean = pd.concat(others, axis=1).mean(axis=1) if others else gold
+        best = mean.idxmax()
+        if best in gold.index:
+            out[seed] = float(gold[best] - gold.sort_index().iloc[-1])
+    return out
+
+
+def claim_bias_needed(logs, results, roles: Roles) -> Claim:
+    """AlpacaFarm (Dubois et al. 2023): over-optimisation appears when labels are biased or noisy."""
+    text = "Over-optimisation appears only when the labels are biased or noisy (AlpacaFarm)."
+    column = next(
+        (
+            c
+            for c in (Column.LENGTH_BIAS, Column.STYLE_BIAS, Column.LABEL_NOISE)
+            if c in logs and logs[c].nunique() > 1
+        ),
+        None,
+    )
+    if column is None or "heldout/gold" not in logs:
+        return missing(text, "needs online-RL training curves over a sweep of a labeller bias or noise")
+    rl = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]
+    bon = roles.selection
+    strength = roles.strength_columns(bon, results.columns) if bon else []
+    drop = {}
+    for level in sorted(logs[column].dropna().unique()):
+        rows = logs[(logs["arm"].isin(rl)) & np.isclose(logs[column].astype(float), float(level))]
+        rows = rows[rows["heldout/gold"].notna() & rows["heldout/proxy"].notna()]
+        per_seed_drop = peak_minus_final_gold(rows) if not rows.empty else {}
+        if strength and column in results:  # best-of-n over its n: gold at the best n minus at the largest
+            sel = results[(results["arm"] == bon) & (results["split"] == "id")]
+            sel = sel[np.isclose(sel[column].astype(float), float(level))]
+            curves = {seed: g.groupby(strength[0])["gold_reward"].mean() for seed, g in sel.groupby("seed")}
+            per_seed_drop = peak_minus_last(curves)  # best-of-n's sweep of n, where there is one
+        if per_seed_drop:
+            drop[level] = paired_difference(per_seed_drop, dict.fromkeys(per_seed_drop, 0.0))
+    if len(drop) < 2:
+        return missing(text, "needs training curves at two or more levels")
+    clean, biased = min(drop), [lv for lv in drop if lv != min(drop)]
+    falls = {lv: d["n"] >= 2 and d["significant"] and d["mean"] > 0 for lv, d in drop.items()}
+    evidence = "; ".join(
+        f"{column.rsplit('.', 1)[-1]} {lv:g}: gold at the peak minus at the end {fmt(d['mean'], d['half_width'])} "
+        f"(n={d['n']}{', significant' if falls[lv] else ''})"
+        for lv, d in drop.items()
+    )
+    if falls[clean]:
+        return Claim(text, CONTRADICTED, evidence + f" — gold falls at {clean:g} too")
+    if any(falls[lv] for lv in biased):
+        return Claim(text, SUPPORTED, evidence)
+    return Claim(text, INCONCLUSIVE, evidence)
+
+
+def claim_dpo_overoptimises(results, roles: Roles) -> Claim:
+    """Rafailov et al. 2024: direct alignment over-optimises too; weaker regularisation (smaller beta, more
+    KL) past a point lowers the gold reward."""
+    text = "DPO over-optimises too: past a point, a smaller β (more KL) lowers the gold reward."
+    dpo = roles.dpo
+    curves = by_strength(results, roles, dpo) if dpo else {}
+    if len(next(iter(curves.values()), ())) < 3:
+        return missing(text, "needs a DPO arm with at least three β settings")
+    drop = peak_minus_last(curves)
+    d = paired_difference(drop, {s: 0.0 for s in drop})
+    mean = pd.concat(curves.values(), axis=1).mean(axis=1)
+    where = (
+        f"the mean gold peaks at KL {mean.idxmax():.2f} of the {mean.index.max():.2f} reached"
+        if mean.idxmax() < mean.index.max()
+        else f"the mean gold still rises at the largest KL reached ({mean.index.max():.2f})"
+    )
+    evidence = (
+        f"{dpo}: ID gold at the best β (chosen on the other seeds) minus at the β with the most KL "
+        f"{summary(drop)}; {where}"
+    )
+    return Claim(text, SUPPORTED if d["significant"] and d["mean"] > 0 else INCONCLUSIVE, evidence)
