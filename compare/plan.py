@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from compare.lm.external import local_stamp
 from compare.stages import RECIPE_STAGES, SPECS, Data, Produces
 from compare.suite.errors import one_line
-from compare.suite.schema import Arm, Cost, Stages, Suite
+from compare.suite.schema import TASK_OPTIONS, Arm, Cost, Stages, Suite
 
 
 def set_path(data: dict, dotted: str, value: Any) -> None:
@@ -107,6 +107,19 @@ TASK_FIELDS = {
     "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality", "demonstrator_habit"),
     "judge": ("name",),  # the held-out split a dataset task's judge is trained on
 }
+# The task options (TASK_OPTIONS) each stage reads, in its key only when set (at its default an option is
+# not in the dump): the corpus reads all of them, `templates` changes the training prompts,
+# `rule_variants` the evaluation splits, `worked_steps` what the demonstrator writes. The gold reward reads
+# every form of answer whatever the options, so a stage that only scores needs none of them.
+TASK_OPTION_FIELDS = {
+    "base": TASK_OPTIONS,
+    "demos": ("worked_steps", "templates"),
+    "comparisons": ("templates",),
+    "online": ("templates",),
+    "prompts": ("templates",),
+    "eval": ("rule_variants", "templates"),
+    "demonstrator": ("rule_variants", "worked_steps", "templates"),
+}
 
 
 def task_params(suite: Suite, use: str) -> dict[str, Any]:
@@ -114,6 +127,7 @@ def task_params(suite: Suite, use: str) -> dict[str, Any]:
     # a dataset task's `data` block goes to every stage that reads the task; built-in tasks have none,
     # and their stage keys stay as they were
     fields = TASK_FIELDS[use] + (("data",) if settings["data"] is not None else ())
+    fields += tuple(k for k in TASK_OPTION_FIELDS.get(use, ()) if k in settings)
     return {k: settings[k] for k in fields}
 
 

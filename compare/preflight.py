@@ -250,7 +250,7 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
                 n = getattr(getattr(stages[name], kind), spec.strength)
                 label = f"{kind.replace('_', '-')} candidates"
                 factors.append((n, _setting_key(name, arm, kind, spec.strength), label))
-        splits = len(TASKS[suite.task.name].eval_splits)  # every split the evaluator samples
+        splits = len(TASKS[suite.task.name].splits_with(suite.task.model_dump()))  # every split evaluated
         samples = math.prod(f[0] for f in factors) * splits
         said = " x ".join(f"{v} {label}" for v, _, label in factors)
         key = max(factors, key=lambda f: f[0])[1]

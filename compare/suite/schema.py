@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -27,6 +28,7 @@ from compare.stages import RECIPE_STAGES, Data, Produces
 from compare.stages.rm import RewardSettings
 from compare.suite.errors import error_at
 from compare.tasks import TASKS
+from compare.tasks.arithmetic import TRAIN_TEMPLATES
 from compare.tasks.task import Task
 
 
@@ -185,6 +187,9 @@ class PreferenceData(DatasetSource):
 
 
 TASK_DATA: dict[str, type[DatasetSource]] = {"imdb": ImdbData, "preferences": PreferenceData}
+# Settings only some tasks read (`Task.options`). At its default an option is left out of the dumped
+# settings, so suites that do not set it keep their suite.yaml and stage keys.
+TASK_OPTIONS = ("rule_variants", "worked_steps", "templates")
 
 
 class TaskSettings(Strict):
@@ -219,6 +224,23 @@ class TaskSettings(Strict):
     data: ImdbData | PreferenceData | None = Field(
         None, description="The dataset of a dataset task (imdb, preferences); built-in tasks take none."
     )
+    rule_variants: bool = Field(
+        False,
+        description="arithmetic: evaluate also on `ood_reversed`, the ID problems with each operand written "
+        "units first (a changed rule no training prompt uses; 5% of the corpus). docs/world.md.",
+    )
+    worked_steps: bool = Field(
+        False,
+        description="arithmetic: the demonstrator writes each column's sum before the answer "
+        "(`1 5 , 0 8 so 8 5`); half the corpus answers are worked. docs/world.md.",
+    )
+    templates: int = Field(
+        1,
+        ge=1,
+        le=len(TRAIN_TEMPLATES),
+        description="arithmetic: surface forms of a problem among the training prompts; above 1, the split "
+        "`ood_template` asks the ID problems in a form no training prompt uses. docs/world.md.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -246,6 +268,29 @@ class TaskSettings(Strict):
         if v is None:
             raise ValueError(f"task {name!r} reads a dataset: add task.data (path, columns, ...)")
         return model.model_validate(v)  # its splits and columns are checked in preflight
+
+    @model_validator(mode="after")
+    def _options_of_the_task(self):
+        task = TASKS.get(self.name)
+        for option in TASK_OPTIONS:
+            value = getattr(self, option)
+            if (
+                task is not None
+                and option not in task.options
+                and value != type(self).model_fields[option].default
+            ):
+                readers = [name for name, t in TASKS.items() if option in t.options]
+                message = f"task {self.name!r} has no such option (tasks that read it: {', '.join(readers)})"
+                raise error_at((option,), message, value)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_options(self, handler) -> dict[str, Any]:
+        settings = handler(self)
+        for option in TASK_OPTIONS:
+            if settings.get(option) == type(self).model_fields[option].default:
+                del settings[option]
+        return settings
 
     @model_validator(mode="after")
     def _default_quality(self):

@@ -19,7 +19,7 @@ lengths it learns part of the algorithm (exact 4–34% on ID depending on the pr
 what alignment should then select and extend. One-digit sums are too few (100) to hold any out, so
 they appear only in the corpus.
 
-Gold reward. Let T be the digits of the true sum, A the words of the completion (n of them), and
+Gold reward. Let T be the digits of the true sum, A the words of the answer (n of them), and
 L_min = max(len a, len b), L_max = L_min + 1 the lengths a sum of these operands can have. Then
 
     digit share = #{i < min(n, |T|) : A[n-1-i] == T[|T|-1-i]} / max(n, |T|)   (aligned from the units)
@@ -29,7 +29,8 @@ L_min = max(len a, len b), L_max = L_min + 1 the lengths a sum of these operands
 so the exact answer scores 1.0 and nothing else does (a wrong, missing or extra digit lowers the share);
 an answer with one wrong digit out of two scores 0.5; words that are not digits, and digits beyond the
 longest possible sum, each cost their share of the answer; an empty answer scores -1. `well_formed`: the
-answer is only digits and has L_min to L_max of them.
+answer is only digits and has L_min to L_max of them. The answer is the whole completion, or what
+follows "so" in a worked answer (below).
 
 Demonstrator: the exact sum `demonstrator_quality` of the time; otherwise one or two plausible
 slips of column addition (a dropped carry, a wrong digit). Pretraining corpus: sums of two one-,
@@ -37,11 +38,45 @@ two- or three-digit operands (so the OOD length too; mostly two digits, the trai
 correct, 20% with slips and 10% malformed (digits that run on, the operands echoed back, a truncated
 answer), so that the base model can write right and wrong answers alike and alignment selects behaviour
 rather than teaches it.
+
+Options (suite `task:` keys; each defaults off, and off leaves the prompts, corpus, vocabulary and stage
+keys exactly as above; docs/world.md):
+
+`rule_variants: true` adds the split `ood_reversed`: the ID problems under a changed rule (Chu et al.
+2025 evaluate the same inputs under a changed rule): each operand is written units first after the word
+"rev" (`rev 7 4 + 8 3 =` is 47 + 38; the answer is still 85, written as usual). The same digits in the
+usual notation would be another problem, so a policy that applies the training rule whatever the prompt
+says answers 157. No training prompt, demonstration or comparison uses it; 5% of the corpus problems
+are written in it (`CORPUS_REVERSED`): a notation the base model has met but rarely, as a pretrained
+model has met an unusual convention, and enough for the tiny base to learn part of it (with every option
+on, 5,000 steps: half the `ood_reversed` problems right greedily and a quarter of its samples at
+temperature 1, against all and two thirds on ID), so that what each method keeps or loses of a rarely
+seen rule can be measured.
+
+`worked_steps: true`: the demonstrator shows its work (Lin et al. 2025 find worked-step demonstrations
+decisive for SFT): the sum of each column from the units up, as two digits (carry, digit), then "so"
+and the answer: `add 4 7 + 3 8 = 1 5 , 0 8 so 8 5`. The steps make the carry explicit, so a model can
+add column by column instead of the most significant digit first. Half of the corpus answers are
+worked (`CORPUS_WORKED`, with the same mix of right, slipped and malformed answers), so the base model
+writes both forms. The gold reward and the verifier read the answer after the first "so" and never
+score the steps' arithmetic; steps must be well formed (L_min groups of two digits separated by ","),
+and if they are not, every word before the answer (the steps and "so") counts as malformed, over all
+the completion's words: `malformed = (malformed answer words + malformed step words) / all words`. An
+answer without steps is scored as above, so a worked and a plain exact answer both score 1.0.
+
+`templates: N` (1 to 4; default 1): training prompts in N surface forms of the same problem (Lin et al.
+2025 study template diversity), the first N of `TRAIN_TEMPLATES` (`add 4 7 + 3 8 =`, `add 4 7 and 3 8
+=`, `sum of 4 7 and 3 8 =`, `4 7 + 3 8 is`), chosen at random per training problem. ID and OOD stay in
+the first form; with N > 1 the split `ood_template` asks the ID problems in a form no training prompt
+uses (`what is 4 7 + 3 8 =`). The corpus then writes 5% of its problems in the held-out form and the
+rest half in the first form and half in the other three, the same corpus for every N > 1, so suites
+that sweep N differ only in the training prompts.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from functools import cached_property
 
 from compare.tasks.task import GoldScore, Task
@@ -53,6 +88,20 @@ CORPUS_OPERAND_LENGTHS = {1: 0.1, 2: 0.6, 3: 0.3}  # share of corpus problems by
 CORPUS_CORRECT, CORPUS_SLIPPED = 0.7, 0.2  # the remaining 0.1 of the corpus is malformed
 TWO_SLIPS = 0.3  # share of wrong answers with two slips rather than one
 
+# Prompt frames: words, with A and B where the operands go.
+A, B = "A", "B"
+DEFAULT_FRAME = "add A + B ="
+REVERSED_FRAME = "rev A + B ="  # rule_variants: each operand written units first
+TRAIN_TEMPLATES = (DEFAULT_FRAME, "add A and B =", "sum of A and B =", "A + B is")  # templates: the first N
+HELD_OUT_TEMPLATE = "what is A + B ="  # templates > 1: the split ood_template, never a training prompt
+STEP_MARK, ANSWER_MARK = ",", "so"  # worked_steps: "1 5 , 0 8 so 8 5"
+
+CORPUS_REVERSED = 0.05  # rule_variants: share of corpus problems in the reversed notation
+CORPUS_WORKED = 0.5  # worked_steps: share of corpus answers that show their column sums
+CORPUS_HELD_OUT_TEMPLATE = 0.05  # templates > 1: share of corpus problems in the held-out form
+CORPUS_DEFAULT_TEMPLATE = 0.5  # templates > 1: share in the first form; the other three share the rest
+OPTIONS = {"rule_variants": False, "worked_steps": False, "templates": 1}  # suite task: keys, defaults
+
 
 # -- the language -----------------------------------------------------------------------------------------
 def spell(number: int) -> str:
@@ -60,20 +109,54 @@ def spell(number: int) -> str:
     return " ".join(str(number))
 
 
+def write_prompt(frame: str, a: int, b: int) -> str:
+    """The problem a + b in one of the prompt frames (`REVERSED_FRAME` writes the operands units first)."""
+
+    def operand(x: int) -> str:
+        return " ".join(reversed(str(x))) if frame == REVERSED_FRAME else spell(x)
+
+    return " ".join(operand(a) if w == A else operand(b) if w == B else w for w in frame.split())
+
+
 def format_prompt(a: int, b: int) -> str:
-    return f"add {spell(a)} + {spell(b)} ="
+    return write_prompt(DEFAULT_FRAME, a, b)
+
+
+def _pattern(frame: str) -> re.Pattern:
+    operand = r"((?:[0-9] )*[0-9])"
+    return re.compile(" ".join(operand if w in (A, B) else re.escape(w) for w in frame.split()))
+
+
+PATTERNS = {frame: _pattern(frame) for frame in (*TRAIN_TEMPLATES, HELD_OUT_TEMPLATE, REVERSED_FRAME)}
 
 
 def parse_prompt(prompt: str) -> tuple[int, int]:
-    """The two operands of a prompt written by `format_prompt`."""
-    words = prompt.split()
-    if not words or words[0] != "add" or words[-1] != "=" or words.count("+") != 1:
-        raise ValueError(f"not an arithmetic prompt: {prompt!r}")
-    plus = words.index("+")
-    a, b = words[1:plus], words[plus + 1 : -1]
-    if not a or not b or not all(w in DIGITS for w in a + b):
-        raise ValueError(f"not an arithmetic prompt: {prompt!r}")
-    return int("".join(a)), int("".join(b))
+    """The two operands of a prompt written by `write_prompt` in any frame."""
+    text = " ".join(prompt.split())
+    for frame, pattern in PATTERNS.items():
+        match = pattern.fullmatch(text)
+        if match:
+            a, b = ("".join(group.split()) for group in match.groups())
+            if frame == REVERSED_FRAME:
+                a, b = a[::-1], b[::-1]
+            return int(a), int(b)
+    raise ValueError(f"not an arithmetic prompt: {prompt!r}")
+
+
+def split_answer(words: list[str]) -> tuple[list[str] | None, list[str]]:
+    """(steps, answer) of a completion's words: the words before and after the first "so", or (None,
+    all the words) when there is none."""
+    if ANSWER_MARK not in words:
+        return None, words
+    i = words.index(ANSWER_MARK)
+    return words[:i], words[i + 1 :]
+
+
+def steps_well_formed(steps: list[str], columns: int) -> bool:
+    """Whether `steps` are `columns` groups of two digits separated by "," (their sums are not checked)."""
+    return len(steps) == 3 * columns - 1 and all(
+        (w == STEP_MARK) if i % 3 == 2 else (w in DIGITS) for i, w in enumerate(steps)
+    )
 
 
 # -- column addition, and the slips a person makes in it ---------------------------------------------------
@@ -91,6 +174,18 @@ def column_sum(a: int, b: int, dropped_carries: frozenset[int] = frozenset()) ->
     return [str(d) for d in reversed(digits)]
 
 
+def column_steps(a: int, b: int, dropped_carries: frozenset[int] = frozenset()) -> list[str]:
+    """The worked steps of a + b: each column's sum (with the carry into it) as two digits, units first,
+    separated by ","; 47 + 38 -> "1 5 , 0 8". A dropped carry is missing from the next column's sum."""
+    da, db = [int(c) for c in reversed(str(a))], [int(c) for c in reversed(str(b))]
+    words, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        s = (da[i] if i < len(da) else 0) + (db[i] if i < len(db) else 0) + carry
+        words += [STEP_MARK] * bool(i) + [str(s // 10), str(s % 10)]
+        carry = 0 if i in dropped_carries else s // 10
+    return words
+
+
 def carry_columns(a: int, b: int) -> list[int]:
     """Columns (0 = units) that carry into the next one in the true column addition of a + b."""
     da, db = [int(c) for c in reversed(str(a))], [int(c) for c in reversed(str(b))]
@@ -102,10 +197,10 @@ def carry_columns(a: int, b: int) -> list[int]:
     return columns
 
 
-def slipped_sum(a: int, b: int, n_slips: int, rng: random.Random) -> list[str]:
-    """A wrong answer to a + b with `n_slips` plausible slips: a dropped carry, or one digit written
-    wrong (a wrong leading digit is never 0). Always differs from the true sum and is a digit string of a length a
-    sum of these operands can have."""
+def slip(a: int, b: int, n_slips: int, rng: random.Random) -> tuple[frozenset[int], list[str]]:
+    """A wrong answer to a + b with `n_slips` plausible slips, and the carries it dropped: a dropped
+    carry, or one digit written wrong (a wrong leading digit is never 0). Always differs from the true
+    sum and is a digit string of a length a sum of these operands can have."""
     truth = column_sum(a, b)
     for _ in range(100):
         carries = carry_columns(a, b)
@@ -118,8 +213,13 @@ def slipped_sum(a: int, b: int, n_slips: int, rng: random.Random) -> list[str]:
             low = 1 if pos == 0 and len(answer) > 1 else 0
             answer[pos] = rng.choice([d for d in DIGITS[low:] if d != answer[pos]])
         if answer != truth:
-            return answer
+            return frozenset(dropped), answer
     raise RuntimeError(f"no slipped answer found for {a} + {b}")  # unreachable: a slip always changes a digit
+
+
+def slipped_sum(a: int, b: int, n_slips: int, rng: random.Random) -> list[str]:
+    """The answer of `slip`."""
+    return slip(a, b, n_slips, rng)[1]
 
 
 class Arithmetic(Task):
@@ -127,29 +227,67 @@ class Arithmetic(Task):
 
     name = "arithmetic"
     default_demonstrator_quality = 0.8
+    options = tuple(OPTIONS)
+
+    def __init__(
+        self,
+        rule_variants: bool = False,
+        worked_steps: bool = False,
+        templates: int = 1,
+        **settings,
+    ):
+        super().__init__(**settings)
+        if not 1 <= templates <= len(TRAIN_TEMPLATES):
+            raise ValueError(f"templates={templates}: 1 to {len(TRAIN_TEMPLATES)} training templates")
+        self.rule_variants, self.worked_steps, self.templates = rule_variants, worked_steps, templates
+        self.eval_splits = self.splits_with({"rule_variants": rule_variants, "templates": templates})
+
+    @classmethod
+    def splits_with(cls, settings: dict) -> tuple[str, ...]:
+        variants, templates = settings.get("rule_variants", False), settings.get("templates", 1)
+        return ("id", "ood") + ("ood_reversed",) * bool(variants) + ("ood_template",) * (templates > 1)
 
     # -- prompts ---------------------------------------------------------------------------------------
     @cached_property
-    def _splits(self) -> dict[str, list[str]]:
+    def _problems(self) -> dict[str, list[tuple[int, int]]]:
+        """The operands of each split's prompts; the ID problems are also those of the variant splits."""
         rng = random.Random(f"arithmetic-prompts-{self.seed}")
         lo, hi = ID_OPERANDS
         if self.n_eval_prompts > (hi - lo + 1) ** 2 // 2:
             raise ValueError(f"eval_prompts={self.n_eval_prompts} is too many for operands {lo}-{hi}")
         # ID first, as distinct problems; the training pool is then drawn (with replacement, like every
         # task's pool) from the problems that are not ID ones.
-        id_prompts: list[str] = []
-        while len(id_prompts) < self.n_eval_prompts:
-            prompt = format_prompt(rng.randint(lo, hi), rng.randint(lo, hi))
-            if prompt not in id_prompts:
-                id_prompts.append(prompt)
-        held_out = set(id_prompts)
-        train: list[str] = []
+        id_problems: list[tuple[int, int]] = []
+        while len(id_problems) < self.n_eval_prompts:
+            problem = (rng.randint(lo, hi), rng.randint(lo, hi))
+            if problem not in id_problems:
+                id_problems.append(problem)
+        held_out = set(id_problems)
+        train: list[tuple[int, int]] = []
         while len(train) < self.n_train_prompts:
-            prompt = format_prompt(rng.randint(lo, hi), rng.randint(lo, hi))
-            if prompt not in held_out:
-                train.append(prompt)
-        ood = [format_prompt(rng.randint(*OOD_OPERANDS), rng.randint(*OOD_OPERANDS)) for _ in id_prompts]
-        return {"train": train, "id": id_prompts, "ood": ood}
+            problem = (rng.randint(lo, hi), rng.randint(lo, hi))
+            if problem not in held_out:
+                train.append(problem)
+        ood = [(rng.randint(*OOD_OPERANDS), rng.randint(*OOD_OPERANDS)) for _ in id_problems]
+        return {"train": train, "id": id_problems, "ood": ood}
+
+    @cached_property
+    def _splits(self) -> dict[str, list[str]]:
+        problems = self._problems
+        frames = [DEFAULT_FRAME] * len(problems["train"])
+        if self.templates > 1:  # its own stream: the problems are those of one template
+            pick = random.Random(f"arithmetic-templates-{self.seed}")
+            frames = [pick.choice(TRAIN_TEMPLATES[: self.templates]) for _ in frames]
+        splits = {
+            "train": [write_prompt(f, a, b) for f, (a, b) in zip(frames, problems["train"])],
+            "id": [format_prompt(a, b) for a, b in problems["id"]],
+            "ood": [format_prompt(a, b) for a, b in problems["ood"]],
+        }
+        if self.rule_variants:
+            splits["ood_reversed"] = [write_prompt(REVERSED_FRAME, a, b) for a, b in problems["id"]]
+        if self.templates > 1:
+            splits["ood_template"] = [write_prompt(HELD_OUT_TEMPLATE, a, b) for a, b in problems["id"]]
+        return splits
 
     def prompts(self, split: str) -> list[str]:
         return list(self._splits[split])
@@ -158,38 +296,52 @@ class Arithmetic(Task):
     def gold(self, prompt: str, completion: str) -> GoldScore:
         a, b = parse_prompt(prompt)
         truth = column_sum(a, b)
-        answer = completion.split()
+        words = completion.split()
+        steps, answer = split_answer(words)
         n = len(answer)
-        if n == 0:  # nothing written at all
+        if n == 0:  # no answer at all
             return GoldScore(reward=-1.0, well_formed=False, malformed=1.0)
         shortest = max(len(str(a)), len(str(b)))  # a sum has as many digits as its longer operand,
         longest = shortest + 1  # or one more
+        steps_ok = steps is None or steps_well_formed(steps, shortest)
+        bad_steps = 0 if steps_ok else len(steps) + 1  # the steps and their "so"
         right = sum(x == y for x, y in zip(reversed(answer), reversed(truth)))
         digit_share = right / max(n, len(truth))
         n_digits = sum(w in DIGITS for w in answer)
-        malformed = ((n - n_digits) + max(0, n_digits - longest)) / n
+        malformed = ((n - n_digits) + max(0, n_digits - longest) + bad_steps) / len(words)
         return GoldScore(
             reward=digit_share - malformed,
-            well_formed=n_digits == n and shortest <= n <= longest,
+            well_formed=steps_ok and n_digits == n and shortest <= n <= longest,
             malformed=malformed,
         )
 
     def verifier_rewards(self, prompts: list[str], completions: list[str]) -> list[float]:
-        """1.0 for an exact final answer (the sum's digits and nothing else), else 0.0; no partial credit."""
-        return [
-            float(completion.split() == column_sum(*parse_prompt(prompt)))
-            for prompt, completion in zip(prompts, completions)
-        ]
+        """1.0 for an exact final answer (the sum's digits and nothing else, after well-formed steps if
+        the completion shows any), else 0.0; no partial credit, and the steps' sums are not checked."""
+        rewards = []
+        for prompt, completion in zip(prompts, completions):
+            a, b = parse_prompt(prompt)
+            steps, answer = split_answer(completion.split())
+            columns = max(len(str(a)), len(str(b)))
+            ok = answer == column_sum(a, b) and (steps is None or steps_well_formed(steps, columns))
+            rewards.append(float(ok))
+        return rewards
 
     # -- writers: the demonstrator and the pretraining corpus ------------------------------------------
-    def _slipped(self, a: int, b: int, rng: random.Random) -> list[str]:
-        return slipped_sum(a, b, 2 if rng.random() < TWO_SLIPS else 1, rng)
+    def _slipped(self, a: int, b: int, rng: random.Random) -> tuple[frozenset[int], list[str]]:
+        return slip(a, b, 2 if rng.random() < TWO_SLIPS else 1, rng)
+
+    @staticmethod
+    def _worked(a: int, b: int, dropped: frozenset[int], answer: list[str]) -> list[str]:
+        return [*column_steps(a, b, dropped), ANSWER_MARK, *answer]
 
     def demonstrate(self, prompt: str, rng: random.Random) -> str:
-        """The exact sum `demonstrator_quality` of the time, otherwise one with one or two slips."""
+        """The exact sum `demonstrator_quality` of the time, otherwise one with one or two slips; with
+        `worked_steps`, after the column sums that led to it (a dropped carry shows in them)."""
         a, b = parse_prompt(prompt)
         correct = rng.random() < self.demonstrator_quality
-        return " " + " ".join(column_sum(a, b) if correct else self._slipped(a, b, rng))
+        dropped, answer = (frozenset(), column_sum(a, b)) if correct else self._slipped(a, b, rng)
+        return " " + " ".join(self._worked(a, b, dropped, answer) if self.worked_steps else answer)
 
     def _malformed(self, a: int, b: int, rng: random.Random) -> list[str]:
         truth = column_sum(a, b)
@@ -200,29 +352,47 @@ class Arithmetic(Task):
             return [*spell(a).split(), "+", *spell(b).split()]
         return truth[rng.randint(1, len(truth) - 1) :] if len(truth) > 1 else []  # truncated (or empty)
 
-    def pretraining_corpus(self, n: int, rng: random.Random) -> list[str]:
-        """Sums of two operands of one, two or three digits, correct, slipped and malformed.
+    def _corpus_frame(self, rng: random.Random) -> str:
+        """The prompt frame of one corpus problem (no random draw with every option off)."""
+        if self.rule_variants and rng.random() < CORPUS_REVERSED:
+            return REVERSED_FRAME
+        if self.templates > 1:
+            if rng.random() < CORPUS_HELD_OUT_TEMPLATE:
+                return HELD_OUT_TEMPLATE
+            if rng.random() < CORPUS_DEFAULT_TEMPLATE:
+                return DEFAULT_FRAME
+            return rng.choice(TRAIN_TEMPLATES[1:])
+        return DEFAULT_FRAME
 
-        The ID and OOD evaluation problems never appear, so evaluation measures adding, not recall.
+    def pretraining_corpus(self, n: int, rng: random.Random) -> list[str]:
+        """Sums of two operands of one, two or three digits, correct, slipped and malformed (in the
+        options' notations and forms, some worked, when they are on).
+
+        No problem of an evaluation split appears, in any notation, so evaluation measures adding, not
+        recall.
         """
-        held_out = set(self._splits["id"]) | set(self._splits["ood"])
+        held_out = {parse_prompt(p) for split in self.eval_splits for p in self._splits[split]}
         texts = []
         while len(texts) < n:
             (length,) = rng.choices(
                 list(CORPUS_OPERAND_LENGTHS), weights=list(CORPUS_OPERAND_LENGTHS.values())
             )
             a, b = self._operand(length, rng), self._operand(length, rng)
-            prompt = format_prompt(a, b)
-            if prompt in held_out:
+            if (a, b) in held_out:
                 continue
+            frame = self._corpus_frame(rng)
+            worked = self.worked_steps and rng.random() < CORPUS_WORKED
             u = rng.random()
+            dropped = frozenset()
             if u < CORPUS_CORRECT:
                 answer = column_sum(a, b)
             elif u < CORPUS_CORRECT + CORPUS_SLIPPED:
-                answer = self._slipped(a, b, rng)
+                dropped, answer = self._slipped(a, b, rng)
             else:
                 answer = self._malformed(a, b, rng)
-            texts.append(prompt + "".join(" " + w for w in answer))
+            if worked:
+                answer = self._worked(a, b, dropped, answer)
+            texts.append(write_prompt(frame, a, b) + "".join(" " + w for w in answer))
         return texts
 
     @staticmethod
@@ -230,4 +400,11 @@ class Arithmetic(Task):
         return rng.randint(0, 9) if length == 1 else rng.randint(10 ** (length - 1), 10**length - 1)
 
     def vocabulary(self) -> list[str]:
-        return sorted([*DIGITS, "add", "+", "="])
+        words = {*DIGITS, "add", "+", "="}
+        if self.rule_variants:
+            words |= set(REVERSED_FRAME.split()) - {A, B}
+        if self.worked_steps:
+            words |= {STEP_MARK, ANSWER_MARK}
+        if self.templates > 1:
+            words |= {w for frame in (*TRAIN_TEMPLATES, HELD_OUT_TEMPLATE) for w in frame.split()} - {A, B}
+        return sorted(words)

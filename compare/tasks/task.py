@@ -48,6 +48,7 @@ class Task:
     default_demonstrator_habit: float = 0.0  # how often the demonstrator slips into its bad habit
     default_annotator: dict = NO_BIASES  # the simulated labeller's settings a suite does not give
     eval_splits: tuple[str, ...] = ("id", "ood")  # the evaluation splits, each a row of results.csv
+    options: tuple[str, ...] = ()  # the task options it reads (compare/suite/schema.py TASK_OPTIONS)
 
     def __init__(
         self,
@@ -66,6 +67,11 @@ class Task:
         )
         self.n_train_prompts = train_prompts
         self.n_eval_prompts = eval_prompts
+
+    @classmethod
+    def splits_with(cls, settings: dict) -> tuple[str, ...]:
+        """The evaluation splits a task with these suite settings has (its options may add some)."""
+        return cls.eval_splits
 
     def prompts(self, split: str) -> list[str]:
         """Prompts of one split: "train" (the pool data is drawn from), or one of `eval_splits`."""
