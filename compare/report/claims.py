@@ -125,7 +125,7 @@ def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> lis
         claim_overoptimisation(logs, roles),
         claim_frontier(results, roles),
         _claim_dpo_vs_preferred(results, roles),
-        *(_claim_shift(results, pref, sft, split) for split in ("ood_opener", "ood_format")),
+        *(_claim_shift(results, pref, sft, split) for split in shift_claims(results)),
         _claim_forgetting(results, roles),
         claim_best_of_n_kl(results, roles),
         claim_bias_needed(logs, results, roles),
@@ -241,6 +241,18 @@ def _claim_dpo_vs_preferred(results, roles: Roles) -> Claim:
         return missing(text, "needs dpo and preferred_ft arms")
     d = paired_difference(per_seed(results, dpo, "gold_reward"), per_seed(results, control, "gold_reward"))
     return Claim(text, verdict(d), diff_text(d, dpo, control, "ID gold"))
+
+
+# the shifts of `reviews` are always in the table (not measured elsewhere); a task's other named shifts
+# (arithmetic's rule variant and held-out template) join it when its results have them
+ALWAYS_CLAIMED_SHIFTS = ("ood_opener", "ood_format")
+
+
+def shift_claims(results: pd.DataFrame) -> list[str]:
+    """The named shifts with a claim of their own: `ood` has the main OOD claim."""
+    present = set(results["split"])
+    extra = [s for s in SHIFTS if s not in ("ood", *ALWAYS_CLAIMED_SHIFTS) and s in present]
+    return [*ALWAYS_CLAIMED_SHIFTS, *extra]
 
 
 def _claim_shift(results, pref, sft, split: str) -> Claim:

@@ -13,6 +13,7 @@ from compare.report.tables import (
     examples_section,
     main_table,
     rm_table,
+    split_name,
     splits_table,
     table_cell,
 )
@@ -41,6 +42,7 @@ def render_markdown(
     cost = suite.budget.cost
     ann = suite.task.annotator
     budgets = sorted(results["budget"].unique().tolist())
+    splits = list(dict.fromkeys(results["split"]))  # in the order the evaluator wrote them
     lines = [
         f"# Report: {suite.name}",
         "",
@@ -66,8 +68,9 @@ def render_markdown(
         f"{cost.demonstration:g} units, a comparison {cost.comparison:g}, a binary label {cost.label:g}.",
         f"- **Seeds:** {', '.join(map(str, seeds))} ({len(seeds)} per cell); tables show mean ± 95% t-interval "
         "over seeds.",
-        f"- **Evaluation (same for every arm):** {suite.task.eval_prompts} ID and {suite.task.eval_prompts} OOD "
-        f"prompts, {suite.eval.samples_per_prompt} samples each at temperature {suite.eval.temperature:g}, at most "
+        f"- **Evaluation (same for every arm):** {suite.task.eval_prompts} prompts in each split "
+        f"({', '.join(split_name(x) for x in splits)}), {suite.eval.samples_per_prompt} samples each at "
+        f"temperature {suite.eval.temperature:g}, at most "
         f"{suite.eval.max_new_tokens} new tokens. KL to the base is the mean sampled log-ratio "
         "log π(y|x) − log π_base(y|x) per completion.",
         "",
@@ -140,10 +143,15 @@ def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict) -> list[st
     lines += ["## Generalisation: in vs out of distribution, and diversity", ""]
     table = splits_table(results, roles)
     if table:
+        prior = (
+            ", and the base model's prior ability (counting), which no stage trains"
+            if "prior" in set(results["split"])
+            else ""
+        )
         lines += [
-            "Gold reward on every evaluation split (docs/world.md): ID, then each named shift, and the base "
-            "model's prior ability (counting), which no stage trains; KL(base ‖ π) is the forward KL on the "
-            "training prompts, which forgetting is read against (Shenfeld et al. 2025).",
+            f"Gold reward on every evaluation split (docs/world.md): ID, then each named shift{prior}; "
+            "KL(base ‖ π) is the forward KL on the training prompts, which forgetting is read against "
+            "(Shenfeld et al. 2025).",
             "",
             table,
             "",

@@ -22,11 +22,15 @@ SPLIT_NAMES = {
     "ood_opener": "OOD opener",
     "ood_format": "OOD format",
     "prior": "prior ability",
+    "ood_reversed": "OOD reversed",
+    "ood_template": "OOD template",
 }
 SHIFTS = {  # the named distribution shifts of a task's evaluation splits (docs/world.md)
     "ood": "unseen domains",
     "ood_opener": "an opener that pulls the other way",
     "ood_format": "a request format training never used",
+    "ood_reversed": "a changed rule (operands written units first)",
+    "ood_template": "a prompt template training never used",
 }
 
 
