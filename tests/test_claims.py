@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from compare.report.claims import _claim_curated_demonstrations
+from compare.report.claims import _claim_curated_demonstrations, shift_claims
 from compare.report.kl_claims import (
     at_equal_kl,
     by_strength,
@@ -153,3 +153,13 @@ def test_frontier_is_decided_at_equal_kl_by_seed():
     # at KL 2: dpo 0.4, ppo 0.75 + seed/10 -> dpo − ppo = -0.45 on average: PPO's frontier is above
     assert claim.verdict == CONTRADICTED and "dpo − ppo = -0.450" in claim.evidence
     assert "100% of dpo's by ppo's" in claim.evidence
+
+
+def test_a_task_s_other_named_shifts_get_a_claim_each():
+    from compare.report.claims import _claim_shift
+
+    frame = pd.DataFrame([row("sft", 0, 1.0), {**row("sft", 0, 0.5), "split": "ood_reversed"}])
+    assert shift_claims(frame) == ["ood_opener", "ood_format", "ood_reversed"]
+    assert shift_claims(frame[frame["split"] == "id"]) == ["ood_opener", "ood_format"]
+    claim = _claim_shift(frame, "dpo", "sft", "ood_reversed")
+    assert "a changed rule" in claim.claim and "ID − OOD reversed gap" in claim.claim
