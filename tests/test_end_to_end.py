@@ -1,5 +1,6 @@
 """A micro suite through the command line: report, results, cache hits, resuming after an interruption."""
 
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,9 @@ def test_results_and_report(micro_run):
     for png in ("gold_by_arm.png", "gold_vs_kl.png", "training.png"):
         assert (out / "plots" / png).stat().st_size > 5000
         assert f"plots/{png}" in text
+    page = (out / "report.html").read_text()  # `run` writes the page beside report.md, and lists it
+    assert 'id="t-results"' in page and "| **sft** |" not in page and "sft" in page
+    assert "report.html" in json.loads((out / ".sft-vs-rlhf-report").read_text())["files"]
 
 
 def test_rerun_hits_the_cache(micro_run, capsys):
