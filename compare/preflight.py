@@ -63,6 +63,7 @@ def preflight(suites: list[Suite], out: Path | None = None, cache_root: Path | N
             resolved = apply_point(suite, point, path)
             stages = {name: arm_settings(resolved, arm) for name, arm in resolved.arms.items()}
             check_sizes(resolved, stages, path, ram)
+            check_lengths(resolved, stages, path)
             _check_dataset_task(resolved, path)
         check_memory(suite, path)
     if cache_root is not None:
@@ -290,6 +291,45 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
 
 
 # -- the base model against the memory its stages need ---------------------------------------------------
+def longest_prompt(suite: Suite) -> int:
+    """Tokens in the longest prompt of a built-in task (every split), under the tiny base's word tokenizer."""
+    return _longest_prompt(json.dumps(suite.task.model_dump(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)  # one task per distinct task setting, however many grid points share it
+def _longest_prompt(settings: str) -> int:
+    from compare.stages.common import make_task
+
+    task = make_task(json.loads(settings))
+    words = set(task.vocabulary())
+    return max(
+        sum(1 if w in words else len(w) for w in prompt.split())  # an unknown word: one token per character
+        for split in ("train", *task.eval_splits)
+        for prompt in task.prompts(split)
+    )
+
+
+def check_lengths(suite: Suite, stages, path: Path) -> None:
+    """The tiny base model has `base.tiny.n_positions` positions: every prompt plus the longest completion
+    any stage samples (and its EOS) must fit, or sampling fails half-way with an index error."""
+    if suite.base.external or suite.task.data is not None:
+        return  # a real model's context is its own; a dataset task's prompts are read when it runs
+    positions = suite.base.tiny.n_positions
+    wanted = [("eval.max_new_tokens", suite.eval.max_new_tokens)]
+    for name, arm in suite.arms.items():
+        for kind in arm.recipe:
+            n = getattr(getattr(stages[name], kind), "max_new_tokens", None)
+            if n is not None:
+                wanted.append((_setting_key(name, arm, kind, "max_new_tokens"), n))
+    key, n = max(wanted, key=lambda kv: kv[1])
+    prompt = longest_prompt(suite)
+    if prompt + n + 1 > positions:
+        raise SuiteError(
+            f"{path}: {key}: {n} new tokens after prompts of up to {prompt} tokens need {prompt + n + 1} "
+            f"positions; the tiny base model has {positions} (raise base.tiny.n_positions or sample fewer)"
+        )
+
+
 def check_memory(suite: Suite, path: Path | str | None = None) -> None:
     """Say before loading anything that the base model will not fit (its parameter count, not its weights)."""
     path = path or suite.source

@@ -430,3 +430,23 @@ def test_shipped_suites_still_load(install_package, monkeypatch, tmp_path, capsy
     for name in ("quick", "full", "arithmetic"):
         assert main(["plan", f"experiments/{name}.yaml", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "error" not in capsys.readouterr().err
+
+
+# -- sequence lengths ----------------------------------------------------------------------------------------
+def test_completions_longer_than_the_tiny_base_holds_are_refused(tmp_path):
+    """The tiny base has 64 positions (its default); reviews prompts are up to 12 words long."""
+    from compare.preflight import longest_prompt
+    from compare.suite import load_suite
+
+    path = write(tmp_path, MICRO)
+    assert longest_prompt(load_suite(path)) == 12
+    assert refused(path, ["eval.max_new_tokens=52"]) == (
+        f"{path}: eval.max_new_tokens: 52 new tokens after prompts of up to 12 tokens need 65 positions; "
+        "the tiny base model has 64 (raise base.tiny.n_positions or sample fewer)"
+    )
+    checked(path, ["eval.max_new_tokens=51"])  # 12 + 51 + EOS = 64: fits
+    checked(path, ["eval.max_new_tokens=52", "base.tiny.n_positions=65"])
+    ppo = write(tmp_path, MICRO.replace("  dpo: {recipe: [dpo]}", "  ppo: {recipe: [rm, ppo]}"), "ppo.yaml")
+    assert refused(ppo, ["stages.ppo.max_new_tokens=60"]).startswith(
+        f"{ppo}: stages.ppo.max_new_tokens: 60 new tokens after prompts of up to 12 tokens need 73"
+    )
