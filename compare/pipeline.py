@@ -93,9 +93,10 @@ def run_suite(
     settings = [s.model_dump_json() for s in suites] + ([collection.model_dump_json()] if collection else [])
     inputs = report_inputs(every_run, settings)
     report = out / "report.md" if collection is None else out / "index.md"
+    shown = f"{report} and report.html" if collection is None else str(report)  # what the user opens
     if not outcome.timings and not n_failed and report_is_current(out, cache, inputs):
         print(f"{name}: {total} runs (all stages cached, report up to date) in {time.time() - start:.0f}s; "
-              f"report: {report}")  # fmt: skip
+              f"report: {shown}")  # fmt: skip
         return 0
     if collection is None:
         suite = suites[0]
@@ -108,7 +109,7 @@ def run_suite(
         ran += f", {len(outcome.failures)} failed or skipped"
     elif not outcome.timings:
         ran = "all stages cached"
-    print(f"{name}: {total} runs ({ran}) in {time.time() - start:.0f}s; report: {report}")
+    print(f"{name}: {total} runs ({ran}) in {time.time() - start:.0f}s; report: {shown}")
     if n_failed:
         print(
             f"error: {n_failed} of {total} runs failed (see the report's failed runs; logs in "
