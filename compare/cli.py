@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         default="none",
         metavar="TRACKERS",
         help="log every training stage's curves to experiment trackers: tensorboard (the default when the "
-        "option is given alone), wandb, mlflow, trackio, comma-separated; tagged with arm, seed and grid point",
+        "option is given alone, after the suite), wandb, mlflow, trackio, comma-separated; tagged with arm, "
+        "seed and grid point",
     )
     run.add_argument(
         "--tracking-dir",
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
         _check_threads(args.threads)
         report_to = parse_report_to(args.report_to)
+        if args.tracking_dir and not report_to:
+            raise SuiteError("--tracking-dir is where --report-to tensorboard writes; give --report-to too")
 
         return run_suite(
             args.suite,

@@ -323,8 +323,11 @@ def run_export(args: argparse.Namespace) -> int:
             }
         except ChainError as e:
             raise SuiteError(str(e)) from None
-        to.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
+        try:
+            to.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as e:
+            raise SuiteError(f"--to {to}: cannot create it ({e.strerror or e})") from None
         try:
             with quiet_libraries(args.verbose):
                 print(f"exporting {run.label} of suite {run.suite.name} to {to}")

@@ -62,11 +62,17 @@ def run_tags(runs) -> dict[str, str]:
     }
 
 
-def trainer_report_to(ctx) -> dict:
-    """The TRL config fields for `ctx`'s trackers: `report_to` and the tracker run's name."""
+def trainer_report_to(ctx, config_cls=None) -> dict:
+    """The TRL config fields for `ctx`'s trackers: `report_to`, the tracker run's name, and trackio's
+    project where the config has that field (the other trackers read theirs from the environment,
+    `_tracker_environment`)."""
     if not ctx.report_to:
         return {"report_to": "none"}
-    return {"report_to": list(ctx.report_to), "run_name": ctx.stage}
+    fields = {"report_to": list(ctx.report_to), "run_name": ctx.stage}
+    known = getattr(config_cls, "__dataclass_fields__", {})
+    if "project" in known:
+        fields["project"] = os.environ.get("TRACKIO_PROJECT", ctx.project or "sft-vs-rlhf")
+    return fields
 
 
 @contextmanager
@@ -81,8 +87,22 @@ def tracked(trainer, ctx):
     for callback in tensorboards:
         callback.logging_dir = str(stage_folder(ctx))
     trainer.add_callback(_tags_callback(ctx, tensorboards))
-    with _tracker_environment(ctx):
-        yield
+    try:
+        with _tracker_environment(ctx):
+            yield
+    finally:
+        _end_runs(ctx)
+
+
+def _end_runs(ctx) -> None:
+    """End this stage's W&B and MLflow runs: transformers' callbacks leave them open after training, and
+    the next stage in the same process would log into them."""
+    import sys
+
+    if "wandb" in ctx.report_to and "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+    if "mlflow" in ctx.report_to and "mlflow" in sys.modules and sys.modules["mlflow"].active_run():
+        sys.modules["mlflow"].end_run()
 
 
 def round_context(ctx, r: int):
@@ -138,7 +158,14 @@ def _tracker_environment(ctx):
 
 
 class StageLogger:
-    """Logs a stage's metrics to `ctx`'s trackers, as transformers' callbacks do for TRL's trainers."""
+    """Logs a stage's metrics to `ctx`'s trackers, as transformers' callbacks do for TRL's trainers; use it
+    as a context manager, so that a stage that raises still ends its tracker runs."""
+
+    def __enter__(self) -> StageLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __init__(self, ctx, config: dict | None = None):
         self.ctx, self.writers = ctx, []

@@ -80,6 +80,14 @@ def dpo_sweep(golds_by_seed: list[list[float]]) -> pd.DataFrame:
     )
 
 
+def test_dpo_overoptimisation_chooses_each_seed_s_peak_on_the_other_seeds():
+    # seed 2's own best is beta 1.0 (0.9), but the other seeds peak at beta 0.3, where seed 2 has 0.5:
+    # its difference is 0.5 - 0.4 = 0.1, not its own best minus last (0.5)
+    curves = dpo_sweep([[0.5, 1.0, 0.2], [0.4, 1.1, 0.3], [0.9, 0.5, 0.4]])
+    claim = claim_dpo_overoptimises(curves, ROLES)
+    assert "0.567" in claim.evidence  # (0.8 + 0.8 + 0.1) / 3; own-peak selection would give 0.700
+
+
 def test_dpo_overoptimisation_when_gold_falls_at_the_smallest_beta():
     claim = claim_dpo_overoptimises(dpo_sweep([[0.5, 1.0, 0.2], [0.4, 1.1, 0.3], [0.6, 0.9, 0.1]]), ROLES)
     # every seed: the other seeds peak at beta 0.3 (KL 1.5); drops 0.8, 0.8, 0.8
@@ -109,7 +117,7 @@ def test_online_vs_offline_at_a_common_kl():
     assert "online − dpo = 1.010" in claim.evidence  # 1 + mean(0, 0.01, 0.02)
 
 
-def test_without_a_common_kl_only_more_gold_for_no_more_kl_decides():
+def test_without_a_common_kl_nothing_is_decided():
     def results(online_kl: float) -> pd.DataFrame:
         rows = []
         for seed in range(3):
@@ -117,10 +125,10 @@ def test_without_a_common_kl_only_more_gold_for_no_more_kl_decides():
             rows.append(row("online", seed, 1.2 + seed / 100, online_kl))
         return pd.DataFrame(rows)
 
-    claim = claim_online_beats_offline(results(2.0), ROLES)  # more gold (+0.21) with less KL: decided
-    assert claim.verdict == SUPPORTED and "online − dpo = 0.210" in claim.evidence
+    # more gold (+0.21, significant) with less KL: dpo may be past its peak, so equal KL is not known
+    claim = claim_online_beats_offline(results(2.0), ROLES)
+    assert claim.verdict == INCONCLUSIVE and "online − dpo = 0.210" in claim.evidence
     assert "no common KL (online at KL 2.00, dpo at 4.00" in claim.evidence
-    # more gold but also more KL: gold per nat would say anything; at equal KL nothing is known
     assert claim_online_beats_offline(results(6.0), ROLES).verdict == INCONCLUSIVE
     assert claim_online_beats_offline(results(2.0), Roles({"dpo": ["dpo"]})).verdict == NOT_MEASURED
 

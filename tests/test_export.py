@@ -316,3 +316,11 @@ def test_failed_export_leaves_nothing(micro, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export_arm(micro, "sft", tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_to_under_a_file_is_one_line(micro, capsys, tmp_path):
+    """A --to whose parent is a file cannot be created: one line, exit 2, the file untouched."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    assert export_arm(micro, "sft", blocker / "out") == 2
+    assert "cannot create it" in capsys.readouterr().err and blocker.read_text() == "mine"

@@ -1,6 +1,7 @@
 """Experiment trackers: `--report-to` parsing, the runs' tags, and a micro suite's curves read back from
 TensorBoard's event files (TRL's trainers and our PPO, under the same names)."""
 
+import os
 import sys
 import textwrap
 import types
@@ -12,7 +13,7 @@ from compare.cli import main
 from compare.plan import plan_runs, stage_order
 from compare.stages.common import Context
 from compare.suite import SuiteError, load_suite
-from compare.tracking import StageLogger, parse_report_to, run_tags
+from compare.tracking import StageLogger, parse_report_to, run_tags, tracked, trainer_report_to
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -144,11 +145,33 @@ def test_tags_name_the_runs(tracked_run):
     assert "- arm: ppo" in tags and "- seed: 1" in tags and "ppo seed=1" in tags
 
 
-def test_without_report_to_nothing_is_logged(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    ctx = Context(stage="sft-x")
-    StageLogger(ctx).log({"loss": 1.0}, 0)
-    assert not (tmp_path / "runs").exists()
+def test_trainer_fields_only_when_asked():
+    from trl import DPOConfig
+
+    assert trainer_report_to(Context()) == {"report_to": "none"}
+    ctx = Context(report_to=("trackio",), stage="dpo-1", project="quick")
+    assert trainer_report_to(ctx, DPOConfig) == {
+        "report_to": ["trackio"],
+        "run_name": "dpo-1",
+        "project": "quick",
+    }
+
+
+def test_a_stage_ends_its_wandb_run_even_when_training_raises(monkeypatch):
+    """transformers' W&B callback leaves its run open; the next stage in the process would log into it."""
+    finished = []
+    fake = types.ModuleType("wandb")
+    fake.run = object()
+    fake.finish = lambda: finished.append(True)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    trainer = types.SimpleNamespace(
+        callback_handler=types.SimpleNamespace(callbacks=[]), add_callback=lambda callback: None
+    )
+    ctx = Context(report_to=("wandb",), stage="sft-1", tracking_dir="/nonexistent", tags={"arm": "sft"})
+    with pytest.raises(RuntimeError), tracked(trainer, ctx):
+        assert os.environ["WANDB_TAGS"] == "arm:sft"
+        raise RuntimeError("diverged")
+    assert finished == [True] and "WANDB_TAGS" not in os.environ
 
 
 def test_tracking_dir_that_is_a_file(tmp_path, capsys):
@@ -158,3 +181,10 @@ def test_tracking_dir_that_is_a_file(tmp_path, capsys):
     argv = ["run", str(suite), "--cache-dir", str(tmp_path / "c"), "--report-to", "--tracking-dir"]
     assert main([*argv, str(tmp_path / "tb")]) == 2
     assert "--tracking-dir" in capsys.readouterr().err and (tmp_path / "tb").read_text() == "mine"
+
+
+def test_tracking_dir_without_report_to(tmp_path, capsys):
+    suite = tmp_path / "micro.yaml"
+    suite.write_text(textwrap.dedent(MICRO))
+    assert main(["run", str(suite), "--cache-dir", str(tmp_path / "c"), "--tracking-dir", str(tmp_path)]) == 2
+    assert "give --report-to too" in capsys.readouterr().err and not (tmp_path / "c").exists()

@@ -251,7 +251,7 @@ def markdown_sections(text: str, figure: Callable[[str, str], str]) -> tuple[str
 # -- samples ----------------------------------------------------------------------------------------------
 def _numbers(column: pd.Series, digits: int) -> list:
     values = pd.to_numeric(column, errors="coerce").round(digits)
-    return [None if math.isnan(v) else float(v) for v in values]
+    return [float(v) if math.isfinite(v) else None for v in values]  # JSON has no nan or inf
 
 
 def _whole(frame: pd.DataFrame, column: str) -> list[int]:

@@ -55,10 +55,9 @@ def at_equal_kl(results, roles: Roles, a: str, b: str) -> tuple[dict | None, str
     (`by_strength`; an arm without a sweep is one point). The common KL is the middle of the KL range both
     curves cover (a one-point arm's own KL, when the other's range covers it); each seed's gold there is
     interpolated on its own curve. Without a common KL (no sweeps, or ranges that do not overlap), the
-    difference is of ID gold where each arm ended, and it decides only when the arm with more gold also
-    has no more KL (it then does at least as well at equal KL, gold rising with KL); gold per nat of KL
-    would not do, as it favours whichever arm moved less. (None, why, False) when there is nothing to
-    compare.
+    difference is of ID gold where each arm ended, shown but never deciding: even "more gold at less
+    KL" says nothing about equal KL when the other arm may be past its peak, and gold per nat of KL
+    favours whichever arm moved less. (None, why, False) when there is nothing to compare.
     """
     curves = {arm: by_strength(results, roles, arm) or _one_point(results, arm) for arm in (a, b)}
     if not all(curves.values()):
@@ -73,12 +72,8 @@ def at_equal_kl(results, roles: Roles, a: str, b: str) -> tuple[dict | None, str
     end = {arm: {s: float(c.iloc[-1]) for s, c in curves[arm].items()} for arm in curves}
     kl_a, kl_b = (float(means[arm].index[-1]) for arm in (a, b))
     d = paired_difference(end[a], end[b])
-    decisive = d["significant"] and (kl_a <= kl_b if d["mean"] > 0 else kl_a >= kl_b)
-    what = (
-        f"no common KL ({a} at KL {kl_a:.2f}, {b} at {kl_b:.2f}; decided only if the arm with more gold "
-        "has no more KL): ID gold"
-    )
-    return d, what, decisive
+    what = f"no common KL ({a} at KL {kl_a:.2f}, {b} at {kl_b:.2f}; not a comparison at equal KL): ID gold"
+    return d, what, False
 
 
 def _one_point(results, arm: str) -> dict[int, pd.Series]:
@@ -231,7 +226,7 @@ def claim_bias_needed(logs, results, roles: Roles) -> Claim:
         f"(n={d['n']}{', significant' if falls[lv] else ''})"
         for lv, d in drop.items()
     )
-    if falls[clean]:
+    if falls[clean] and clean == 0:  # a lowest level above 0 is not clean labels
         return Claim(text, CONTRADICTED, evidence + f" — gold falls at {clean:g} too")
     if any(falls[lv] for lv in biased):
         return Claim(text, SUPPORTED, evidence)

@@ -105,7 +105,7 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
         logging_steps=1,
         logging_nan_inf_filter=False,  # else a nan loss is logged as the window's mean (0.0 at one step)
         save_strategy="no",
-        **trainer_report_to(ctx),
+        **trainer_report_to(ctx, config_cls),
         disable_tqdm=not (ctx.verbose or ctx.progress),
         seed=seed,
         data_seed=seed,

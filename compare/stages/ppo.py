@@ -440,135 +440,134 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
             return heldout_metrics(models, task, heldout_prompts, s, seed)
 
     history = []
-    logger = StageLogger(ctx if rank == 0 else dataclasses.replace(ctx, report_to=()), s.model_dump())
-    batches = prompt_batches(task.prompts("train"), s.rollout_batch_size, n_batches, seed)
-    show_bar = (ctx.progress or ctx.verbose) and rank == 0
-    bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=not show_bar)
-    for step, prompts in enumerate(bar):
-        entry = {"step": step, "episode": (step + 1) * s.rollout_batch_size}
-        t0 = time.perf_counter()
-        if step % s.gold_eval_every == 0:
-            entry.update(heldout(step))  # measured before this batch's update, i.e. after `step` updates
-        t1 = time.perf_counter()
-        if s.lr_decay:  # linear to 0 over the rollout batches (CleanRL)
-            optimizer.param_groups[0]["lr"] = s.lr * (1.0 - step / n_batches)
+    with StageLogger(ctx if rank == 0 else dataclasses.replace(ctx, report_to=()), s.model_dump()) as logger:
+        batches = prompt_batches(task.prompts("train"), s.rollout_batch_size, n_batches, seed)
+        show_bar = (ctx.progress or ctx.verbose) and rank == 0
+        bar = tqdm(batches, total=n_batches, desc="ppo", leave=False, disable=not show_bar)
+        for step, prompts in enumerate(bar):
+            entry = {"step": step, "episode": (step + 1) * s.rollout_batch_size}
+            t0 = time.perf_counter()
+            if step % s.gold_eval_every == 0:
+                entry.update(heldout(step))  # measured before this batch's update, i.e. after `step` updates
+            t1 = time.perf_counter()
+            if s.lr_decay:  # linear to 0 over the rollout batches (CleanRL)
+                optimizer.param_groups[0]["lr"] = s.lr * (1.0 - step / n_batches)
 
-        with torch.no_grad(), accelerator.autocast():
-            # 1. roll out; old log-probs, reference log-probs and values once per batch (rows 3-5)
-            local_prompts = prompts[rank::world]
-            sample_seed = seeds.getrandbits(63)
-            with sampling(step):
-                batch = rollout(
-                    models.policy, tokenizer, local_prompts, s.max_new_tokens, temperature, sample_seed
-                )
-            t2 = time.perf_counter()
-            mask = batch.mask
-            # With one minibatch, the first epoch's update starts from these weights on this whole batch:
-            # its forward pass is this one, kept with its graph (reused below) instead of run twice. It
-            # runs on the rows in the first epoch's order (drawn here, as the loop would draw it: nothing
-            # in between draws from torch's generator), so the update sums its gradients in the same order.
-            reuse = s.minibatches == 1
-            if reuse:
-                first_order = torch.randperm(local_size, device=mask.device)
-                with torch.enable_grad():
-                    first = wrapper(batch.rows(first_order), temperature)
-                back = torch.argsort(first_order)
-                logits, values = first[0].detach()[back], first[1].detach()[back]
-            else:
-                logits = policy_logits(models.policy, batch, temperature)
-                values = compute_values(models.value, batch)
-            logprobs = gather_logprobs(logits, batch.response_ids)
-            entropy = entropy_from_logits(logits, mask)
-            del logits
-            with reference(models) as ref:
-                ref_logprobs = gather_logprobs(policy_logits(ref, batch, temperature), batch.response_ids)
-
-            # 2. score: RM or gold, missing-EOS penalty
-            scores = score_responses(batch, tokenizer, s.missing_eos_penalty, models.rm, task)
-            t3 = time.perf_counter()
-
-            # 3. KL penalty: per token, score on the last response token (rows 10-11)
-            kl = kl_estimate(logprobs, ref_logprobs, s.kl_estimator)
-            rewards, non_score_reward = per_token_rewards(scores, kl, mask, kl_ctl.value)
-
-            # 4. whiten rewards (optional, mean kept; row 13)
-            if s.whiten_rewards:
-                rewards = masked_whiten(rewards, mask, shift_mean=False)
-
-            # 5. GAE, then whiten the advantages over valid tokens (row 14)
-            advantages, returns = gae_advantages(rewards, values, mask, s.gamma, s.lam)
-            advantages = masked_whiten(advantages, mask)
-
-        # 6. clipped updates: epochs x minibatches optimiser steps (rows 15-17)
-        stats = []
-        for epoch in range(s.ppo_epochs):
-            first_epoch = epoch == 0 and reuse
-            order = first_order if first_epoch else torch.randperm(local_size, device=mask.device)
-            for index in torch.tensor_split(order, s.minibatches):
-                mb, mb_mask = batch.rows(index), mask[index]
-                if first_epoch:  # the rollout-time forward, on these rows in this order
-                    new_logits, new_values = first
-                    del first
+            with torch.no_grad(), accelerator.autocast():
+                # 1. roll out; old log-probs, reference log-probs and values once per batch (rows 3-5)
+                local_prompts = prompts[rank::world]
+                sample_seed = seeds.getrandbits(63)
+                with sampling(step):
+                    batch = rollout(
+                        models.policy, tokenizer, local_prompts, s.max_new_tokens, temperature, sample_seed
+                    )
+                t2 = time.perf_counter()
+                mask = batch.mask
+                # With one minibatch, the first epoch's update starts from these weights on this whole batch:
+                # its forward pass is this one, kept with its graph (reused below) instead of run twice. It
+                # runs on the rows in the first epoch's order (drawn here, as the loop would draw it: nothing
+                # in between draws from torch's generator), so the update sums its gradients in the same order.
+                reuse = s.minibatches == 1
+                if reuse:
+                    first_order = torch.randperm(local_size, device=mask.device)
+                    with torch.enable_grad():
+                        first = wrapper(batch.rows(first_order), temperature)
+                    back = torch.argsort(first_order)
+                    logits, values = first[0].detach()[back], first[1].detach()[back]
                 else:
-                    with accelerator.autocast():
-                        new_logits, new_values = wrapper(mb, temperature)
-                new_logprobs = gather_logprobs(new_logits, mb.response_ids)
-                pg_loss, pg_stats = policy_loss(
-                    new_logprobs, logprobs[index], advantages[index], mb_mask, s.clip_eps
-                )
-                vf_loss, vf_stats = value_loss(
-                    new_values.float(), values[index], returns[index], mb_mask, s.vf_clip
-                )
-                loss = pg_loss + s.vf_coef * vf_loss
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                stats.append(
-                    {
-                        "loss": loss.detach(),
-                        "loss/policy": pg_loss.detach(),
-                        "loss/value": vf_loss.detach(),
-                        "policy/approxkl": pg_stats["approxkl"],
-                        "policy/clipfrac": pg_stats["clipfrac"],
-                        "val/clipfrac": vf_stats["vf_clipfrac"],
-                        "val/ratio": pg_stats["ratio"],
-                    }
-                )
-        t4 = time.perf_counter()
+                    logits = policy_logits(models.policy, batch, temperature)
+                    values = compute_values(models.value, batch)
+                logprobs = gather_logprobs(logits, batch.response_ids)
+                entropy = entropy_from_logits(logits, mask)
+                del logits
+                with reference(models) as ref:
+                    ref_logprobs = gather_logprobs(policy_logits(ref, batch, temperature), batch.response_ids)
 
-        # metrics, all masked (row 21). kl, entropy and non_score_reward are per-response sums (as TRL
-        # reports them); entropy is exact, from the tempered logits; kl is the estimator trained on
-        with torch.no_grad():
-            seq_kl = torch.where(mask, kl, 0.0).sum(1)
-            metrics = {
-                "objective/kl": seq_kl.mean(),
-                "objective/entropy": entropy.sum(1).mean(),
-                "objective/non_score_reward": non_score_reward.sum(1).mean(),
-                "objective/rlhf_reward": (scores + non_score_reward.sum(1)).mean(),  # score - beta sum KL
-                "objective/scores": scores.mean(),
-                "objective/kl_coef": torch.tensor(float(kl_ctl.value)),
-                "val/num_eos": batch.has_eos.float().mean(),
-                "val/mean_length": mask.float().sum(1).mean(),
-                **{k: torch.stack([d[k].float() for d in stats]).mean() for k in stats[0]},
-            }
-            names = list(metrics)
-            reduced = accelerator.reduce(
-                torch.stack([metrics[k].float().to(mask.device) for k in names]), "mean"
-            )
-        entry.update({k: float(v) for k, v in zip(names, reduced.tolist())})
-        check_batch(entry, stats, step)
-        check_finite(accelerator.unwrap_model(wrapper), f"weights after the updates of step {step}")
-        entry["lr"] = optimizer.param_groups[0]["lr"]
-        timings = {"heldout": t1 - t0, "generation": t2 - t1, "scoring": t3 - t2, "update": t4 - t3}
-        entry.update({f"time/{k}": v for k, v in timings.items()})
-        kl_ctl.update(entry["objective/kl"], s.rollout_batch_size)
-        history.append(entry)
-        logger.log(entry, step)
+                # 2. score: RM or gold, missing-EOS penalty
+                scores = score_responses(batch, tokenizer, s.missing_eos_penalty, models.rm, task)
+                t3 = time.perf_counter()
 
-    final = {"step": n_batches, "episode": n_batches * s.rollout_batch_size}
-    history.append({**final, **heldout(n_batches)})  # after the last update
-    logger.log(history[-1], n_batches)
-    logger.close()
+                # 3. KL penalty: per token, score on the last response token (rows 10-11)
+                kl = kl_estimate(logprobs, ref_logprobs, s.kl_estimator)
+                rewards, non_score_reward = per_token_rewards(scores, kl, mask, kl_ctl.value)
+
+                # 4. whiten rewards (optional, mean kept; row 13)
+                if s.whiten_rewards:
+                    rewards = masked_whiten(rewards, mask, shift_mean=False)
+
+                # 5. GAE, then whiten the advantages over valid tokens (row 14)
+                advantages, returns = gae_advantages(rewards, values, mask, s.gamma, s.lam)
+                advantages = masked_whiten(advantages, mask)
+
+            # 6. clipped updates: epochs x minibatches optimiser steps (rows 15-17)
+            stats = []
+            for epoch in range(s.ppo_epochs):
+                first_epoch = epoch == 0 and reuse
+                order = first_order if first_epoch else torch.randperm(local_size, device=mask.device)
+                for index in torch.tensor_split(order, s.minibatches):
+                    mb, mb_mask = batch.rows(index), mask[index]
+                    if first_epoch:  # the rollout-time forward, on these rows in this order
+                        new_logits, new_values = first
+                        del first
+                    else:
+                        with accelerator.autocast():
+                            new_logits, new_values = wrapper(mb, temperature)
+                    new_logprobs = gather_logprobs(new_logits, mb.response_ids)
+                    pg_loss, pg_stats = policy_loss(
+                        new_logprobs, logprobs[index], advantages[index], mb_mask, s.clip_eps
+                    )
+                    vf_loss, vf_stats = value_loss(
+                        new_values.float(), values[index], returns[index], mb_mask, s.vf_clip
+                    )
+                    loss = pg_loss + s.vf_coef * vf_loss
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    stats.append(
+                        {
+                            "loss": loss.detach(),
+                            "loss/policy": pg_loss.detach(),
+                            "loss/value": vf_loss.detach(),
+                            "policy/approxkl": pg_stats["approxkl"],
+                            "policy/clipfrac": pg_stats["clipfrac"],
+                            "val/clipfrac": vf_stats["vf_clipfrac"],
+                            "val/ratio": pg_stats["ratio"],
+                        }
+                    )
+            t4 = time.perf_counter()
+
+            # metrics, all masked (row 21). kl, entropy and non_score_reward are per-response sums (as TRL
+            # reports them); entropy is exact, from the tempered logits; kl is the estimator trained on
+            with torch.no_grad():
+                seq_kl = torch.where(mask, kl, 0.0).sum(1)
+                metrics = {
+                    "objective/kl": seq_kl.mean(),
+                    "objective/entropy": entropy.sum(1).mean(),
+                    "objective/non_score_reward": non_score_reward.sum(1).mean(),
+                    "objective/rlhf_reward": (scores + non_score_reward.sum(1)).mean(),  # score - beta sum KL
+                    "objective/scores": scores.mean(),
+                    "objective/kl_coef": torch.tensor(float(kl_ctl.value)),
+                    "val/num_eos": batch.has_eos.float().mean(),
+                    "val/mean_length": mask.float().sum(1).mean(),
+                    **{k: torch.stack([d[k].float() for d in stats]).mean() for k in stats[0]},
+                }
+                names = list(metrics)
+                reduced = accelerator.reduce(
+                    torch.stack([metrics[k].float().to(mask.device) for k in names]), "mean"
+                )
+            entry.update({k: float(v) for k, v in zip(names, reduced.tolist())})
+            check_batch(entry, stats, step)
+            check_finite(accelerator.unwrap_model(wrapper), f"weights after the updates of step {step}")
+            entry["lr"] = optimizer.param_groups[0]["lr"]
+            timings = {"heldout": t1 - t0, "generation": t2 - t1, "scoring": t3 - t2, "update": t4 - t3}
+            entry.update({f"time/{k}": v for k, v in timings.items()})
+            kl_ctl.update(entry["objective/kl"], s.rollout_batch_size)
+            history.append(entry)
+            logger.log(entry, step)
+
+        final = {"step": n_batches, "episode": n_batches * s.rollout_batch_size}
+        history.append({**final, **heldout(n_batches)})  # after the last update
+        logger.log(history[-1], n_batches)
     return history
 
 
