@@ -280,3 +280,16 @@ def test_a_failed_rebuild_leaves_the_old_pages(tmp_path, monkeypatch):
     )
     assert not [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".old"))]
     assert render_html.__module__ == "compare.report.html"
+
+
+def test_infinite_numbers_in_samples_are_left_out_not_fatal():
+    """A diverged model can leave -inf log-probs or an inf reward-model score in samples.csv; JSON has
+    neither, and the page must still be written."""
+    samples = pd.DataFrame({
+        "arm": ["a", "a"], "seed": [0, 0], "split": ["id", "id"], "prompt_index": [0, 0], "prompt": ["p", "p"],
+        "completion": ["x", "y"], "gold_reward": [0.5, 1.0], "proxy_reward": [float("inf"), 1.0],
+        "logp_policy": [-1.0, -2.0], "logp_base": [float("-inf"), -2.0],
+    })  # fmt: skip
+    data = samples_payload(samples, ["a"])
+    assert data["columns"]["rm"] == [None, 1.0]
+    assert json.loads(script_json(data))["n"] == 2
