@@ -18,24 +18,15 @@ policy and reference get left-padding-proof position ids (`use_mask_positions`);
 
 from __future__ import annotations
 
-import random
-import shutil
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compare.lm.loading import load_policy, load_reward_model
-from compare.lm.sampling import reward_function, reward_scores, use_mask_positions
-from compare.stages.common import (
-    Context,
-    lora_config,
-    make_task,
-    point_reference_at_start,
-    train_and_save,
-    trainer_args,
-)
-from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
+from compare.lm.sampling import reward_function
+from compare.stages.common import Context, make_task, train_and_save
+from compare.stages.rloo import episode_prompts, group_trainer, model_scorer, start_policy, workload
+from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec
 
 
 class GRPOSettings(StageSettings):
@@ -82,70 +73,33 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 
 def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
-    """The configured GRPOTrainer, ready to train (split from `run` so tests can inspect it)."""
-    from datasets import Dataset
+    """The configured GRPOTrainer, ready to train (split from `run` so tests can inspect it); one
+    generation per step (on-policy: num_iterations 1), set up as RLOO is (`compare.stages.rloo`)."""
     from trl import GRPOConfig, GRPOTrainer
 
-    train, seed = job.settings, job.seed
+    train = job.settings
     task = make_task(job.task)  # prompts and the verifier; never the gold reward
-    rng = random.Random(f"grpo-{seed}")
-    pool = task.prompts("train")
-    data = Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(train.episodes)]})
-
-    policy_path = str(inputs["model"])
-    model, tokenizer = load_policy(policy_path)
-    if train.beta > 0 and not train.lora_r:  # with LoRA, TRL's reference is the adapter disabled
-        point_reference_at_start(model, tokenizer, policy_path, out)
-    use_mask_positions(model)
+    data = episode_prompts(task, train.episodes, f"grpo-{job.seed}")
+    model, tokenizer = start_policy(inputs, train, out)
     if train.reward == "verifier":
-        if task.verifier_rewards(pool[:1], [""]) is None:
+        if task.verifier_rewards(task.prompts("train")[:1], [""]) is None:
             raise ValueError(f"task {task.name!r} has no verifier: use reward: reward_model")
         score = reward_function(tokenizer, task.verifier_rewards, "verifier")
     else:
-        rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
-        score = reward_function(
-            tokenizer, lambda prompts, texts: reward_scores(rm, rm_tokenizer, prompts, texts), "reward_model"
-        )
-
-    # One epoch over `episodes` prompts, each sampled `num_generations` times: episodes * k completions,
-    # `batch_size` of them per optimiser step, one generation per step (on-policy: num_iterations 1).
-    optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr)
-    args = trainer_args(
+        score = model_scorer(inputs, tokenizer)
+    return group_trainer(
+        GRPOTrainer,
         GRPOConfig,
-        optimiser,
-        seed,
+        job,
         out,
         ctx,
-        num_generations=train.num_generations,
-        max_completion_length=train.max_new_tokens,
-        temperature=train.temperature,
-        beta=train.beta,
+        model,
+        tokenizer,
+        score,
+        data,
         loss_type=train.loss_type,
         scale_rewards=train.scale_rewards,
         epsilon=train.epsilon,
-        disable_dropout=True,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=score,
-        args=args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=lora_config(train.lora_r, "CAUSAL_LM"),
-    )
-    if trainer.ref_model is not None:
-        use_mask_positions(trainer.ref_model)
-    shutil.rmtree(out / "start", ignore_errors=True)  # the reference is loaded; the copy is not needed
-    return trainer
-
-
-def workload(s: GRPOSettings) -> tuple[int, int, str]:
-    """Its episodes' prompts are one dataset, built before training; every prompt has k completions."""
-    tokens = s.episodes * s.num_generations * s.max_new_tokens
-    return (
-        s.episodes,
-        tokens,
-        f"{s.episodes} episodes x {s.num_generations} completions x {s.max_new_tokens} tokens",
     )
 
 

@@ -69,32 +69,54 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     """The configured RLOOTrainer, ready to train (split from `run` so tests can inspect its scoring)."""
-    from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    train, seed = job.settings, job.seed
-    task = make_task(job.task)
-    rng = random.Random(f"rloo-{seed}")
-    pool = task.prompts("train")
-    data = Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(train.episodes)]})
+    train = job.settings
+    data = episode_prompts(make_task(job.task), train.episodes, f"rloo-{job.seed}")
+    model, tokenizer = start_policy(inputs, train, out)
+    return group_trainer(
+        RLOOTrainer, RLOOConfig, job, out, ctx, model, tokenizer, model_scorer(inputs, tokenizer), data
+    )
 
+
+# -- shared with GRPO (compare/stages/grpo.py): TRL's group-sampling trainers on one set-up ---------------
+def episode_prompts(task, episodes: int, seed: str):
+    """The training prompts, one per episode, drawn with replacement from the task's pool."""
+    from datasets import Dataset
+
+    rng, pool = random.Random(seed), task.prompts("train")
+    return Dataset.from_dict({"prompt": [rng.choice(pool) for _ in range(episodes)]})
+
+
+def start_policy(inputs: dict[str, Path], train, out: Path):
+    """The policy to train and its tokenizer; TRL's reference is pointed at the start (with LoRA it is the
+    adapter disabled) and both take positions from the mask."""
     policy_path = str(inputs["model"])
     model, tokenizer = load_policy(policy_path)
-    if train.beta > 0 and not train.lora_r:  # with LoRA, TRL's reference is the adapter disabled
+    if train.beta > 0 and not train.lora_r:
         point_reference_at_start(model, tokenizer, policy_path, out)
     use_mask_positions(model)
+    return model, tokenizer
+
+
+def model_scorer(inputs: dict[str, Path], tokenizer):
+    """The arm's reward model as a TRL reward function."""
     rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
-    reward_model = reward_function(
+    return reward_function(
         tokenizer, lambda prompts, texts: reward_scores(rm, rm_tokenizer, prompts, texts), "reward_model"
     )
 
-    # One epoch over `episodes` prompts, each sampled `num_generations` times: episodes * k completions,
-    # `batch_size` of them per optimiser step.
+
+def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, model, tokenizer, score, data,
+                  **config):  # fmt: skip
+    """One epoch over the episodes' prompts, each sampled `num_generations` times: episodes * k
+    completions, `batch_size` of them per optimiser step; `config`: the trainer's own settings."""
+    train = job.settings
     optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr)
     args = trainer_args(
-        RLOOConfig,
+        config_cls,
         optimiser,
-        seed,
+        job.seed,
         out,
         ctx,
         num_generations=train.num_generations,
@@ -102,10 +124,11 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
         temperature=train.temperature,
         beta=train.beta,
         disable_dropout=True,
+        **config,
     )
-    trainer = RLOOTrainer(
+    trainer = trainer_cls(
         model=model,
-        reward_funcs=reward_model,
+        reward_funcs=score,
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
@@ -117,7 +140,7 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     return trainer
 
 
-def workload(s: RLOOSettings) -> tuple[int, int, str]:
+def workload(s) -> tuple[int, int, str]:  # RLOO's settings, or GRPO's
     """Its episodes' prompts are one dataset, built before training; every prompt has k completions."""
     tokens = s.episodes * s.num_generations * s.max_new_tokens
     return (
