@@ -188,18 +188,7 @@ def _claim_ood(results, pref, sft) -> Claim:
     text = "RLHF generalises better out of distribution than SFT (smaller ID − OOD gap)."
     if not (pref and sft):
         return missing(text, "needs SFT and a preference arm")
-    gap = {
-        arm: {
-            s: v - per_seed(results, arm, "gold_reward", "ood").get(s, math.nan)
-            for s, v in per_seed(results, arm, "gold_reward", "id").items()
-        }
-        for arm in (sft, pref)
-    }
-    d = paired_difference(gap[sft], gap[pref])
-    evidence = f"gap {sft} {summary(gap[sft])}, {pref} {summary(gap[pref])}; " + diff_text(
-        d, sft, pref, "gap"
-    )
-    return Claim(text, verdict(d), evidence)
+    return _gap_claim(text, results, pref, sft, "ood")
 
 
 def _claim_diversity(results, pref, sft) -> Claim:
@@ -260,6 +249,12 @@ def _claim_shift(results, pref, sft, split: str) -> Claim:
     text = f"RLHF holds up better than SFT under {SHIFTS[split]} (smaller ID − {split_name(split)} gap)."
     if not (pref and sft) or split not in set(results["split"]):
         return missing(text, f"needs SFT, a preference arm and the {split} split")
+    return _gap_claim(text, results, pref, sft, split)
+
+
+def _gap_claim(text: str, results, pref: str, sft: str, split: str) -> Claim:
+    """Decided on each seed's ID − `split` gold gap, SFT's minus the preference arm's (positive: RLHF
+    holds up better)."""
     gap = {
         arm: {
             s: v - per_seed(results, arm, "gold_reward", split).get(s, math.nan)
