@@ -350,6 +350,15 @@ def _draws_bars() -> bool:
         return False
 
 
+_WAITED = []  # stages this process has waited for; only the first wait is said (one line, not one a stage)
+
+
+def _say_waiting_once(message: str) -> None:
+    if not _WAITED:
+        tqdm.write(f"{message} (later waits for other processes are not listed)", file=sys.stderr)
+    _WAITED.append(message)
+
+
 def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: StageCache, ctx: Context) -> bool:
     """Compute one stage under its lock; False when another process completed it meanwhile."""
     params = info["params"]
@@ -360,7 +369,7 @@ def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: Stag
         wait_for_everyone()
         return True
     try:
-        with cache.lock(name, on_wait=lambda message: tqdm.write(message, file=sys.stderr)):
+        with cache.lock(name, on_wait=_say_waiting_once):
             if cache.is_complete(name):
                 return False
             with cache.writing(name, info) as out:

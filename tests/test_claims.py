@@ -171,3 +171,41 @@ def test_a_task_s_other_named_shifts_get_a_claim_each():
     assert shift_claims(frame[frame["split"] == "id"]) == ["ood_opener", "ood_format"]
     claim = _claim_shift(frame, "dpo", "sft", "ood_reversed")
     assert "a changed rule" in claim.claim and "ID − OOD reversed gap" in claim.claim
+
+
+def test_forgetting_is_decided_at_equal_gain_and_only_there():
+    from compare.report.claims import _claim_forgetting
+
+    roles = Roles({"base": [], "sft": ["sft"], "ppo": ["rm", "ppo"]})
+    epochs, kl_coef = "grid.arms.sft.stages.sft.epochs", "grid.arms.ppo.stages.ppo.kl_coef"
+
+    def prior(arm, seed, gold, **grid):
+        return {**row(arm, seed, gold, **grid), "split": "prior"}
+
+    rows = []
+    for seed in range(3):
+        # SFT: ID gold 0.4 then 0.8 with more epochs, prior 0.9 then 0.5 -> prior 0.7 at ID gold 0.6
+        for e, g, p in ((1, 0.4, 0.9), (4, 0.8, 0.5)):
+            rows += [row("sft", seed, g, **{epochs: e}), prior("sft", seed, p, **{epochs: e})]
+        # PPO: ID gold 0.2 then 1.0 with less KL penalty, prior 1.0 then 0.6 + seed / 10 -> 0.8 + seed / 10 at 0.6
+        for c, g, p in ((1.0, 0.2, 1.0), (0.1, 1.0, 0.6 + seed / 10)):
+            rows += [row("ppo", seed, g, **{kl_coef: c}), prior("ppo", seed, p, **{kl_coef: c})]
+    frame = pd.DataFrame(rows)
+    # the forward KL on training prompts: SFT 1 then 3, PPO 0.5 then 2.5 -> 2.0 and 1.5 at ID gold 0.6
+    frame["forward_kl_train"] = (
+        frame["grid.arms.sft.stages.sft.epochs"]
+        .map({1: 1.0, 4: 3.0})
+        .fillna(frame["grid.arms.ppo.stages.ppo.kl_coef"].map({1.0: 0.5, 0.1: 2.5}))
+    )
+    claim = _claim_forgetting(frame, roles)
+    assert "KL(base ‖ π) on training prompts there ppo 1.500 ± 0.000 (n=3), sft 2.000" in claim.evidence
+    assert claim.verdict == SUPPORTED and "prior gold at ID gold 0.60 (interpolated)" in claim.evidence
+    # PPO's prior half way between 1.0 and 0.6 + seed / 10: 0.8 + (0 + 0.05 + 0.1) / 3, minus SFT's 0.7
+    assert "ppo − sft = 0.150" in claim.evidence and "ID gold ppo" not in claim.evidence
+
+    # without sweeps the arms end at different gains: shown, never deciding, however large the difference
+    ended = pd.DataFrame([r for r in rows if r.get(epochs, 4) == 4 and r.get(kl_coef, 0.1) == 0.1])
+    claim = _claim_forgetting(ended.drop(columns=[epochs, kl_coef]), roles)
+    assert claim.verdict == INCONCLUSIVE and "no common ID gold (ppo at ID gold 1.00, sft at 0.80;" in (
+        claim.evidence
+    )

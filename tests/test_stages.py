@@ -165,3 +165,33 @@ def test_pad_token_never_shrinks_a_padded_vocabulary(task):
     assert model.get_input_embeddings().num_embeddings == rows  # not cut down to the tokenizer's size
     assert tokenizer.pad_token_id < rows
     assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_dpo_with_precomputed_reference_trains_the_same_model(
+    tmp_path, comparisons_dir, tiny_policy_dir, monkeypatch
+):
+    """precompute_ref: the reference's log-probs once before training, not at every step: the same loss
+    up to batching, so the same weights to float tolerance (with LoRA: the reference is the adapter off)."""
+    import trl
+
+    seen, init = [], trl.DPOTrainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen.append(kwargs["args"].precompute_ref_log_probs)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(trl.DPOTrainer, "__init__", recording_init)
+    trained = {}
+    for precompute in (False, True):
+        out = tmp_path / str(precompute)
+        out.mkdir()
+        settings = DPOSettings(epochs=2, lr=1e-3, batch_size=8, lora_r=4, precompute_ref=precompute)
+        params = {"train": settings.model_dump(), "seed": 0}
+        run_stage("dpo", params, out, {"model": tiny_policy_dir, "data": comparisons_dir}, CTX)
+        trained[precompute] = dict(load_policy(out)[0].named_parameters())
+    assert seen == [False, True]  # TRL was asked to precompute the second time only
+    start = dict(load_policy(tiny_policy_dir)[0].named_parameters())
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(trained[True][name], start[name])  # it trained
+    for key, value in trained[False].items():
+        torch.testing.assert_close(trained[True][key], value, rtol=1e-4, atol=1e-5)

@@ -15,12 +15,16 @@ import pandas as pd
 
 from compare.metrics import mean_ci
 from compare.report.kl_claims import (
+    arm_curves,
+    at_equal_kl,
     claim_best_of_n_kl,
     claim_bias_needed,
     claim_dpo_overoptimises,
     claim_frontier,
     claim_online_beats_offline,
     claim_overoptimisation,
+    common_level,
+    values_at,
 )
 from compare.report.roles import Column, Roles
 from compare.report.series import (
@@ -270,20 +274,38 @@ def _gap_claim(text: str, results, pref: str, sft: str, split: str) -> Claim:
 
 
 def _claim_forgetting(results, roles: Roles) -> Claim:
-    """RL's Razor (Shenfeld et al. 2025): RL forgets less of a prior ability than SFT."""
-    text = "RL forgets less than SFT: the base model's prior ability is better kept (RL's Razor)."
+    """RL's Razor (Shenfeld et al. 2025): at equal gain on the new task, RL forgets less of a prior ability
+    than SFT. Decided at one ID gold that both arms reach across their strength sweeps (SFT's epochs, the
+    RL arm's KL coefficient; `kl_claims.at_equal_kl` with ID gold as the x); arms that end at different
+    gains are compared where they ended, shown but not deciding: more gain usually costs more of the rest.
+    """
+    text = (
+        "RL forgets less than SFT at equal gain: the base model's prior ability is better kept (RL's Razor)."
+    )
     rl, sft = roles.online_rl, roles.imitation
     if not (rl and sft) or "prior" not in set(results["split"]):
         return missing(text, "needs SFT, an online-RL arm and a prior-ability split")
-    d = paired_difference(
-        per_seed(results, rl, "gold_reward", "prior"), per_seed(results, sft, "gold_reward", "prior")
-    )
-    gains = ", ".join(f"{a} {summary(per_seed(results, a, 'gold_reward'))}" for a in (rl, sft))
-    evidence = diff_text(d, rl, sft, "prior-ability gold") + f"; ID gold {gains}"
-    if "forward_kl_train" in results:
-        kls = ", ".join(f"{a} {summary(per_seed(results, a, 'forward_kl_train'))}" for a in (rl, sft))
-        evidence += f"; KL(base ‖ π) on training prompts {kls}"
-    return Claim(text, verdict(d), evidence)
+    d, what, decisive = at_equal_kl(results, roles, rl, sft, x="gold_reward", split="prior")
+    if d is None:
+        return missing(text, what)
+    evidence = diff_text(d, rl, sft, what)
+    if not decisive:  # why it does not decide: the gains
+        evidence += "; ID gold " + ", ".join(
+            f"{a} {summary(per_seed(results, a, 'gold_reward'))}" for a in (rl, sft)
+        )
+    if "forward_kl_train" in results:  # RL's Razor: the forward KL predicts forgetting
+        kl = {a: arm_curves(results, roles, a, "gold_reward", "id", "forward_kl_train") for a in (rl, sft)}
+        level = (
+            common_level(pd.concat(c.values(), axis=1).mean(axis=1) for c in kl.values())
+            if decisive
+            else None
+        )
+        kls = ", ".join(
+            f"{a} {summary(values_at(kl[a], level) if level is not None else per_seed(results, a, 'forward_kl_train'))}"
+            for a in (rl, sft)
+        )
+        evidence += f"; KL(base ‖ π) on training prompts{' there' if level is not None else ''} {kls}"
+    return Claim(text, verdict(d) if decisive else INCONCLUSIVE, evidence)
 
 
 def _claim_curated_demonstrations(results, roles: Roles) -> Claim:

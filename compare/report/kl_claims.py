@@ -24,30 +24,36 @@ from compare.report.verdicts import (
 )
 
 
-def by_strength(results, roles: Roles, arm: str) -> dict[int, pd.Series]:
-    """Per seed, ID gold at each strength setting of `arm`, indexed by that setting's mean KL over seeds
-    (so the last entry is the setting that moved furthest from the base); {} without a strength sweep."""
+def by_strength(
+    results, roles: Roles, arm: str, x: str = "kl_to_base", split: str = "id", y: str = "gold_reward"
+) -> dict[int, pd.Series]:
+    """Per seed, `y` (gold) on `split` at each strength setting of `arm`, indexed by that setting's ID `x`
+    (KL to the base by default; ID gold for a comparison at equal gain), mean over seeds, so the last entry
+    is the setting that went furthest; {} without a strength sweep."""
     keys = strength_columns(results, roles, arm)
-    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
-    if not keys or rows.empty:
+    rows = results[results["arm"] == arm]
+    at_id, at_split = rows[rows["split"] == "id"], rows[rows["split"] == split]
+    if not keys or at_id.empty or at_split.empty:
         return {}
-    kl = rows.groupby(keys)["kl_to_base"].mean()
+    xs = at_id.groupby(keys)[x].mean()
     out = {}
-    for seed, group in rows.groupby("seed"):
-        gold = group.groupby(keys)["gold_reward"].mean()
-        out[seed] = pd.Series(gold.values, index=kl.loc[gold.index].values).sort_index()
+    for seed, group in at_split.groupby("seed"):
+        gold = group.groupby(keys)[y].mean()
+        out[seed] = pd.Series(gold.values, index=xs.loc[gold.index].values).sort_index()
     return out
 
 
 def gold_at_kl(curve: pd.Series, kl: float) -> float:
-    """Gold at `kl` on a curve indexed by KL (sorted), linearly interpolated; nan outside its range."""
+    """Gold at `kl` on a curve indexed by KL (or any x, sorted), linearly interpolated; nan outside its range."""
     xs, ys = curve.index.to_numpy(float), curve.to_numpy(float)
     if len(xs) == 0 or kl < xs[0] or kl > xs[-1]:
         return math.nan
     return float(np.interp(kl, xs, ys))
 
 
-def at_equal_kl(results, roles: Roles, a: str, b: str) -> tuple[dict | None, str, bool]:
+def at_equal_kl(
+    results, roles: Roles, a: str, b: str, x: str = "kl_to_base", split: str = "id"
+) -> tuple[dict | None, str, bool]:
     """Seed-paired ID gold of `a` minus `b` at one KL to the base that both reach: (difference, what was
     compared, whether it may decide the claim).
 
@@ -58,32 +64,64 @@ def at_equal_kl(results, roles: Roles, a: str, b: str) -> tuple[dict | None, str
     difference is of ID gold where each arm ended, shown but never deciding: even "more gold at less
     KL" says nothing about equal KL when the other arm may be past its peak, and gold per nat of KL
     favours whichever arm moved less. (None, why, False) when there is nothing to compare.
+
+    With `x="gold_reward"` and another `split`, the same at equal gain: gold on `split` (the prior
+    ability) of both arms at one ID gold that both reach.
     """
-    curves = {arm: by_strength(results, roles, arm) or _one_point(results, arm) for arm in (a, b)}
+    curves = {
+        arm: by_strength(results, roles, arm, x, split) or _one_point(results, arm, x, split)
+        for arm in (a, b)
+    }
     if not all(curves.values()):
-        return None, "no ID results for both arms", False
+        return None, f"no {split} results for both arms", False
+    what, at = ("ID gold", "KL") if x == "kl_to_base" else (f"{split} gold", "ID gold")
     means = {arm: pd.concat(c.values(), axis=1).mean(axis=1) for arm, c in curves.items()}
     low = max(m.index.min() for m in means.values())
     high = min(m.index.max() for m in means.values())
     if low <= high and max(len(m) for m in means.values()) >= 2:
-        kl = (low + high) / 2
-        at = {arm: {s: gold_at_kl(c, kl) for s, c in curves[arm].items()} for arm in curves}
-        return paired_difference(at[a], at[b]), f"ID gold at KL {kl:.2f} (interpolated)", True
+        level = (low + high) / 2
+        values = {arm: {s: gold_at_kl(c, level) for s, c in curves[arm].items()} for arm in curves}
+        return paired_difference(values[a], values[b]), f"{what} at {at} {level:.2f} (interpolated)", True
     end = {arm: {s: float(c.iloc[-1]) for s, c in curves[arm].items()} for arm in curves}
-    kl_a, kl_b = (float(means[arm].index[-1]) for arm in (a, b))
+    x_a, x_b = (float(means[arm].index[-1]) for arm in (a, b))
     d = paired_difference(end[a], end[b])
-    what = f"no common KL ({a} at KL {kl_a:.2f}, {b} at {kl_b:.2f}; not a comparison at equal KL): ID gold"
-    return d, what, False
+    where = (
+        f"no common {at} ({a} at {at} {x_a:.2f}, {b} at {x_b:.2f}; not a comparison at equal {at}): {what}"
+    )
+    return d, where, False
 
 
-def _one_point(results, arm: str) -> dict[int, pd.Series]:
-    """An arm without a strength sweep as a one-point curve per seed, at its mean KL over seeds (and
+def arm_curves(
+    results, roles: Roles, arm: str, x: str, split: str, y: str = "gold_reward"
+) -> dict[int, pd.Series]:
+    """`by_strength`, or for an arm without a sweep its one point per seed."""
+    return by_strength(results, roles, arm, x, split, y) or _one_point(results, arm, x, split, y)
+
+
+def common_level(means) -> float | None:
+    """The middle of the x range that every seed-mean curve covers; None when they do not overlap or no
+    curve has two points (then nothing is compared at an equal x)."""
+    means = list(means)
+    low, high = max(m.index.min() for m in means), min(m.index.max() for m in means)
+    return (low + high) / 2 if low <= high and max(len(m) for m in means) >= 2 else None
+
+
+def values_at(curves: dict[int, pd.Series], level: float) -> dict[int, float]:
+    """Per seed, its curve interpolated at `level`."""
+    return {seed: gold_at_kl(c, level) for seed, c in curves.items()}
+
+
+def _one_point(
+    results, arm: str, x: str = "kl_to_base", split: str = "id", y: str = "gold_reward"
+) -> dict[int, pd.Series]:
+    """An arm without a strength sweep as a one-point curve per seed, at its mean ID `x` over seeds (and
     over any other settings it was run at)."""
-    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
-    if rows.empty:
+    rows = results[results["arm"] == arm]
+    at_id, at_split = rows[rows["split"] == "id"], rows[rows["split"] == split]
+    if at_id.empty or at_split.empty:
         return {}
-    kl = float(rows["kl_to_base"].mean())
-    return {seed: pd.Series([g["gold_reward"].mean()], index=[kl]) for seed, g in rows.groupby("seed")}
+    level = float(at_id[x].mean())
+    return {seed: pd.Series([g[y].mean()], index=[level]) for seed, g in at_split.groupby("seed")}
 
 
 def _equal_kl_claim(text: str, results, roles: Roles, a: str | None, b: str | None, needs: str) -> Claim:

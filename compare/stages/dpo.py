@@ -39,6 +39,11 @@ class DPOSettings(TrainSettings):
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="robust: the rate at which labels are assumed flipped."
     )
+    precompute_ref: bool = Field(
+        False,
+        description="Compute the reference's log-probs once before training (TRL's precompute_ref_log_probs) "
+        "rather than at every step: one reference pass per comparison instead of one per epoch.",
+    )
 
     @model_validator(mode="after")
     def _smoothing_is_robust(self):
@@ -69,6 +74,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         beta=settings.beta,
         loss_type=[settings.loss_type],
         label_smoothing=settings.label_smoothing,
+        precompute_ref_log_probs=settings.precompute_ref,
         max_length=None,
     )
     trainer = DPOTrainer(

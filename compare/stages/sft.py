@@ -49,6 +49,7 @@ SPEC = StageSpec(
     settings=SFTSettings,
     role=Role.IMITATION,
     data=Data.DEMONSTRATIONS,
+    strength="epochs",  # more passes over the demonstrations move further from the base
     memory=(16, 4),
     objective=("loss", "NLL of demonstrations ↓"),
     distributed=True,
