@@ -52,7 +52,7 @@ class Stage:
         spec = {
             "kind": self.kind,
             "version": SPECS[self.kind].version,
-            "params": self.params,
+            "params": _keyed_params(self.kind, self.params),
             "inputs": {name: stage.key for name, stage in sorted(self.inputs.items())},
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -66,6 +66,18 @@ class Stage:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Stage) and other.key == self.key
+
+
+def _keyed_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A stage's parameters as its key sees them: settings added after its version that, at the value its
+    settings class lists as `NEUTRAL`, reproduce the results of before are left out, so that adding such a
+    setting keeps every cached stage valid."""
+    neutral = getattr(SPECS[kind].settings, "NEUTRAL", {})
+    train = params.get("train")
+    if not neutral or not isinstance(train, dict):
+        return params
+    kept = {k: v for k, v in train.items() if k not in neutral or neutral[k] != v}
+    return {**params, "train": kept}
 
 
 @dataclass

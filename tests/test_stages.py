@@ -195,3 +195,48 @@ def test_dpo_with_precomputed_reference_trains_the_same_model(
     assert not torch.equal(trained[True][name], start[name])  # it trained
     for key, value in trained[False].items():
         torch.testing.assert_close(trained[True][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_on_the_cpu_trains_in_bfloat16_autocast(tmp_path, demos_dir, tiny_policy_dir, monkeypatch):
+    """bf16_cpu: TRL's trainer runs its forward passes under bfloat16 autocast on the CPU too; the model
+    trains, its stored weights stay float32, and they differ from a float32 run's (bf16's rounding)."""
+    seen = []
+    original = torch.autocast.__init__
+
+    def recording(self, device_type, dtype=None, enabled=True, *args, **kwargs):
+        if enabled and device_type == "cpu":
+            seen.append(dtype)
+        original(self, device_type, dtype, enabled, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autocast, "__init__", recording)
+    trained = {}
+    for bf16 in (False, True):
+        out = tmp_path / str(bf16)
+        out.mkdir()
+        settings = SFTSettings(epochs=1, lr=1e-3, batch_size=8, bf16_cpu=bf16)
+        params = {"train": settings.model_dump(), "seed": 0}
+        run_stage("sft", params, out, {"model": tiny_policy_dir, "data": demos_dir}, CTX)
+        assert (torch.bfloat16 in seen) == bf16  # float32: no autocast at all
+        assert_trained(out, tiny_policy_dir)
+        trained[bf16] = load_policy(out)[0]
+    a, b = (dict(trained[k].named_parameters()) for k in (False, True))
+    assert all(p.dtype == torch.float32 for p in b.values())
+    assert any(not torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_setting_at_its_neutral_value_leaves_the_stage_key_alone():
+    """Settings added after a stage's version (bf16_cpu, DPO's precompute_ref) at the value that reproduces
+    the old results are not part of the key, so caches stay valid; any other value is a new stage."""
+    from compare.plan import Stage
+
+    old = {"train": {"epochs": 3.0, "lr": 5e-4, "batch_size": 16, "lora_r": None, "beta": 0.1}, "seed": 0}
+    new = {"train": {**old["train"], "bf16_cpu": False, "precompute_ref": False}, "seed": 0}
+    assert Stage("dpo", new).key == Stage("dpo", old).key
+    for changed in ({"bf16_cpu": True}, {"precompute_ref": True}):
+        assert Stage("dpo", {**new, "train": {**new["train"], **changed}}).key != Stage("dpo", old).key
+    assert (
+        Stage("sft", {"train": {"epochs": 3.0, "bf16_cpu": False}}).key
+        == Stage("sft", {"train": {"epochs": 3.0}}).key
+    )
+    # a setting of another stage kind named the same is not dropped
+    assert Stage("eval", {"train": {"bf16_cpu": False}}).key != Stage("eval", {"train": {}}).key

@@ -110,7 +110,7 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
         seed=seed,
         data_seed=seed,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=torch.cuda.is_bf16_supported() if cuda else getattr(train, "bf16_cpu", False),
         dataloader_num_workers=0,
         **extra,
     )

@@ -17,7 +17,7 @@ second copy is held).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,6 +27,8 @@ from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
 
 
 class DPOSettings(TrainSettings):
+    NEUTRAL: ClassVar[dict[str, Any]] = {**TrainSettings.NEUTRAL, "precompute_ref": False}
+
     lr: float = Field(5e-4, gt=0, description="Peak learning rate.")
     beta: float = Field(
         0.1, gt=0, description="DPO's KL strength beta (higher = closer to the start policy)."

@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -79,7 +79,7 @@ from compare.ppo_math import (
     value_loss,
 )
 from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task
-from compare.stages.spec import Job, Produces, Role, StageSettings, StageSpec
+from compare.stages.spec import BF16_CPU_HELP, Job, Produces, Role, StageSettings, StageSpec
 from compare.tracking import StageLogger
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
@@ -120,6 +120,9 @@ class PPOSettings(StageSettings):
         description="Train LoRA adapters of this rank (peft) on the policy and the value model instead of "
         "all weights; the reference is the policy with its adapter disabled.",
     )
+    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP + " Rollouts, scoring and updates alike.")
+
+    NEUTRAL: ClassVar[dict[str, Any]] = {"bf16_cpu": False}  # see TrainSettings.NEUTRAL
 
 
 # -- models ----------------------------------------------------------------------------------------------
@@ -326,7 +329,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 def run_ppo(job: Job, out: Path, inputs: dict[str, Path], ctx: Context, reward: str) -> None:
     """PPO on `reward`: "model" (the arm's reward model) or "gold" (the task's gold reward; an oracle)."""
     settings = job.settings
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(settings.bf16_cpu)
     task = make_task(job.task, inputs)  # with the judge model, for a task whose gold is one
     models = load_models(inputs, reward, settings.lora_r)
     history = train(models, task, settings, job.seed, accelerator, ctx)
@@ -392,14 +395,20 @@ def sampling(step: int):
         ) from e
 
 
-def make_accelerator():
+def make_accelerator(bf16_cpu: bool = False):
     from accelerate import Accelerator
 
     cuda = (
         torch.cuda.is_available()
     )  # the devices `compare.lm.loading.device` knows: CUDA, else the CPU (gloo)
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+    bf16 = torch.cuda.is_bf16_supported() if cuda else bf16_cpu
+    precision = "bf16" if bf16 else "no"
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state  # one per process: a stage before this one may have set another
+    if state and str(state.get("_mixed_precision", precision)) != precision:
+        AcceleratorState._reset_state()  # as transformers' TrainingArguments does; the process group stays
+    return Accelerator(cpu=not cuda, mixed_precision=precision)
 
 
 def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, ctx: Context) -> list[dict]:
