@@ -244,11 +244,17 @@ def claim_bias_needed(logs, results, roles: Roles) -> Claim:
     bon = roles.selection
     strength = roles.strength_columns(bon, results.columns) if bon else []
     drop = {}
+    use_bon = bool(strength) and column in results
+    source = (
+        f"{bon} across its {strength[0].rsplit('.', 1)[-1]}"
+        if use_bon
+        else f"{', '.join(rl)} during training"
+    )
     for level in sorted(logs[column].dropna().unique()):
         rows = logs[(logs["arm"].isin(rl)) & np.isclose(logs[column].astype(float), float(level))]
         rows = rows[rows["heldout/gold"].notna() & rows["heldout/proxy"].notna()]
         per_seed_drop = peak_minus_final_gold(rows) if not rows.empty else {}
-        if strength and column in results:  # best-of-n over its n: gold at the best n minus at the largest
+        if use_bon:  # best-of-n over its n: gold at the best n minus at the largest
             sel = results[(results["arm"] == bon) & (results["split"] == "id")]
             sel = sel[np.isclose(sel[column].astype(float), float(level))]
             curves = {seed: g.groupby(strength[0])["gold_reward"].mean() for seed, g in sel.groupby("seed")}
@@ -259,7 +265,7 @@ def claim_bias_needed(logs, results, roles: Roles) -> Claim:
         return missing(text, "needs training curves at two or more levels")
     clean, biased = min(drop), [lv for lv in drop if lv != min(drop)]
     falls = {lv: d["n"] >= 2 and d["significant"] and d["mean"] > 0 for lv, d in drop.items()}
-    evidence = "; ".join(
+    evidence = f"{source}: " + "; ".join(
         f"{column.rsplit('.', 1)[-1]} {lv:g}: gold at the peak minus at the end {fmt(d['mean'], d['half_width'])} "
         f"(n={d['n']}{', significant' if falls[lv] else ''})"
         for lv, d in drop.items()
