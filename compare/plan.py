@@ -72,7 +72,8 @@ def _keyed_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """A stage's parameters as its key sees them: settings added after its version that, at the value its
     settings class lists as `NEUTRAL`, reproduce the results of before are left out, so that adding such a
     setting keeps every cached stage valid."""
-    neutral = getattr(SPECS[kind].settings, "NEUTRAL", {})
+    spec = SPECS[kind]
+    neutral = getattr(spec.settings or spec.train_settings, "NEUTRAL", {})
     train = params.get("train")
     if not neutral or not isinstance(train, dict):
         return params

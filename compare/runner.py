@@ -86,6 +86,7 @@ def execute(
     from compare.stages.common import quiet_libraries
 
     cache.clear_stale()
+    _WAITED.clear()
     outcome = Outcome()
     todo = [s for s in stage_order([root for r in runs for root in r.roots]) if not cache.is_complete(s.name)]
     if not todo:
@@ -350,13 +351,15 @@ def _draws_bars() -> bool:
         return False
 
 
-_WAITED = []  # stages this process has waited for; only the first wait is said (one line, not one a stage)
+# whether this process has said, in this run, that it waits for another process: one line a run, not one
+# a stage (`execute` clears it here; a Ray worker that a later run in this process reuses says it once)
+_WAITED: list[bool] = []
 
 
 def _say_waiting_once(message: str) -> None:
     if not _WAITED:
         tqdm.write(f"{message} (later waits for other processes are not listed)", file=sys.stderr)
-    _WAITED.append(message)
+        _WAITED.append(True)
 
 
 def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: StageCache, ctx: Context) -> bool:

@@ -209,3 +209,38 @@ def test_forgetting_is_decided_at_equal_gain_and_only_there():
     assert claim.verdict == INCONCLUSIVE and "no common ID gold (ppo at ID gold 1.00, sft at 0.80;" in (
         claim.evidence
     )
+
+
+def test_a_curve_that_zigzags_along_its_strength_does_not_decide():
+    """SFT whose ID gold rises then falls with epochs: a curve indexed by gold would join 1 and 9 epochs
+    as neighbours, so the claim is shown where each arm ended, not decided at an equal gain."""
+    from compare.report.claims import _claim_forgetting
+
+    roles = Roles({"base": [], "sft": ["sft"], "ppo": ["rm", "ppo"]})
+    epochs, kl_coef = "grid.arms.sft.stages.sft.epochs", "grid.arms.ppo.stages.ppo.kl_coef"
+    rows = []
+    for seed in range(3):
+        for e, g in ((1, 0.4), (4, 0.9), (9, 0.5)):
+            rows += [
+                row("sft", seed, g, **{epochs: e}),
+                {**row("sft", seed, 0.5, **{epochs: e}), "split": "prior"},
+            ]
+        for c, g in ((1.0, 0.2), (0.1, 1.0)):
+            rows += [
+                row("ppo", seed, g, **{kl_coef: c}),
+                {**row("ppo", seed, 0.9, **{kl_coef: c}), "split": "prior"},
+            ]
+    claim = _claim_forgetting(pd.DataFrame(rows), roles)
+    assert claim.verdict == INCONCLUSIVE and "sft: ID gold does not move one way" in claim.evidence
+
+
+def test_settings_at_the_same_x_are_one_point_and_a_missing_one_is_no_crash():
+    rows = [
+        row("dpo", s, g, kl, **{BETA: b}) for s in (0, 1) for b, kl, g in ((1.0, 0.5, 0.1), (0.3, 0.5, 0.3))
+    ]
+    rows += [row("dpo", 0, 0.9, 2.0, **{BETA: 0.1})]  # seed 1 lacks beta 0.1
+    curves = by_strength(pd.DataFrame(rows), ROLES, "dpo")
+    assert curves[0].to_dict() == {0.5: pytest.approx(0.2), 2.0: 0.9} and curves[1].to_dict() == {
+        0.5: pytest.approx(0.2)
+    }
+    pd.concat(curves.values(), axis=1)  # the seed-mean curve of at_equal_kl: unique x, so it aligns

@@ -359,17 +359,20 @@ def test_lora_run_keeps_the_adapter_disabled_base_as_reference(tmp_path, tiny_po
     assert all(math.isfinite(e["loss"]) for e in history if "loss" in e)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16_cpu is about the CPU; a GPU uses bf16 anyway")
 def test_bf16_on_the_cpu_runs_ppo_under_bfloat16_autocast(tiny_policy_dir, tiny_rm_dir, task):
     """bf16_cpu: the accelerator's autocast is bfloat16 on the CPU; PPO trains with finite numbers and ends
-    somewhere else than in float32 (bf16's rounding), its weights still float32."""
-    assert ppo.make_accelerator().mixed_precision == "no"
-    accelerator = ppo.make_accelerator(bf16_cpu=True)
-    assert accelerator.mixed_precision == "bf16"
+    somewhere else than in float32 (bf16's rounding), its weights still float32. One process, both
+    precisions in turn: accelerate's per-process state is reset between them."""
     ends = {}
-    for name, acc in (("fp32", ppo.make_accelerator()), ("bf16", accelerator)):
+    for bf16 in (False, True, False):
+        accelerator = ppo.make_accelerator(bf16_cpu=bf16)
+        assert accelerator.mixed_precision == ("bf16" if bf16 else "no")
         models = ppo.load_models(inputs(tiny_policy_dir, tiny_rm_dir), "model", None)
-        history = ppo.train(models, task, settings(episodes=16, rollout_batch_size=8), 0, acc, Context())
+        history = ppo.train(
+            models, task, settings(episodes=16, rollout_batch_size=8), 0, accelerator, Context()
+        )
         assert all(math.isfinite(e["loss"]) for e in history if "loss" in e)
-        ends[name] = dict(models.policy.named_parameters())
-    assert all(p.dtype == torch.float32 for p in ends["bf16"].values())
-    assert any(not torch.allclose(ends["fp32"][k], ends["bf16"][k], atol=1e-6) for k in ends["fp32"])
+        ends.setdefault(bf16, dict(models.policy.named_parameters()))
+    assert all(p.dtype == torch.float32 for p in ends[True].values())
+    assert any(not torch.allclose(ends[False][k], ends[True][k], atol=1e-6) for k in ends[False])

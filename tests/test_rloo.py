@@ -91,3 +91,12 @@ def test_reference_is_the_starting_policy(tmp_path, tiny_policy_dir, tiny_rm_dir
     assert trainer.ref_model.config._name_or_path == str(tiny_policy_dir)
     reference = dict(trainer.ref_model.named_parameters())
     assert all(torch.equal(p, reference[n]) for n, p in trainer.model.named_parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16_cpu is about the CPU; a GPU uses bf16 anyway")
+def test_bf16_cpu_reaches_the_trainer(tmp_path, tiny_policy_dir, tiny_rm_dir):
+    """RLOO (and GRPO, which shares its set-up) hand bf16_cpu to TRL's config: autocast on the CPU."""
+    inputs = {"model": tiny_policy_dir, "reward_model": tiny_rm_dir}
+    for bf16 in (False, True):
+        trainer = rloo.build_trainer(params(bf16_cpu=bf16), tmp_path / str(bf16), inputs, Context())
+        assert trainer.args.bf16 is bf16

@@ -197,6 +197,7 @@ def test_dpo_with_precomputed_reference_trains_the_same_model(
         torch.testing.assert_close(trained[True][key], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16_cpu is about the CPU; a GPU uses bf16 anyway")
 def test_bf16_on_the_cpu_trains_in_bfloat16_autocast(tmp_path, demos_dir, tiny_policy_dir, monkeypatch):
     """bf16_cpu: TRL's trainer runs its forward passes under bfloat16 autocast on the CPU too; the model
     trains, its stored weights stay float32, and they differ from a float32 run's (bf16's rounding)."""
@@ -238,5 +239,11 @@ def test_a_setting_at_its_neutral_value_leaves_the_stage_key_alone():
         Stage("sft", {"train": {"epochs": 3.0, "bf16_cpu": False}}).key
         == Stage("sft", {"train": {"epochs": 3.0}}).key
     )
-    # a setting of another stage kind named the same is not dropped
+    # the judge trains with the reward model's settings: the same holds for it
+    judge = {"train": {"epochs": 1.0, "lora_r": None}, "seed": 0}
+    assert (
+        Stage("judge", {**judge, "train": {**judge["train"], "bf16_cpu": False}}).key
+        == Stage("judge", judge).key
+    )
+    # a stage without such settings keeps whatever its parameters say
     assert Stage("eval", {"train": {"bf16_cpu": False}}).key != Stage("eval", {"train": {}}).key

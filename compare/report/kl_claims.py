@@ -39,8 +39,22 @@ def by_strength(
     out = {}
     for seed, group in at_split.groupby("seed"):
         gold = group.groupby(keys)[y].mean()
-        out[seed] = pd.Series(gold.values, index=xs.loc[gold.index].values).sort_index()
+        curve = pd.Series(gold.values, index=xs.loc[gold.index].values)
+        out[seed] = curve.groupby(level=0).mean().sort_index()  # settings at the same x: one point
     return out
+
+
+def follows_strength(results, roles: Roles, arm: str, x: str = "kl_to_base") -> bool:
+    """Whether `arm`'s mean ID `x` moves one way along its strength setting (more KL, or more gain, the
+    weaker the regularisation). If it zigzags (SFT past its best epoch, say), a curve indexed by x joins
+    settings that are not neighbours, and nothing read off it is a comparison at equal x. True without
+    a sweep, and with more than one swept setting (no one order to check)."""
+    keys = strength_columns(results, roles, arm)
+    if len(keys) != 1:
+        return True
+    rows = results[(results["arm"] == arm) & (results["split"] == "id")]
+    steps = np.diff(rows.groupby(keys[0])[x].mean().sort_index().to_numpy(float))
+    return bool(np.all(steps >= 0) or np.all(steps <= 0))
 
 
 def gold_at_kl(curve: pd.Series, kl: float) -> float:
@@ -68,26 +82,26 @@ def at_equal_kl(
     With `x="gold_reward"` and another `split`, the same at equal gain: gold on `split` (the prior
     ability) of both arms at one ID gold that both reach.
     """
-    curves = {
-        arm: by_strength(results, roles, arm, x, split) or _one_point(results, arm, x, split)
-        for arm in (a, b)
-    }
+    curves = {arm: arm_curves(results, roles, arm, x, split) for arm in (a, b)}
     if not all(curves.values()):
         return None, f"no {split} results for both arms", False
     what, at = ("ID gold", "KL") if x == "kl_to_base" else (f"{split} gold", "ID gold")
     means = {arm: pd.concat(c.values(), axis=1).mean(axis=1) for arm, c in curves.items()}
-    low = max(m.index.min() for m in means.values())
-    high = min(m.index.max() for m in means.values())
-    if low <= high and max(len(m) for m in means.values()) >= 2:
-        level = (low + high) / 2
-        values = {arm: {s: gold_at_kl(c, level) for s, c in curves[arm].items()} for arm in curves}
+    level = common_level(means.values())
+    zigzag = [arm for arm in (a, b) if not follows_strength(results, roles, arm, x)]
+    if level is not None and not zigzag:
+        values = {arm: values_at(curves[arm], level) for arm in curves}
         return paired_difference(values[a], values[b]), f"{what} at {at} {level:.2f} (interpolated)", True
     end = {arm: {s: float(c.iloc[-1]) for s, c in curves[arm].items()} for arm in curves}
     x_a, x_b = (float(means[arm].index[-1]) for arm in (a, b))
     d = paired_difference(end[a], end[b])
-    where = (
-        f"no common {at} ({a} at {at} {x_a:.2f}, {b} at {x_b:.2f}; not a comparison at equal {at}): {what}"
-    )
+    if level is not None:  # a common x, but a curve that zigzags along its strength setting
+        where = (
+            f"{' and '.join(zigzag)}: {at} does not move one way along the strength setting "
+            f"(not a comparison at equal {at}): {what} where each ended"
+        )
+    else:
+        where = f"no common {at} ({a} at {at} {x_a:.2f}, {b} at {x_b:.2f}; not a comparison at equal {at}): {what}"
     return d, where, False
 
 

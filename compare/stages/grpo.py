@@ -19,14 +19,14 @@ policy and reference get left-padding-proof position ids (`use_mask_positions`);
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from compare.lm.sampling import reward_function
 from compare.stages.common import Context, make_task, train_and_save
 from compare.stages.rloo import episode_prompts, group_trainer, model_scorer, start_policy, workload
-from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec
+from compare.stages.spec import BF16_CPU_HELP, LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
 
 
 class GRPOSettings(StageSettings):
@@ -57,6 +57,9 @@ class GRPOSettings(StageSettings):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
+    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
+
+    NEUTRAL: ClassVar[dict[str, Any]] = TrainSettings.NEUTRAL
 
     @model_validator(mode="after")
     def _groups_fit(self):

@@ -19,4 +19,6 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 
 # 2: trained with LoRA, stored as its adapter on the base (docs/cache.md)
-SPEC = StageSpec(kind="judge", version=2, run=run, memory=(16, 4), distributed=True)
+SPEC = StageSpec(
+    kind="judge", version=2, run=run, memory=(16, 4), distributed=True, train_settings=RewardSettings
+)

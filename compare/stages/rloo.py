@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -38,7 +39,7 @@ from compare.stages.common import (
     train_and_save,
     trainer_args,
 )
-from compare.stages.spec import LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
+from compare.stages.spec import BF16_CPU_HELP, LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
 
 
 class RLOOSettings(StageSettings):
@@ -52,6 +53,9 @@ class RLOOSettings(StageSettings):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
+    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
+
+    NEUTRAL: ClassVar[dict[str, Any]] = TrainSettings.NEUTRAL
 
     @model_validator(mode="after")
     def _groups_fit(self):
@@ -112,7 +116,7 @@ def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, mo
     """One epoch over the episodes' prompts, each sampled `num_generations` times: episodes * k
     completions, `batch_size` of them per optimiser step; `config`: the trainer's own settings."""
     train = job.settings
-    optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr)
+    optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr, bf16_cpu=train.bf16_cpu)
     args = trainer_args(
         config_cls,
         optimiser,
