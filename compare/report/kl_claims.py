@@ -254,7 +254,8 @@ def claim_bias_needed(logs, results, roles: Roles) -> Claim:
     )
     if column is None or "heldout/gold" not in logs:
         return missing(text, "needs online-RL training curves over a sweep of a labeller bias or noise")
-    rl = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]
+    curves = logs[logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
+    rl = [a for a in curves["arm"].unique() if not roles.is_oracle(a)]  # the arms with held-out curves
     bon = roles.selection
     strength = roles.strength_columns(bon, results.columns) if bon else []
     drop = {}
