@@ -254,3 +254,24 @@ def test_figures_set_no_global_backend():
     code = "import sys, compare.report; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+
+
+def test_forgetting_figure_draws_each_strength_setting_and_the_equal_gain_panel(tmp_path, monkeypatch):
+    roles = Roles({"base": [], "sft": ["sft"], "ppo": ["rm", "ppo"]})
+    cols = {"sft": "grid.arms.sft.stages.sft.epochs", "ppo": "grid.arms.ppo.stages.ppo.kl_coef"}
+    rows = [{"arm": "base", "seed": s, "split": sp, "gold_reward": 0.6, "forward_kl_train": 0.0}
+            for s in (0, 1) for sp in ("id", "prior")]  # fmt: skip
+    for arm, col in cols.items():
+        for value in (1, 3, 9):
+            for seed in (0, 1):
+                for split, gold in (("id", 0.6 + value / 20), ("prior", 1 - value / 20)):
+                    rows.append({"arm": arm, "seed": seed, "split": split, col: value, "gold_reward": gold,
+                                 "forward_kl_train": value / 3})  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    assert figures.forgetting(pd.DataFrame(rows), roles, tmp_path / "f.png") == tmp_path / "f.png"
+    left, right = drawn[0].axes
+    lines = {line.get_label(): line for line in right.get_lines() if not line.get_label().startswith("_")}
+    assert list(lines["sft (epochs)"].get_xdata()) == pytest.approx([0.65, 0.75, 1.05])  # ID gold per epochs
+    assert list(lines["ppo (kl_coef)"].get_ydata()) == pytest.approx([0.95, 0.85, 0.55])  # prior per setting
+    assert "KL(base ‖ policy)" in left.get_xlabel() and "ID prompts" in right.get_xlabel()

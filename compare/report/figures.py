@@ -273,31 +273,52 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
 
 
 def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
-    """Prior ability kept vs KL(π_base ‖ π) on the training prompts, per arm (Shenfeld et al. 2025)."""
+    """Prior ability kept vs KL(π_base ‖ π) on the training prompts, per arm (Shenfeld et al. 2025); with
+    strength sweeps (experiments/forgetting.yaml) one point per setting, and a second panel against ID
+    gold, where the claim compares the arms at equal gain."""
     if "prior" not in set(results["split"]) or "forward_kl_train" not in results:
         return None
-    fig = Figure(figsize=(6.5, 4.5))
-    ax = fig.subplots()
-    prior = _arm_means(results, roles.names, "gold_reward", "prior")
-    kl = _arm_means(results, roles.names, "forward_kl_train", "id")
-    for (arm, g, gh, n), (_, k, kh, _) in zip(prior, kl):
-        if n == 0 or math.isnan(k):
-            continue
-        ax.errorbar(
-            k,
-            g,
-            xerr=kh,
-            yerr=gh,
-            fmt="s" if roles.is_oracle(arm) else "o",
-            capsize=3,
-            label=roles.label(arm),
-        )
-        ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel("KL(base ‖ policy) on training prompts, nats (base samples)")
-    ax.set_ylabel("prior ability kept (counting, gold)")
-    ax.set_title("Forgetting: what each arm kept of an ability no stage trained")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    swept = {arm: strength_columns(results, roles, arm) for arm in roles.names}
+    panels = [("forward_kl_train", "KL(base ‖ policy) on training prompts, nats (base samples)")]
+    if any(swept.values()):
+        panels.append(("gold_reward", "gold reward on ID prompts (the gain)"))
+    fig = Figure(figsize=(6.5 * len(panels), 4.5))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (x, label) in zip(axes, panels):
+        for arm in roles.names:
+            rows = results[results["arm"] == arm]
+            at_id, prior = rows[rows["split"] == "id"], rows[rows["split"] == "prior"]
+            if prior.empty or at_id[x].isna().all():
+                continue
+            keys = swept[arm]
+            if keys:  # one point per strength setting, seed means, in the setting's order
+                xs = at_id.groupby(keys)[x].mean()
+                ys = prior.groupby(keys)["gold_reward"].mean()
+                ax.plot(
+                    xs.values,
+                    ys.loc[xs.index].values,
+                    "o-",
+                    label=f"{roles.label(arm)} ({keys[0].rsplit('.', 1)[-1]})",
+                )
+                for setting, xv, yv in zip(xs.index, xs.values, ys.loc[xs.index].values):
+                    ax.annotate(
+                        f"{setting:g}", (xv, yv), textcoords="offset points", xytext=(5, 3), fontsize=7
+                    )
+                continue
+            g, gh, n = mean_ci(list(prior["gold_reward"]))
+            k, kh, _ = mean_ci(list(at_id[x].dropna()))
+            if n == 0 or math.isnan(k):
+                continue
+            ax.errorbar(
+                k, g, xerr=0.0 if math.isnan(kh) else kh, yerr=0.0 if math.isnan(gh) else gh,
+                fmt="s" if roles.is_oracle(arm) else "o", capsize=3, label=roles.label(arm),
+            )  # fmt: skip
+            ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("prior ability kept (counting, gold)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Forgetting: what each arm kept of an ability no stage trained")
     return _save(fig, path)
 
 
