@@ -85,8 +85,9 @@ def execute(
     """
     from compare.stages.common import quiet_libraries
 
+    global _waited
     cache.clear_stale()
-    _WAITED.clear()
+    _waited = False
     outcome = Outcome()
     todo = [s for s in stage_order([root for r in runs for root in r.roots]) if not cache.is_complete(s.name)]
     if not todo:
@@ -353,13 +354,14 @@ def _draws_bars() -> bool:
 
 # whether this process has said, in this run, that it waits for another process: one line a run, not one
 # a stage (`execute` clears it here; a Ray worker that a later run in this process reuses says it once)
-_WAITED: list[bool] = []
+_waited = False
 
 
 def _say_waiting_once(message: str) -> None:
-    if not _WAITED:
+    global _waited
+    if not _waited:
         tqdm.write(f"{message} (later waits for other processes are not listed)", file=sys.stderr)
-        _WAITED.append(True)
+        _waited = True
 
 
 def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: StageCache, ctx: Context) -> bool:

@@ -62,6 +62,11 @@ def run_tags(runs) -> dict[str, str]:
     }
 
 
+def project_name(ctx, env: str) -> str:
+    """The tracker's project: its own environment variable (`env`), else the suite's name."""
+    return os.environ.get(env, ctx.project or "sft-vs-rlhf")
+
+
 def trainer_report_to(ctx, config_cls=None) -> dict:
     """The TRL config fields for `ctx`'s trackers: `report_to`, the tracker run's name, and trackio's
     project where the config has that field (the other trackers read theirs from the environment,
@@ -71,7 +76,7 @@ def trainer_report_to(ctx, config_cls=None) -> dict:
     fields = {"report_to": list(ctx.report_to), "run_name": ctx.stage}
     known = getattr(config_cls, "__dataclass_fields__", {})
     if "project" in known:
-        fields["project"] = os.environ.get("TRACKIO_PROJECT", ctx.project or "sft-vs-rlhf")
+        fields["project"] = project_name(ctx, "TRACKIO_PROJECT")
     return fields
 
 
@@ -171,7 +176,7 @@ class StageLogger:
         self.ctx, self.writers = ctx, []
         if not ctx.report_to:
             return
-        tags, name, project = ctx.tags, ctx.stage, ctx.project or "sft-vs-rlhf"
+        tags, name = ctx.tags, ctx.stage
         config = {**(config or {}), **{f"tag/{k}": v for k, v in tags.items()}}
         for tracker in ctx.report_to:
             if tracker == "tensorboard":
@@ -184,21 +189,21 @@ class StageLogger:
             elif tracker == "wandb":
                 import wandb
 
-                project = os.environ.get("WANDB_PROJECT", project)
+                project = project_name(ctx, "WANDB_PROJECT")
                 tag_list = [f"{k}:{v}"[:64] for k, v in tags.items() if k != "runs"]
                 run = wandb.init(project=project, name=name, tags=tag_list, config=config, reinit=True)
                 self.writers.append(_Wandb(run))
             elif tracker == "mlflow":
                 import mlflow
 
-                mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", project))
+                mlflow.set_experiment(project_name(ctx, "MLFLOW_EXPERIMENT_NAME"))
                 mlflow.start_run(run_name=name, tags=tags)
                 mlflow.log_params({k: str(v)[:500] for k, v in config.items()})
                 self.writers.append(_MLflow(mlflow))
             elif tracker == "trackio":
                 import trackio
 
-                trackio.init(project=os.environ.get("TRACKIO_PROJECT", project), name=name, config=config)
+                trackio.init(project=project_name(ctx, "TRACKIO_PROJECT"), name=name, config=config)
                 self.writers.append(_Trackio(trackio))
 
     def log(self, entry: dict, step: int) -> None:

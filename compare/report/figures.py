@@ -285,7 +285,8 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     fig = Figure(figsize=(6.5 * len(panels), 4.5))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (x, label) in zip(axes, panels):
-        for arm in roles.names:
+        for i, arm in enumerate(roles.names):
+            color = f"C{i % 10}"  # one colour per arm in both panels
             rows = results[results["arm"] == arm]
             at_id, prior = rows[rows["split"] == "id"], rows[rows["split"] == "prior"]
             if prior.empty or at_id[x].isna().all():
@@ -293,14 +294,10 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
             keys = swept[arm]
             if keys:  # one point per strength setting, seed means, in the setting's order
                 xs = at_id.groupby(keys)[x].mean()
-                ys = prior.groupby(keys)["gold_reward"].mean()
-                ax.plot(
-                    xs.values,
-                    ys.loc[xs.index].values,
-                    "o-",
-                    label=f"{roles.label(arm)} ({keys[0].rsplit('.', 1)[-1]})",
-                )
-                for setting, xv, yv in zip(xs.index, xs.values, ys.loc[xs.index].values):
+                ys = prior.groupby(keys)["gold_reward"].mean().loc[xs.index]
+                swept_label = f"{roles.label(arm)} ({keys[0].rsplit('.', 1)[-1]})"
+                ax.plot(xs.values, ys.values, "o-", color=color, label=swept_label)
+                for setting, xv, yv in zip(xs.index, xs.values, ys.values):
                     ax.annotate(
                         f"{setting:g}", (xv, yv), textcoords="offset points", xytext=(5, 3), fontsize=7
                     )
@@ -311,7 +308,7 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
                 continue
             ax.errorbar(
                 k, g, xerr=0.0 if math.isnan(kh) else kh, yerr=0.0 if math.isnan(gh) else gh,
-                fmt="s" if roles.is_oracle(arm) else "o", capsize=3, label=roles.label(arm),
+                fmt="s" if roles.is_oracle(arm) else "o", capsize=3, color=color, label=roles.label(arm),
             )  # fmt: skip
             ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xlabel(label)

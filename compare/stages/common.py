@@ -92,6 +92,12 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def use_bf16(bf16_cpu: bool) -> bool:
+    """Whether a training stage computes in bfloat16: on a GPU whenever it supports it, on the CPU only
+    when the stage's `bf16_cpu` asks for it."""
+    return torch.cuda.is_bf16_supported() if device().type == "cuda" else bf16_cpu
+
+
 def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra):
     """TRL config for one stage: its optimiser settings (`epochs`, `batch_size`, `lr`), quiet, seeded."""
     cuda = device().type == "cuda"
@@ -110,7 +116,7 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
         seed=seed,
         data_seed=seed,
         use_cpu=not cuda,
-        bf16=torch.cuda.is_bf16_supported() if cuda else getattr(train, "bf16_cpu", False),
+        bf16=use_bf16(train.bf16_cpu),
         dataloader_num_workers=0,
         **extra,
     )

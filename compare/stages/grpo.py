@@ -19,17 +19,18 @@ policy and reference get left-padding-proof position ids (`use_mask_positions`);
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from compare.lm.sampling import reward_function
 from compare.stages.common import Context, make_task, train_and_save
 from compare.stages.rloo import episode_prompts, group_trainer, model_scorer, start_policy, workload
-from compare.stages.spec import BF16_CPU_HELP, LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
+from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings
+from compare.tasks.task import has_verifier
 
 
-class GRPOSettings(StageSettings):
+class GRPOSettings(TrainingSettings):
     """TRL's GRPOTrainer against the reward model or the task's verifier."""
 
     reward: Literal["reward_model", "verifier"] = Field(
@@ -57,9 +58,6 @@ class GRPOSettings(StageSettings):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
-    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
-
-    NEUTRAL: ClassVar[dict[str, Any]] = TrainSettings.NEUTRAL
 
     @model_validator(mode="after")
     def _groups_fit(self):
@@ -85,7 +83,7 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     data = episode_prompts(task, train.episodes, f"grpo-{job.seed}")
     model, tokenizer = start_policy(inputs, train, out)
     if train.reward == "verifier":
-        if task.verifier_rewards(task.prompts("train")[:1], [""]) is None:
+        if not has_verifier(type(task)):
             raise ValueError(f"task {task.name!r} has no verifier: use reward: reward_model")
         score = reward_function(tokenizer, task.verifier_rewards, "verifier")
     else:

@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -78,15 +78,15 @@ from compare.ppo_math import (
     policy_loss,
     value_loss,
 )
-from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task
-from compare.stages.spec import BF16_CPU_HELP, Job, Produces, Role, StageSettings, StageSpec
+from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task, use_bf16
+from compare.stages.spec import Job, Produces, Role, StageSpec, TrainingSettings
 from compare.tracking import StageLogger
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
 
 
 # -- settings --------------------------------------------------------------------------------------------
-class PPOSettings(StageSettings):
+class PPOSettings(TrainingSettings):
     """Our PPO (docs/ppo.md): rollouts, reward-model score, per-token KL penalty, GAE, clipped updates."""
 
     episodes: int = Field(1024, ge=1, description="Prompts rolled out in all (rollout batches x batch size).")
@@ -120,9 +120,6 @@ class PPOSettings(StageSettings):
         description="Train LoRA adapters of this rank (peft) on the policy and the value model instead of "
         "all weights; the reference is the policy with its adapter disabled.",
     )
-    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP + " Rollouts, scoring and updates alike.")
-
-    NEUTRAL: ClassVar[dict[str, Any]] = {"bf16_cpu": False}  # see TrainSettings.NEUTRAL
 
 
 # -- models ----------------------------------------------------------------------------------------------
@@ -397,18 +394,14 @@ def sampling(step: int):
 
 def make_accelerator(bf16_cpu: bool = False):
     from accelerate import Accelerator
-
-    cuda = (
-        torch.cuda.is_available()
-    )  # the devices `compare.lm.loading.device` knows: CUDA, else the CPU (gloo)
-    bf16 = torch.cuda.is_bf16_supported() if cuda else bf16_cpu
-    precision = "bf16" if bf16 else "no"
     from accelerate.state import AcceleratorState
+
+    precision = "bf16" if use_bf16(bf16_cpu) else "no"
 
     state = AcceleratorState._shared_state  # one per process: a stage before this one may have set another
     if state and str(state.get("_mixed_precision", precision)) != precision:
         AcceleratorState._reset_state()  # as transformers' TrainingArguments does; the process group stays
-    return Accelerator(cpu=not cuda, mixed_precision=precision)
+    return Accelerator(cpu=device().type != "cuda", mixed_precision=precision)
 
 
 def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, ctx: Context) -> list[dict]:

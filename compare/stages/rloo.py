@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -39,10 +38,10 @@ from compare.stages.common import (
     train_and_save,
     trainer_args,
 )
-from compare.stages.spec import BF16_CPU_HELP, LORA_HELP, Job, Role, StageSettings, StageSpec, TrainSettings
+from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings, TrainSettings
 
 
-class RLOOSettings(StageSettings):
+class RLOOSettings(TrainingSettings):
     """TRL's RLOOTrainer scoring with our reward model (REINFORCE, leave-one-out baseline)."""
 
     episodes: int = Field(512, ge=1, description="Prompts used in all.")
@@ -53,9 +52,6 @@ class RLOOSettings(StageSettings):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature.")
     max_new_tokens: int = Field(32, ge=1, description="Longest completion.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
-    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
-
-    NEUTRAL: ClassVar[dict[str, Any]] = TrainSettings.NEUTRAL
 
     @model_validator(mode="after")
     def _groups_fit(self):

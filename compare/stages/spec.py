@@ -64,18 +64,23 @@ BF16_CPU_HELP = (
 )
 
 
-class TrainSettings(StageSettings):
-    """Optimiser settings shared by the TRL-backed stages."""
+class TrainingSettings(StageSettings):
+    """Base of every training stage's settings (the TRL-backed ones, RLOO, GRPO, our PPO)."""
 
     # settings added after a stage's version whose value here reproduces the results of before: left out
     # of the stage's key at that value (compare.plan), so adding them kept every cached stage valid
     NEUTRAL: ClassVar[dict[str, Any]] = {"bf16_cpu": False}
 
+    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
+
+
+class TrainSettings(TrainingSettings):
+    """Optimiser settings shared by the TRL-backed stages."""
+
     epochs: float = Field(3.0, gt=0, description="Passes over the stage's data.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     batch_size: int = Field(16, ge=1, description="Examples per optimiser step.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
-    bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
 
 
 @dataclass(frozen=True)

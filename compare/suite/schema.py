@@ -29,12 +29,7 @@ from compare.stages.rm import RewardSettings
 from compare.suite.errors import error_at
 from compare.tasks import TASKS
 from compare.tasks.arithmetic import TRAIN_TEMPLATES
-from compare.tasks.task import Task
-
-
-def has_verifier(task: type[Task]) -> bool:
-    """Whether a task class gives a verifier (overrides `Task.verifier_rewards`)."""
-    return task.verifier_rewards is not Task.verifier_rewards
+from compare.tasks.task import has_verifier
 
 
 class Strict(BaseModel):

@@ -371,7 +371,7 @@ class Arithmetic(Task):
         No problem of an evaluation split appears, in any notation, so evaluation measures adding, not
         recall.
         """
-        held_out = {parse_prompt(p) for split in self.eval_splits for p in self._splits[split]}
+        held_out = set(self._problems["id"]) | set(self._problems["ood"])  # every evaluation split's problems
         texts = []
         while len(texts) < n:
             (length,) = rng.choices(

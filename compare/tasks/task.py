@@ -122,3 +122,8 @@ class Task:
     def vocabulary(self) -> list[str]:
         """Every word the task's language uses (built-in tasks train a word-level tokenizer on it)."""
         raise NotImplementedError
+
+
+def has_verifier(task: type[Task]) -> bool:
+    """Whether a task class gives a verifier (overrides `Task.verifier_rewards`)."""
+    return task.verifier_rewards is not Task.verifier_rewards
