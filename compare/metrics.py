@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
-# two-sided 97.5% Student-t quantiles for small degrees of freedom, by table: the same intervals on every
-# machine, whatever scipy version is installed (scipy serves the p-values)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}  # fmt: skip
 
-
-def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with `df` degrees of freedom (table, conservative between rows)."""
+@functools.lru_cache(maxsize=256)
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """The two-sided `level` quantile of Student's t with `df` degrees of freedom, t_{(1+level)/2, df}
+    (scipy.stats.t; imported on first use, as most commands never compute an interval); nan for df < 1."""
     if df < 1:
         return math.nan
-    if df in _T975:
-        return _T975[df]
-    smaller = [k for k in _T975 if k < df]
-    return _T975[max(smaller)] if df < 60 else 1.96
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf((1 + level) / 2, df))
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, int]:
@@ -30,7 +27,7 @@ def mean_ci(values: list[float]) -> tuple[float, float, int]:
     mean = statistics.fmean(xs)
     if n == 1:
         return mean, math.nan, 1
-    return mean, t_quantile_975(n - 1) * statistics.stdev(xs) / math.sqrt(n), n
+    return mean, t_quantile(n - 1) * statistics.stdev(xs) / math.sqrt(n), n
 
 
 def distinct_n(texts: list[str], n: int = 2) -> float:

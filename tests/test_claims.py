@@ -143,7 +143,7 @@ def test_a_one_point_arm_is_compared_where_the_swept_arm_reaches_its_kl():
         rows.append(row("ppo", seed, 0.8 + seed / 20, 1.5))  # KL 1.5: bon's curve gives 1.0 there
     d, what, decisive = at_equal_kl(pd.DataFrame(rows), roles, "bon", "ppo")
     assert what == "ID gold at KL 1.50 (interpolated)" and decisive
-    assert d["mean"] == pytest.approx(0.2 + (0 + 0.05 + 0.1) / 3) and d["significant"]
+    assert d.mean == pytest.approx(0.2 + (0 + 0.05 + 0.1) / 3) and d.significant
     assert claim_best_of_n_kl(pd.DataFrame(rows), roles).verdict == SUPPORTED
 
 
@@ -164,13 +164,16 @@ def test_frontier_is_decided_at_equal_kl_by_seed():
 
 
 def test_a_task_s_other_named_shifts_get_a_claim_each():
-    from compare.report.claims import _claim_shift
+    from compare.report.claims import _gap_claim_for
 
     frame = pd.DataFrame([row("sft", 0, 1.0), {**row("sft", 0, 0.5), "split": "ood_reversed"}])
-    assert shift_claims(frame) == ["ood_opener", "ood_format", "ood_reversed"]
+    assert shift_claims(frame) == ["ood_reversed"]  # arithmetic's shifts: not those of reviews
     assert shift_claims(frame[frame["split"] == "id"]) == ["ood_opener", "ood_format"]
-    claim = _claim_shift(frame, "dpo", "sft", "ood_reversed")
+    claim = _gap_claim_for(
+        frame, "dpo", "sft", "offline preference", "ood_reversed", "arithmetic_variants.yaml"
+    )
     assert "a changed rule" in claim.claim and "ID − OOD reversed gap" in claim.claim
+    assert claim.key == "shift:ood_reversed[dpo]"
 
 
 def test_forgetting_is_decided_at_equal_gain_and_only_there():

@@ -1,14 +1,15 @@
 """The comparison's findings, computed from saved results: per-axis statements and the claims table.
 
-Every sentence here is built from numbers in `results.csv` / `training_logs.csv`; a claim is called
-supported or contradicted only when a seed-paired 95% interval excludes zero, otherwise inconclusive,
-and "not measured" when the suite has no runs that bear on it. The arms a claim compares are found by
+Every sentence here is built from numbers in `results.csv` / `training_logs.csv`; every verdict comes
+from the one rule of `compare/report/verdicts.py` (a seed-paired 95% interval that excludes zero), and is
+shown again after Holm's correction over the claims the report tests. The arms a claim compares are found by
 role (`compare/report/roles.py`), never by name.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from compare.report.series import (
     summary,
     sweep_values,
 )
-from compare.report.stats import budget_to_reach, crossover, paired_difference
+from compare.report.stats import Difference, budget_to_reach, crossover, paired_difference, seeds_to_decide
 from compare.report.tables import SHIFTS, split_name
 from compare.report.verdicts import (  # noqa: F401  (the verdicts are part of this module's interface)
     CONTRADICTED,
@@ -42,9 +43,13 @@ from compare.report.verdicts import (  # noqa: F401  (the verdicts are part of t
     NOT_MEASURED,
     SUPPORTED,
     Claim,
+    Decision,
+    correct,
+    decide,
+    decide_any,
     diff_text,
     missing,
-    verdict,
+    reading,
 )
 
 
@@ -82,17 +87,17 @@ def data_needs_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
 def generalisation_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
     lines = []
     splits = set(results["split"])
-    for arm in roles.names:
+    for arm in roles.policies:
         ids = per_seed(results, arm, "gold_reward", "id")
         parts = []
         for split in SHIFTS:
             if split not in splits:
                 continue
             gap = paired_difference(ids, per_seed(results, arm, "gold_reward", split))
-            if gap["n"]:
-                parts.append(f"ID − {split_name(split)} gold gap {fmt(gap['mean'], gap['half_width'])}")
+            if gap.n:
+                parts.append(f"ID − {split_name(split)} gold gap {fmt(gap.mean, gap.half_width)}")
         if parts:
-            n = paired_difference(ids, per_seed(results, arm, "gold_reward", "ood"))["n"]
+            n = paired_difference(ids, per_seed(results, arm, "gold_reward", "ood")).n
             lines.append(f"**{arm}**: " + "; ".join(parts) + f" (n={n}).")
     return lines
 
@@ -103,62 +108,185 @@ def forgetting_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
         return []
     base = per_seed(results, roles.base, "gold_reward", "prior")
     lines = []
-    for arm in roles.names:
+    for arm in roles.policies:
         if arm == roles.base:
             continue
         d = paired_difference(per_seed(results, arm, "gold_reward", "prior"), base)
-        kl = summary(per_seed(results, arm, "forward_kl_train")) if "forward_kl_train" in results else "–"
-        if d["n"]:
+        kl_seeds = per_seed(results, arm, "forward_kl_train") if "forward_kl_train" in results else {}
+        kl = f"; KL(base ‖ π) on training prompts {summary(kl_seeds)}" if kl_seeds else ""
+        if d.n:
             lines.append(
-                f"**{arm}**: prior ability (counting) {fmt(d['mean'], d['half_width'])} against the base; "
-                f"KL(base ‖ π) on training prompts {kl}."
+                f"**{arm}**: prior ability (counting) {fmt(d.mean, d.half_width)} against the base{kl}."
             )
     return lines
 
 
 # -- claims ----------------------------------------------------------------------------------------------
-def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> list[Claim]:
-    """The claims table; `roles` selects among the arms that have results (`Roles.of(suite, present)`)."""
-    pref, sft = roles.preference, roles.imitation
-    return [
-        _claim_data_needs(results, pref, sft),
-        _claim_noise(results, pref, sft),
-        _claim_ood(results, pref, sft),
-        _claim_diversity(results, pref, sft),
-        _claim_beyond_demonstrator(results, pref, sft),
+# The shipped suite designed to decide each claim (docs/claims.md); the shift claims' suite is the task's
+# (`Task.shift_suite`).
+HOME_SUITE = {
+    "data_needs": "data_needs.yaml",
+    "noise": "noise.yaml",
+    "diversity": "generalization.yaml",
+    "beyond_demonstrator": "generalization.yaml",
+    "overoptimisation": "overoptimization.yaml",
+    "bias_needed": "overoptimization.yaml",
+    "frontier": "frontier.yaml",
+    "dpo_vs_preferred": "generalization.yaml",
+    "forgetting": "forgetting.yaml",
+    "best_of_n_kl": "frontier.yaml",
+    "curated": "curated.yaml",
+    "dpo_overoptimises": "frontier.yaml",
+    "online": "online.yaml",
+}
+
+
+def check_claims(
+    results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, task: str | None = None
+) -> list[Claim]:
+    """The claims table, each verdict also after Holm's correction over the claims tested; `roles`
+    selects among the arms that have results (`Roles.of(suite, present)`), `task` names the suite's task
+    (its shifts' claims name the suite that decides them)."""
+    sft = roles.imitation
+    rl = preference_arms(roles)
+    shift_home = _shift_suite(task)
+    per_rl = [
+        claim
+        for pref, kind in rl or [(None, "")]
+        for claim in (
+            _claim_data_needs(results, pref, sft, kind),
+            _claim_noise(results, pref, sft, kind),
+            _gap_claim_for(results, pref, sft, kind, "ood", shift_home),
+            _claim_diversity(results, pref, sft, kind),
+            _claim_beyond_demonstrator(results, pref, sft, kind),
+            *(_gap_claim_for(results, pref, sft, kind, split, shift_home) for split in shift_claims(results)),
+        )
+    ]
+    claims = [
+        *_one_row_when_unmeasured(per_rl),
         claim_overoptimisation(logs, roles),
-        claim_frontier(results, roles),
-        _claim_dpo_vs_preferred(results, roles),
-        *(_claim_shift(results, pref, sft, split) for split in shift_claims(results)),
-        _claim_forgetting(results, roles),
-        claim_best_of_n_kl(results, roles),
         claim_bias_needed(logs, results, roles),
-        _claim_curated_demonstrations(results, roles),
+        claim_frontier(results, roles),
+        claim_best_of_n_kl(results, roles),
         claim_dpo_overoptimises(results, roles),
         claim_online_beats_offline(results, roles),
+        _claim_dpo_vs_preferred(results, roles),
+        _claim_forgetting(results, roles),
+        _claim_curated_demonstrations(results, roles),
     ]
+    ordered = sorted(claims, key=lambda c: _ORDER.index(c.key.split("[")[0].split(":")[0]))
+    return correct([_with_home(c, shift_home) for c in ordered])
 
 
-def _claim_data_needs(results, pref, sft) -> Claim:
+def _one_row_when_unmeasured(claims: list[Claim]) -> list[Claim]:
+    """A claim that no RL arm can measure is one row, not one per arm."""
+    out, seen = [], set()
+    for claim in claims:
+        base = claim.key.split("[")[0]
+        if claim.verdict == NOT_MEASURED:
+            if base in seen:
+                continue
+            claim = replace(claim, key=base)
+        seen.add(base)
+        out.append(claim)
+    measured = {c.key.split("[")[0] for c in out if c.verdict != NOT_MEASURED}
+    return [c for c in out if c.verdict != NOT_MEASURED or c.key not in measured]
+
+
+_ORDER = ["data_needs", "noise", "ood", "shift", "diversity", "beyond_demonstrator", "dpo_vs_preferred",
+          "overoptimisation", "bias_needed", "dpo_overoptimises", "frontier", "best_of_n_kl", "online",
+          "forgetting", "curated"]  # fmt: skip
+
+
+def _shift_suite(task: str | None) -> str:
+    from compare.tasks import TASKS
+
+    cls = TASKS.get(task) if task else None
+    return getattr(cls, "shift_suite", "") or ""
+
+
+def _with_home(claim: Claim, shift_home: str) -> Claim:
+    if claim.suite:
+        return claim
+    base = claim.key.split("[")[0]
+    home = shift_home if base == "ood" or base.startswith("shift:") else HOME_SUITE.get(base, "")
+    return replace(claim, suite=home)
+
+
+def preference_arms(roles: Roles) -> list[tuple[str, str]]:
+    """The arms that stand for "RLHF" in the claims against SFT, one per kind of RL present: the offline
+    preference arm (DPO) and the online-RL arm against a reward model (RM + PPO, RLOO), each checked; when
+    neither is in the suite, the preference arm `Roles.preference` picks (e.g. SFT → RM → PPO, best-of-n)."""
+    found = []
+    if roles.dpo:
+        found.append((roles.dpo, "offline preference"))
+    if roles.online_rl:
+        found.append((roles.online_rl, "online RL"))
+    if not found and roles.preference:
+        found.append((roles.preference, "preference"))
+    return found
+
+
+def _who(pref: str | None, kind: str) -> str:
+    return f"[{pref}]" if pref else ""
+
+
+def _compared(pref: str, sft: str, kind: str) -> str:
+    return f"RLHF, here: {pref} ({kind}); SFT, here: {sft}"
+
+
+def single(
+    key: str,
+    text: str,
+    diff: Difference,
+    read: str,
+    evidence: str,
+    compared: str = "",
+    positive_supports: bool = True,
+    can_contradict: bool = True,
+) -> Claim:
+    """A claim decided by one paired difference (`decide`), with the seeds an undecided effect would need."""
+    decision = decide(diff, positive_supports, can_contradict)
+    need = None
+    if decision.verdict == INCONCLUSIVE and diff.n >= 2:
+        need = seeds_to_decide(diff.mean, diff.sd)
+    effect = diff if positive_supports else _negated(diff)
+    return Claim(key, text, decision.verdict, evidence, reading=read, compared=compared,
+                 p_value=decision.p_value, can_contradict=can_contradict, seeds_needed=need, effect=effect)  # fmt: skip
+
+
+def _negated(d: Difference) -> Difference:
+    return replace(d, mean=-d.mean)
+
+
+def _claim_data_needs(results, pref, sft, kind) -> Claim:
+    key = "data_needs" + _who(pref, kind)
     text = "SFT needs more labelled data than RLHF for the same quality."
     col = Column.BUDGET
     if not (pref and sft) or len(sweep_values(results, col)) < 2:
-        return missing(text, "needs SFT and a preference arm over a budget sweep")
-    wins, losses, parts = [], [], []
+        return missing(key, text, "needs SFT and a preference arm over a budget sweep")
+    diffs, parts = [], []
     for b in sweep_values(results, col):
         d = paired_difference(
             per_seed(results, pref, "gold_reward", **{col: b}),
             per_seed(results, sft, "gold_reward", **{col: b}),
         )
-        parts.append(f"{b:g}: {fmt(d['mean'], d['half_width'])}")
-        if d["n"] >= 2 and d["significant"]:
-            (wins if d["mean"] > 0 else losses).append(b)
-    v = INCONCLUSIVE
-    if wins and not losses:
-        v = SUPPORTED
-    elif losses and not wins:
-        v = CONTRADICTED
-    return Claim(text, v, f"ID gold {pref} − {sft} by budget: " + "; ".join(parts))
+        diffs.append((b, d))
+        parts.append(f"{b:g}: {fmt(d.mean, d.half_width)}" + (" (significant)" if d.significant else ""))
+    decision = decide_any([d for _, d in diffs])
+    deciding = min((d for _, d in diffs if d.n >= 2), key=lambda d: d.p_value, default=None)
+    ahead = [b for b, d in diffs if d.significant and d.mean > 0]
+    behind = [b for b, d in diffs if d.significant and d.mean < 0]
+    read = (
+        f"{pref} has significantly more ID gold than {sft} at "
+        + (", ".join(f"{b:g}" for b in ahead) or "no budget")
+        + " units"
+        + (f" and less at {', '.join(f'{b:g}' for b in behind)}" if behind else "")
+        + f" ({len(diffs)} budgets tested; the p-value is Bonferroni-multiplied by {len(diffs)})."
+    )
+    return Claim(key, text, decision.verdict, f"ID gold {pref} − {sft} by budget: " + "; ".join(parts),
+                 reading=read, compared=_compared(pref, sft, kind), p_value=decision.p_value,
+                 effect=deciding)  # fmt: skip
 
 
 def _drop(results, arm, col, best_first: bool) -> dict[int, float]:
@@ -173,11 +301,12 @@ def _drop(results, arm, col, best_first: bool) -> dict[int, float]:
     return {s: good[s] - bad[s] for s in good.keys() & bad.keys()}
 
 
-def _claim_noise(results, pref, sft) -> Claim:
+def _claim_noise(results, pref, sft, kind) -> Claim:
+    key = "noise" + _who(pref, kind)
     text = "RLHF tolerates noisy feedback better than SFT tolerates bad demonstrations."
     noise_col, quality_col = Column.LABEL_NOISE, Column.DEMONSTRATOR_QUALITY
     if not (pref and sft) or noise_col not in results or quality_col not in results:
-        return missing(text, "needs a flip-rate sweep and a demonstrator-quality sweep")
+        return missing(key, text, "needs a flip-rate sweep and a demonstrator-quality sweep")
     pref_drop = _drop(results, pref, noise_col, best_first=True)  # clean labels -> noisiest
     sft_drop = _drop(results, sft, quality_col, best_first=False)  # best demonstrator -> worst
     d = paired_difference(sft_drop, pref_drop)
@@ -185,78 +314,102 @@ def _claim_noise(results, pref, sft) -> Claim:
         f"gold lost from cleanest to noisiest labels, {pref}: {summary(pref_drop)}; from best to worst "
         f"demonstrator, {sft}: {summary(sft_drop)}; " + diff_text(d, f"{sft} loss", f"{pref} loss", "")
     )
-    return Claim(text, verdict(d), evidence)
+    read = reading(d, f"{sft} loses", "more gold to bad demonstrations than", "less gold to bad demonstrations than",
+                   f"{pref} loses to noisy labels")  # fmt: skip
+    return single(key, text, d, read, evidence, _compared(pref, sft, kind))
 
 
-def _claim_ood(results, pref, sft) -> Claim:
-    text = "RLHF generalises better out of distribution than SFT (smaller ID − OOD gap)."
+def _gap_claim_for(results, pref, sft, kind, split: str, shift_home: str) -> Claim:
+    """The OOD claim (`ood`) or the same on another named shift (`shift:<split>`): a smaller ID − shift gap
+    for the preference arm than for SFT."""
+    if split == "ood":
+        key, text = "ood", "RLHF generalises better out of distribution than SFT (smaller ID − OOD gap)."
+    else:
+        key = f"shift:{split}"
+        text = f"RLHF holds up better than SFT under {SHIFTS[split]} (smaller ID − {split_name(split)} gap)."
+    key += _who(pref, kind)
     if not (pref and sft):
-        return missing(text, "needs SFT and a preference arm")
-    return _gap_claim(text, results, pref, sft, "ood")
+        return missing(key, text, "needs SFT and a preference arm")
+    if split not in set(results["split"]):
+        return missing(key, text, f"needs the {split} split")
+    return _gap_claim(key, text, results, pref, sft, split, kind)
 
 
-def _claim_diversity(results, pref, sft) -> Claim:
+def _claim_diversity(results, pref, sft, kind) -> Claim:
+    key = "diversity" + _who(pref, kind)
     text = "RLHF reduces output diversity compared with SFT (distinct-2 across prompts)."
     if not (pref and sft):
-        return missing(text, "needs SFT and a preference arm")
+        return missing(key, text, "needs SFT and a preference arm")
     metric = "distinct_2_across" if "distinct_2_across" in results else "distinct_2"
+    if metric not in results:
+        return missing(key, text, "needs the distinct-2 of each arm's samples")
     d = paired_difference(per_seed(results, sft, metric), per_seed(results, pref, metric))
-    return Claim(text, verdict(d), diff_text(d, sft, pref, metric))
+    name = "distinct-2 across prompts" if metric == "distinct_2_across" else "distinct-2"
+    read = reading(d, f"{pref}'s {name} is", "lower than", "higher than", f"{sft}'s")
+    return single(key, text, d, read, diff_text(d, sft, pref, metric), _compared(pref, sft, kind))
 
 
-def _claim_beyond_demonstrator(results, pref, sft) -> Claim:
+def _claim_beyond_demonstrator(results, pref, sft, kind) -> Claim:
+    """Supported when the preference arm is significantly above the demonstrator and SFT is not;
+    contradicted when SFT is and the preference arm is not. The p-value is the deciding test's."""
+    key = "beyond_demonstrator" + _who(pref, kind)
     text = "Preference learning can exceed the demonstrator's quality while SFT is capped by it."
     if not (pref and sft) or "demonstrator_gold" not in results:
-        return missing(text, "needs SFT, a preference arm and the demonstrator's gold reward")
+        return missing(key, text, "needs SFT, a preference arm and the demonstrator's gold reward")
     demo = per_seed(results, sft, "demonstrator_gold")
     d_pref = paired_difference(per_seed(results, pref, "gold_reward"), demo)
     d_sft = paired_difference(per_seed(results, sft, "gold_reward"), demo)
-    pref_above = d_pref["significant"] and d_pref["mean"] > 0
-    sft_above = d_sft["significant"] and d_sft["mean"] > 0
-    v = (
-        SUPPORTED
-        if pref_above and not sft_above
-        else (CONTRADICTED if sft_above and not pref_above else INCONCLUSIVE)
-    )
+    above_pref, above_sft = (decide(d).verdict == SUPPORTED for d in (d_pref, d_sft))
+    if above_pref and not above_sft:
+        decision = Decision(SUPPORTED, d_pref.p_value)
+    elif above_sft and not above_pref:
+        decision = Decision(CONTRADICTED, d_sft.p_value)
+    else:
+        decision = Decision(INCONCLUSIVE, d_pref.p_value)
     evidence = (
         f"demonstrator ID gold {summary(demo)}; "
         + diff_text(d_pref, pref, "demonstrator", "")
         + "; "
         + diff_text(d_sft, sft, "demonstrator", "")
     )
-    return Claim(text, v, evidence)
+    read = (
+        reading(d_pref, f"{pref} scores", "above", "below", "the demonstrator").rstrip(".")
+        + "; "
+        + reading(d_sft, f"{sft} scores", "above", "below", "the demonstrator")
+    )
+    return Claim(key, text, decision.verdict, evidence, reading=read, compared=_compared(pref, sft, kind),
+                 p_value=decision.p_value, effect=d_pref)  # fmt: skip
 
 
 def _claim_dpo_vs_preferred(results, roles: Roles) -> Claim:
-    text = "DPO beats SFT on the chosen responses of the same comparisons (preferred-FT)."
+    key, text = (
+        "dpo_vs_preferred",
+        "DPO beats SFT on the chosen responses of the same comparisons (preferred-FT).",
+    )
     dpo, control = roles.dpo, roles.imitation_control
     if not (dpo and control):
-        return missing(text, "needs dpo and preferred_ft arms")
+        return missing(key, text, "needs dpo and preferred_ft arms")
     d = paired_difference(per_seed(results, dpo, "gold_reward"), per_seed(results, control, "gold_reward"))
-    return Claim(text, verdict(d), diff_text(d, dpo, control, "ID gold"))
+    read = reading(d, f"{dpo}'s ID gold is", "higher than", "lower than", f"{control}'s")
+    return single(
+        key, text, d, read, diff_text(d, dpo, control, "ID gold"), f"DPO: {dpo}; preferred-FT: {control}"
+    )
 
 
-# the shifts of `reviews` are always in the table (not measured elsewhere); a task's other named shifts
-# (arithmetic's rule variant and held-out template) join it when its results have them
+# a task's shifts besides `ood` each have a claim of their own; those of `reviews` are always in the table
 ALWAYS_CLAIMED_SHIFTS = ("ood_opener", "ood_format")
 
 
 def shift_claims(results: pd.DataFrame) -> list[str]:
-    """The named shifts with a claim of their own: `ood` has the main OOD claim."""
+    """The named shifts with a claim of their own (`ood` has the main OOD claim): the task's other shifts
+    present in the results; the shifts of `reviews` when no other task's shifts are there."""
     present = set(results["split"])
     extra = [s for s in SHIFTS if s not in ("ood", *ALWAYS_CLAIMED_SHIFTS) and s in present]
-    return [*ALWAYS_CLAIMED_SHIFTS, *extra]
+    first = list(ALWAYS_CLAIMED_SHIFTS) if present & set(ALWAYS_CLAIMED_SHIFTS) or not extra else []
+    return [*first, *extra]
 
 
-def _claim_shift(results, pref, sft, split: str) -> Claim:
-    """The OOD claim on another named shift: a smaller ID − shift gap for the preference arm than for SFT."""
-    text = f"RLHF holds up better than SFT under {SHIFTS[split]} (smaller ID − {split_name(split)} gap)."
-    if not (pref and sft) or split not in set(results["split"]):
-        return missing(text, f"needs SFT, a preference arm and the {split} split")
-    return _gap_claim(text, results, pref, sft, split)
-
-
-def _gap_claim(text: str, results, pref: str, sft: str, split: str) -> Claim:
+def _gap_claim(key: str, text: str, results, pref: str, sft: str, split: str, kind: str) -> Claim:
     """Decided on each seed's ID − `split` gold gap, SFT's minus the preference arm's (positive: RLHF
     holds up better)."""
     gap = {
@@ -270,7 +423,8 @@ def _gap_claim(text: str, results, pref: str, sft: str, split: str) -> Claim:
     evidence = f"gap {sft} {summary(gap[sft])}, {pref} {summary(gap[pref])}; " + diff_text(
         d, sft, pref, "gap"
     )
-    return Claim(text, verdict(d), evidence)
+    read = reading(d, f"{pref}'s ID − {split_name(split)} gap is", "smaller than", "larger than", f"{sft}'s")
+    return single(key, text, d, read, evidence, _compared(pref, sft, kind))
 
 
 def _claim_forgetting(results, roles: Roles) -> Claim:
@@ -279,15 +433,16 @@ def _claim_forgetting(results, roles: Roles) -> Claim:
     RL arm's KL coefficient; `kl_claims.at_equal_kl` with ID gold as the x); arms that end at different
     gains are compared where they ended, shown but not deciding: more gain usually costs more of the rest.
     """
+    key = "forgetting"
     text = (
         "RL forgets less than SFT at equal gain: the base model's prior ability is better kept (RL's Razor)."
     )
     rl, sft = roles.online_rl, roles.imitation
     if not (rl and sft) or "prior" not in set(results["split"]):
-        return missing(text, "needs SFT, an online-RL arm and a prior-ability split")
+        return missing(key, text, "needs SFT, an online-RL arm and a prior-ability split")
     d, what, decisive = at_equal_kl(results, roles, rl, sft, x="gold_reward", split="prior")
     if d is None:
-        return missing(text, what)
+        return missing(key, text, what)
     evidence = diff_text(d, rl, sft, what)
     if not decisive:  # why it does not decide: the gains
         evidence += "; ID gold " + ", ".join(
@@ -305,22 +460,33 @@ def _claim_forgetting(results, roles: Roles) -> Claim:
             for a in (rl, sft)
         )
         evidence += f"; KL(base ‖ π) on training prompts{' there' if level is not None else ''} {kls}"
-    return Claim(text, verdict(d) if decisive else INCONCLUSIVE, evidence)
+    where = (
+        "at " + what.split(" at ", 1)[-1] if decisive else "where each ended (no common ID gold: not decided)"
+    )
+    read = reading(d, f"{rl} keeps", "more prior ability (counting gold) than", "less prior ability than",
+                   f"{sft} {where}")  # fmt: skip
+    compared = f"RL, here: {rl}; SFT, here: {sft}"
+    if not decisive:
+        return Claim(key, text, INCONCLUSIVE, evidence, reading=read, compared=compared, effect=d)
+    return single(key, text, d, read, evidence, compared)
 
 
 def _claim_curated_demonstrations(results, roles: Roles) -> Claim:
     """LIMA (Zhou et al. 2023): few good demonstrations beat many mediocre ones bought with the same units."""
+    key = "curated"
     text = (
         "A few curated demonstrations beat many mediocre ones at equal cost (LIMA): SFT on the best "
         "demonstrator at the highest price per demonstration vs the worst at the lowest."
     )
     sft, q, c = roles.imitation, Column.DEMONSTRATOR_QUALITY, Column.COST_RATIO
     if not sft or q not in results or c not in results:
-        return missing(text, "needs SFT with a sweep of demonstrator quality and of a demonstration's cost")
+        return missing(
+            key, text, "needs SFT with a sweep of demonstrator quality and of a demonstration's cost"
+        )
     rows = results[(results["arm"] == sft) & (results["split"] == "id")]
     qualities, costs = sweep_values(rows, q), sweep_values(rows, c)
     if len(qualities) < 2 or len(costs) < 2:
-        return missing(text, "needs at least two demonstrator qualities and two demonstration costs")
+        return missing(key, text, "needs at least two demonstrator qualities and two demonstration costs")
     pins = {"curated": {q: qualities[-1], c: costs[-1]}, "mediocre": {q: qualities[0], c: costs[0]}}
     budgets = sweep_values(rows, Column.BUDGET)
     if budgets:  # at one budget: the largest, where both buy the most
@@ -328,9 +494,12 @@ def _claim_curated_demonstrations(results, roles: Roles) -> Claim:
     gold = {k: per_seed(results, sft, "gold_reward", **v) for k, v in pins.items()}
     counts = {k: per_seed(results, sft, "n_demonstrations", **v) for k, v in pins.items()}
     d = paired_difference(gold["curated"], gold["mediocre"])
+    n_cur, n_med = (np.mean(list(counts[k].values())) for k in ("curated", "mediocre"))
     evidence = (
-        f"{sft}: {np.mean(list(counts['curated'].values())):.0f} demonstrations of quality {qualities[-1]:g} "
-        f"at {costs[-1]:g} units vs {np.mean(list(counts['mediocre'].values())):.0f} of quality "
+        f"{sft}: {n_cur:.0f} demonstrations of quality {qualities[-1]:g} "
+        f"at {costs[-1]:g} units vs {n_med:.0f} of quality "
         f"{qualities[0]:g} at {costs[0]:g}; " + diff_text(d, "curated", "mediocre", "ID gold")
     )
-    return Claim(text, verdict(d), evidence)
+    read = reading(d, f"{sft} on {n_cur:.0f} curated demonstrations scores", "more ID gold than",
+                   "less ID gold than", f"on {n_med:.0f} mediocre ones")  # fmt: skip
+    return single(key, text, d, read, evidence, f"SFT, here: {sft}")

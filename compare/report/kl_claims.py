@@ -6,21 +6,24 @@ against PPO's, best-of-n against RL, online against offline DPO). Listed in docs
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from compare.report.roles import Column, Roles
 from compare.report.series import fmt, frontier_points, heldout_curves, strength_columns, summary
-from compare.report.stats import fit_rl, paired_difference
+from compare.report.stats import Difference, against_zero, fit_rl, paired_difference, seeds_to_decide
 from compare.report.verdicts import (
     CONTRADICTED,
     INCONCLUSIVE,
     SUPPORTED,
     Claim,
+    Decision,
+    decide,
     diff_text,
     missing,
-    verdict,
+    reading,
 )
 
 
@@ -67,7 +70,7 @@ def gold_at_kl(curve: pd.Series, kl: float) -> float:
 
 def at_equal_kl(
     results, roles: Roles, a: str, b: str, x: str = "kl_to_base", split: str = "id"
-) -> tuple[dict | None, str, bool]:
+) -> tuple[Difference | None, str, bool]:
     """Seed-paired ID gold of `a` minus `b` at one KL to the base that both reach: (difference, what was
     compared, whether it may decide the claim).
 
@@ -138,44 +141,60 @@ def _one_point(
     return {seed: pd.Series([g[y].mean()], index=[level]) for seed, g in at_split.groupby("seed")}
 
 
-def _equal_kl_claim(text: str, results, roles: Roles, a: str | None, b: str | None, needs: str) -> Claim:
+def _equal_kl_claim(
+    key: str, text: str, results, roles: Roles, a: str | None, b: str | None, needs: str
+) -> Claim:
     if not (a and b):
-        return missing(text, needs)
+        return missing(key, text, needs)
     d, what, decisive = at_equal_kl(results, roles, a, b)
     if d is None:
-        return missing(text, what)
-    return Claim(text, verdict(d) if decisive else INCONCLUSIVE, diff_text(d, a, b, what))
+        return missing(key, text, what)
+    where = "at " + what.split(" at ", 1)[-1] if decisive else "where each ended (no common KL: not decided)"
+    read = reading(d, f"{a}'s ID gold is", "higher than", "lower than", f"{b}'s {where}")
+    evidence = diff_text(d, a, b, what)
+    if not decisive:
+        return Claim(key, text, INCONCLUSIVE, evidence, reading=read, compared=f"{a} vs {b}", effect=d)
+    decision = decide(d)
+    need = seeds_to_decide(d.mean, d.sd) if decision.verdict == INCONCLUSIVE else None
+    return Claim(key, text, decision.verdict, evidence, reading=read, compared=f"{a} vs {b}",
+                 p_value=decision.p_value, seeds_needed=need, effect=d)  # fmt: skip
 
 
 def claim_frontier(results, roles: Roles) -> Claim:
     """Rafailov et al. 2023: DPO's gold–KL frontier lies above PPO's."""
-    text = "DPO's reward–KL frontier dominates PPO's (more gold at equal KL)."
+    key, text = "frontier", "DPO's reward–KL frontier dominates PPO's (more gold at equal KL)."
     dpo, ppo = roles.dpo, roles.online_rl
     if not (dpo and ppo) or len(frontier_points(results, roles, dpo)) < 2:
-        return missing(text, "needs a DPO arm with a β sweep and an online-RL arm")
-    claim = _equal_kl_claim(text, results, roles, dpo, ppo, "")
+        return missing(key, text, "needs a DPO arm with a β sweep and an online-RL arm")
+    claim = _equal_kl_claim(key, text, results, roles, dpo, ppo, "")
     points = {arm: frontier_points(results, roles, arm) or [] for arm in (dpo, ppo)}
     if len(points[ppo]) >= 2:
-        claim.evidence += (
+        claim = replace(claim, evidence=claim.evidence + (
             f"; of the seed-mean points, {dominated_share(points[ppo], points[dpo]):.0%} of {ppo}'s are "
             f"dominated by {dpo}'s and {dominated_share(points[dpo], points[ppo]):.0%} of {dpo}'s by {ppo}'s"
-        )
+        ))  # fmt: skip
     return claim
 
 
 def claim_best_of_n_kl(results, roles: Roles) -> Claim:
     """Gao et al. 2022: best-of-n buys more gold per nat of KL than RL against the same kind of reward model."""
-    text = "Best-of-n is more KL-efficient than RL (more gold at equal KL)."
+    key, text = "best_of_n_kl", "Best-of-n is more KL-efficient than RL (more gold at equal KL)."
     return _equal_kl_claim(
-        text, results, roles, roles.selection, roles.online_rl, "needs a best-of-n arm and an online-RL arm"
+        key,
+        text,
+        results,
+        roles,
+        roles.selection,
+        roles.online_rl,
+        "needs a best-of-n arm and an online-RL arm",
     )
 
 
 def claim_online_beats_offline(results, roles: Roles) -> Claim:
     """Tang et al. 2024: online preference optimisation beats offline at the same KL from the reference."""
-    text = "Online preference learning beats offline at equal KL (online DPO vs DPO)."
+    key, text = "online", "Online preference learning beats offline at equal KL (online DPO vs DPO)."
     return _equal_kl_claim(
-        text, results, roles, roles.online_preference, roles.dpo, "needs a DPO arm and an online DPO arm"
+        key, text, results, roles, roles.online_preference, roles.dpo, "needs a DPO arm and an online DPO arm"
     )
 
 
@@ -187,34 +206,42 @@ def dominated_share(points: list[tuple[float, float]], by: list[tuple[float, flo
 
 
 def claim_overoptimisation(logs, roles: Roles) -> Claim:
-    text = "Optimising a proxy reward model past a point lowers the gold reward."
+    """Gao et al. 2022: optimising a proxy past a point lowers the gold reward. Decided on each seed's
+    held-out gold at the best step (chosen on the other seeds) minus at the end; it cannot be contradicted:
+    gold still rising at the end says the run stopped before the point, not that there is none."""
+    key, text = "overoptimisation", "Optimising a proxy reward model past a point lowers the gold reward."
     if logs.empty or "heldout/gold" not in logs:
-        return missing(text, "needs an online-RL arm against a reward model (training curves)")
+        return missing(key, text, "needs an online-RL arm against a reward model (training curves)")
     rl_arms = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]  # an oracle has no proxy
     for arm in rl_arms:
         rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
         if rows.empty:
             continue
         peak_minus_final = peak_minus_final_gold(rows)
-        d = paired_difference(peak_minus_final, {s: 0.0 for s in peak_minus_final})
+        d = against_zero(peak_minus_final)
         curves = heldout_curves(logs, arm)
-        fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"]) if len(curves) >= 3 else None
         peak = ""
-        if fit is not None and not math.isnan(fit["kl_peak"]):
-            reached = float(curves["kl"].max())
-            peak = (
-                f"; the fitted gold curve (Gao et al.) peaks at KL ≈ {fit['kl_peak']:.2f}"
-                if fit["kl_peak"] <= reached
-                else f"; the fitted gold curve still rises at the largest KL reached ({reached:.2f})"
+        if len(curves) >= 3:
+            fit = fit_rl(
+                np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"], r0=float(curves["gold"].iloc[0])
             )
+            reached = float(curves["kl"].max())
+            if fit.peak_inside:
+                peak = f"; the fitted gold curve (Gao et al., from the start policy's gold) peaks at KL ≈ {fit.kl_peak:.2f}"
+            elif fit.fitted:
+                peak = f"; the fitted gold curve still rises at the largest KL reached ({reached:.2f})"
         evidence = (
             f"{arm}: held-out gold at the best step (chosen on the other seeds) minus at the end of training "
             f"{summary(peak_minus_final)}{peak}"
         )
-        return Claim(
-            text, SUPPORTED if d["n"] >= 2 and d["significant"] and d["mean"] > 0 else INCONCLUSIVE, evidence
+        read = reading(
+            d, f"{arm}'s held-out gold at its best step is", "above", "below", "its gold at the end"
         )
-    return missing(text, "no online-RL training curves with a reward model")
+        decision = decide(d, can_contradict=False)
+        need = seeds_to_decide(d.mean, d.sd) if decision.verdict == INCONCLUSIVE and d.mean > 0 else None
+        return Claim(key, text, decision.verdict, evidence, reading=read, compared=f"online RL, here: {arm}",
+                     p_value=decision.p_value, can_contradict=False, seeds_needed=need, effect=d)  # fmt: skip
+    return missing(key, text, "no online-RL training curves with a reward model")
 
 
 def peak_minus_final_gold(rows: pd.DataFrame) -> dict[int, float]:
@@ -242,8 +269,14 @@ def peak_minus_last(by_seed: dict[int, pd.Series]) -> dict[int, float]:
 
 
 def claim_bias_needed(logs, results, roles: Roles) -> Claim:
-    """AlpacaFarm (Dubois et al. 2023): over-optimisation appears when labels are biased or noisy."""
-    text = "Over-optimisation appears only when the labels are biased or noisy (AlpacaFarm)."
+    """AlpacaFarm (Dubois et al. 2023): over-optimisation appears when labels are biased or noisy.
+    Supported when gold falls significantly (peak minus end) at some biased level and not with clean
+    labels; contradicted when it falls with clean labels (a level of 0). The p-value is the deciding
+    level's, Bonferroni-multiplied by the number of biased levels when it is one of them."""
+    key, text = (
+        "bias_needed",
+        "Over-optimisation appears only when the labels are biased or noisy (AlpacaFarm).",
+    )
     column = next(
         (
             c
@@ -253,7 +286,7 @@ def claim_bias_needed(logs, results, roles: Roles) -> Claim:
         None,
     )
     if column is None or "heldout/gold" not in logs:
-        return missing(text, "needs online-RL training curves over a sweep of a labeller bias or noise")
+        return missing(key, text, "needs online-RL training curves over a sweep of a labeller bias or noise")
     curves = logs[logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
     rl = [a for a in curves["arm"].unique() if not roles.is_oracle(a)]  # the arms with held-out curves
     bon = roles.selection
@@ -275,33 +308,57 @@ def claim_bias_needed(logs, results, roles: Roles) -> Claim:
             curves = {seed: g.groupby(strength[0])["gold_reward"].mean() for seed, g in sel.groupby("seed")}
             per_seed_drop = peak_minus_last(curves)  # best-of-n's sweep of n, where there is one
         if per_seed_drop:
-            drop[level] = paired_difference(per_seed_drop, dict.fromkeys(per_seed_drop, 0.0))
+            drop[level] = against_zero(per_seed_drop)
     if len(drop) < 2:
-        return missing(text, "needs training curves at two or more levels")
+        return missing(key, text, "needs training curves at two or more levels")
     clean, biased = min(drop), [lv for lv in drop if lv != min(drop)]
-    falls = {lv: d["n"] >= 2 and d["significant"] and d["mean"] > 0 for lv, d in drop.items()}
+    falls = {lv: decide(d, can_contradict=False).verdict == SUPPORTED for lv, d in drop.items()}
+    name = column.rsplit(".", 1)[-1]
     evidence = f"{source}: " + "; ".join(
-        f"{column.rsplit('.', 1)[-1]} {lv:g}: gold at the peak minus at the end {fmt(d['mean'], d['half_width'])} "
-        f"(n={d['n']}{', significant' if falls[lv] else ''})"
+        f"{name} {lv:g}: gold at the peak minus at the end {fmt(d.mean, d.half_width)} "
+        f"(n={d.n}{', significant' if falls[lv] else ''})"
         for lv, d in drop.items()
     )
+    falling = [lv for lv in biased if falls[lv]]
     if falls[clean] and clean == 0:  # a lowest level above 0 is not clean labels
-        return Claim(text, CONTRADICTED, evidence + f" — gold falls at {clean:g} too")
-    if any(falls[lv] for lv in biased):
-        return Claim(text, SUPPORTED, evidence)
-    return Claim(text, INCONCLUSIVE, evidence)
+        decision, evidence = (
+            Decision(CONTRADICTED, drop[clean].p_value),
+            evidence + f" — gold falls at {clean:g} too",
+        )
+    elif falling:
+        best = min(falling, key=lambda lv: drop[lv].p_value)
+        decision = Decision(SUPPORTED, min(1.0, drop[best].p_value * len(biased)))
+    else:
+        ps = [d.p_value for lv, d in drop.items() if lv in biased and not math.isnan(d.p_value)]
+        decision = Decision(INCONCLUSIVE, min(1.0, min(ps) * len(biased)) if ps else math.nan)
+    read = (
+        f"Gold falls significantly from its peak at {name} "
+        + (", ".join(f"{lv:g}" for lv in drop if falls[lv]) or "no level")
+        + f" of {', '.join(f'{lv:g}' for lv in drop)} ({source})."
+    )
+    deciding = (
+        drop[clean]
+        if decision.verdict == CONTRADICTED
+        else min((drop[lv] for lv in biased), key=lambda d: d.p_value if not math.isnan(d.p_value) else 2.0)
+    )
+    return Claim(key, text, decision.verdict, evidence, reading=read, compared=source, p_value=decision.p_value,
+                 effect=deciding)  # fmt: skip
 
 
 def claim_dpo_overoptimises(results, roles: Roles) -> Claim:
     """Rafailov et al. 2024: direct alignment over-optimises too; weaker regularisation (smaller beta, more
-    KL) past a point lowers the gold reward."""
-    text = "DPO over-optimises too: past a point, a smaller β (more KL) lowers the gold reward."
+    KL) past a point lowers the gold reward. Like the proxy claim, it cannot be contradicted: gold still
+    rising at the smallest β says the sweep stopped before the point."""
+    key, text = (
+        "dpo_overoptimises",
+        "DPO over-optimises too: past a point, a smaller β (more KL) lowers the gold reward.",
+    )
     dpo = roles.dpo
     curves = by_strength(results, roles, dpo) if dpo else {}
     if len(next(iter(curves.values()), ())) < 3:
-        return missing(text, "needs a DPO arm with at least three β settings")
+        return missing(key, text, "needs a DPO arm with at least three β settings")
     drop = peak_minus_last(curves)
-    d = paired_difference(drop, {s: 0.0 for s in drop})
+    d = against_zero(drop)
     mean = pd.concat(curves.values(), axis=1).mean(axis=1)
     where = (
         f"the mean gold peaks at KL {mean.idxmax():.2f} of the {mean.index.max():.2f} reached"
@@ -312,4 +369,8 @@ def claim_dpo_overoptimises(results, roles: Roles) -> Claim:
         f"{dpo}: ID gold at the best β (chosen on the other seeds) minus at the β with the most KL "
         f"{summary(drop)}; {where}"
     )
-    return Claim(text, SUPPORTED if d["significant"] and d["mean"] > 0 else INCONCLUSIVE, evidence)
+    read = reading(d, f"{dpo}'s ID gold at its best β is", "above", "below", "at the β with the most KL")
+    decision = decide(d, can_contradict=False)
+    need = seeds_to_decide(d.mean, d.sd) if decision.verdict == INCONCLUSIVE and d.mean > 0 else None
+    return Claim(key, text, decision.verdict, evidence, reading=read, compared=f"DPO, here: {dpo}",
+                 p_value=decision.p_value, can_contradict=False, seeds_needed=need, effect=d)  # fmt: skip

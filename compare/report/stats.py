@@ -1,26 +1,58 @@
 """Statistics for the report as pure functions: plain lists / numpy arrays in, numbers out.
 
 - `paired_difference`: arm A minus arm B, paired by seed, with its 95% t-interval (fairness rule 4);
-- `bootstrap_ci`: percentile bootstrap interval for statistics without a t-interval;
 - `fit_bon`, `fit_rl`: Gao et al. 2022 over-optimisation curves, gold reward against d = sqrt(KL);
 - `crossover`, `budget_to_reach`: single numbers read off learning curves over the annotation budget.
 
-The t quantiles come from `compare.metrics.t_quantile_975` so that every interval in the report uses
-the same table. scipy is optional: only the p-value of `paired_difference` uses it.
+- `holm`: adjusted p-values when the report decides many claims at once;
+- `seeds_to_decide`: how many seeds an effect of the observed size and spread would need.
+
+Every interval and p-value uses Student's t from scipy (`compare.metrics.t_quantile`), so "the 95%
+interval excludes 0" and "p < 0.05" are the same statement.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from compare.metrics import mean_ci
+from compare.metrics import mean_ci, t_quantile
 
 
-def paired_difference(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, float]) -> dict:
+@dataclass(frozen=True)
+class Difference:
+    """A seed-paired mean difference with its 95% t-interval and two-sided paired t-test.
+
+    `significant`: the interval excludes 0 (n >= 2), which with scipy's t is the same as p < 0.05.
+    half_width and p_value are nan for n < 2; with zero spread the interval has width 0 and p is 0 if
+    the mean is not 0, else 1.
+    """
+
+    mean: float
+    half_width: float
+    n: int
+    p_value: float
+    sd: float
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def significant(self) -> bool:
+        return self.n >= 2 and abs(self.mean) > self.half_width
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+
+def paired_difference(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, float]) -> Difference:
     """Mean difference a - b over seeds run by both arms, with its 95% t-interval and a paired t-test.
 
         delta_s = a_s - b_s for s in seeds(a) & seeds(b)
@@ -30,41 +62,28 @@ def paired_difference(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, fl
     Pairing by seed removes what the arms share under one seed (same data draw, same eval prompts),
     so the interval is usually much narrower than the difference of two unpaired intervals.
     Seeds present in only one arm are left out; a nan difference is left out as `mean_ci` does.
-
-    `significant` is decided by the interval (it excludes 0, n >= 2) with the project's t table, which
-    rounds between rows towards the larger quantile; the p-value uses scipy's exact t distribution, so
-    `significant` implies p < 0.05 but a p just under 0.05 may come with `significant` False.
-    With zero spread the interval has width 0, and p is 0 if the mean is not 0, else 1.
-
-    Returns:
-        {"mean", "half_width", "n", "significant", "p_value", "seeds"}: half_width is nan for n < 2,
-        p_value is nan for n < 2 or when scipy is not installed; "seeds" lists the paired seeds used.
     """
     seeds = sorted(set(a_by_seed) & set(b_by_seed))
     pairs = [(s, float(a_by_seed[s]) - float(b_by_seed[s])) for s in seeds]
     pairs = [(s, d) for s, d in pairs if not math.isnan(d)]
     diffs = [d for _, d in pairs]
     mean, half_width, n = mean_ci(diffs)
-    significant = n >= 2 and abs(mean) > half_width
-    return {
-        "mean": mean,
-        "half_width": half_width,
-        "n": n,
-        "significant": bool(significant),
-        "p_value": _paired_t_p_value(diffs),
-        "seeds": [s for s, _ in pairs],
-    }
+    sd = float(np.std(diffs, ddof=1)) if n >= 2 else math.nan
+    return Difference(mean, half_width, n, _paired_t_p_value(diffs), sd, tuple(s for s, _ in pairs))
+
+
+def against_zero(by_seed: Mapping[int, float]) -> Difference:
+    """The one-sample version: the mean of per-seed values against 0 (e.g. a per-seed drop)."""
+    return paired_difference(by_seed, dict.fromkeys(by_seed, 0.0))
 
 
 def _paired_t_p_value(diffs: Sequence[float]) -> float:
-    """Two-sided p-value of the one-sample t-test of mean(diffs) = 0; nan without scipy or for n < 2."""
+    """Two-sided p-value of the one-sample t-test of mean(diffs) = 0; nan for n < 2."""
     n = len(diffs)
     if n < 2:
         return math.nan
-    try:
-        from scipy.stats import t as student_t
-    except ImportError:
-        return math.nan
+    from scipy.stats import t as student_t
+
     mean = float(np.mean(diffs))
     sd = float(np.std(diffs, ddof=1))
     if sd == 0.0:  # t = +-inf or 0/0; scipy would warn and answer nan
@@ -73,127 +92,146 @@ def _paired_t_p_value(diffs: Sequence[float]) -> float:
     return float(2.0 * student_t.sf(abs(t_stat), df=n - 1))
 
 
-def bootstrap_ci(
-    values: Sequence[float],
-    stat: Callable[[np.ndarray], float] = np.mean,
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of `stat(values)` (Efron & Tibshirani 1993, ch. 13).
-
-        draw n_boot resamples x*_b of size n with replacement;  theta*_b = stat(x*_b)
-        interval = (2.5th percentile, 97.5th percentile) of theta*_1..B
-
-    Deterministic under `seed` (numpy's default_rng). nan values are left out, as in `mean_ci`.
-    For a mean over a handful of seeds prefer `mean_ci`: the percentile bootstrap is too narrow for
-    small n. Use this for statistics without a closed-form interval (medians, win rates, ratios).
-
-    Args:
-        values: the sample.
-        stat: array -> number, applied to each resample (default: the mean).
-        n_boot: number of resamples.
-        seed: seed of the resampling.
-
-    Returns:
-        (low, high); (nan, nan) for an empty sample.
-    """
-    xs = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if xs.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, xs.size, size=(n_boot, xs.size))
-    thetas = np.array([stat(xs[row]) for row in indices], dtype=float)
-    low, high = np.percentile(thetas, [2.5, 97.5])
-    return float(low), float(high)
-
-
 # --- Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization", eq. (1) and (2) -------------
 #
-# With d = sqrt(KL(policy || base)) and R the gold reward gained over the base policy:
+# With d = sqrt(KL(policy || start)) and R the gold reward gained over the policy the method started from:
 #   best-of-n:  R_bon(d) = d (alpha - beta d)        dR/dd = alpha - 2 beta d = 0  ->  d* = alpha / (2 beta)
 #                                                    R* = alpha^2 / (4 beta)
 #   RL:         R_RL(d)  = d (alpha - beta log d)    dR/dd = alpha - beta log d - beta = 0
 #                                                    ->  d* = exp(alpha / beta - 1),  R* = beta d*
 # Both are maxima only when beta > 0 (d2R/dd2 = -2 beta and -beta / d). Both are linear in
 # (alpha, beta), so ordinary least squares on the features (d, -d^2) or (d, -d log d) fits them.
+# Both predict a gain of exactly 0 at d = 0, so the curve passes through the start policy's gold r0,
+# which the caller passes in, measured on the same prompts: a curve forced through 0 instead draws
+# peaks that are not in the data.
 
 
-def _fit_gain_curve(
-    d: npt.ArrayLike, r: npt.ArrayLike, r0: float | None, feature: Callable[[np.ndarray], np.ndarray]
-) -> tuple[float, float, float]:
-    """Least squares of r - r0 = alpha * d - beta * feature(d) over the points with d > 0."""
+@dataclass(frozen=True)
+class GaoFit:
+    """A fitted Gao et al. curve: gold(d) = r0 + d (alpha - beta f(d)), d = sqrt(KL), and its peak.
+
+    `d_peak` is where the fitted curve turns down (nan when it never does); `peak_inside` says whether
+    that lies inside the measured range of d, the only case in which a report may show a peak. A peak
+    beyond the largest d measured is an extrapolation: the report says "still rising at the largest KL
+    reached" instead.
+    """
+
+    form: str  # "rl" or "bon"
+    alpha: float
+    beta: float
+    r0: float
+    d_peak: float
+    r_peak: float
+    d_max: float  # the largest d measured
+
+    @property
+    def kl_peak(self) -> float:
+        return self.d_peak**2
+
+    @property
+    def fitted(self) -> bool:
+        return not (math.isnan(self.alpha) or math.isnan(self.beta))
+
+    @property
+    def peak_inside(self) -> bool:
+        return not math.isnan(self.d_peak) and self.d_peak <= self.d_max
+
+    def gold(self, d: npt.ArrayLike) -> np.ndarray:
+        """The fitted gold reward at d (d > 0 for the RL form; 0 gives r0)."""
+        d = np.asarray(d, dtype=float)
+        f = d**2 if self.form == "bon" else d * np.log(np.where(d > 0, d, 1.0))
+        return self.r0 + self.alpha * d - self.beta * f
+
+
+def _fit_gain_curve(d: npt.ArrayLike, r: npt.ArrayLike, r0: float, feature) -> tuple[float, float, float]:
+    """Least squares of r - r0 = alpha * d - beta * feature(d) over the points with d > 0; (alpha, beta,
+    largest d)."""
     d = np.asarray(d, dtype=float)
     r = np.asarray(r, dtype=float)
     if d.shape != r.shape or d.ndim != 1:
         raise ValueError(f"d and r must be 1-D of one length, got shapes {d.shape} and {r.shape}")
     if np.any(d < 0):
         raise ValueError("d = sqrt(KL) must be >= 0")
-    if r0 is None:  # gold reward of the base policy, if the data hold it
-        r0 = float(np.mean(r[d == 0])) if np.any(d == 0) else 0.0
-    # a point at d = 0 has features (0, 0): it says nothing about alpha and beta, only about r0
-    keep = d > 0
+    if not math.isfinite(r0):
+        raise ValueError(f"r0 (the start policy's gold reward) must be a finite number, got {r0}")
+    keep = (d > 0) & ~np.isnan(r)  # a point at d = 0 has features (0, 0): it only restates r0
+    d_max = float(d.max()) if d.size else math.nan
     d, gain = d[keep], r[keep] - r0
     design = np.stack([d, -feature(d)], axis=1)
     if len(d) < 2 or np.linalg.matrix_rank(design) < 2:
-        return r0, math.nan, math.nan
+        return math.nan, math.nan, d_max
     (alpha, beta), *_ = np.linalg.lstsq(design, gain, rcond=None)
-    return r0, float(alpha), float(beta)
+    return float(alpha), float(beta), d_max
 
 
-def _fit_result(r0: float, alpha: float, beta: float, d_peak: float, gain_peak: float) -> dict:
-    return {
-        "alpha": alpha,
-        "beta": beta,
-        "r0": r0,
-        "d_peak": d_peak,
-        "kl_peak": d_peak**2,
-        "r_peak": r0 + gain_peak,
-    }
+def fit_bon(d: npt.ArrayLike, r: npt.ArrayLike, r0: float) -> GaoFit:
+    """Fit best-of-n's gold reward R(d) = r0 + d (alpha - beta d), d = sqrt(KL) (Gao et al. 2022, eq. 1).
 
+    `r0` is the gold reward of the policy best-of-n samples from (best-of-1: the base model, or the SFT
+    start), measured on the same prompts; it is passed in, never guessed, since best-of-n's sweep need
+    not hold n = 1. Points at d = 0 only restate r0.
 
-def fit_bon(d: npt.ArrayLike, r: npt.ArrayLike, r0: float | None = None) -> dict:
-    """Fit best-of-n's gold reward R(d) = d (alpha - beta d) + r0, d = sqrt(KL) (Gao et al. 2022, eq. 1).
-
-    The curve is fitted to the gain r - r0 over the base policy, since the real gold reward of the base
-    model is not 0. Choice of r0: the given value; else the mean r at d = 0 when the data hold such
-    points (best-of-1 is the base policy itself); else 0, i.e. r is taken to be a gain already.
-    Points at d = 0 only set r0: the model predicts a gain of exactly 0 there.
-
-    Peak: d* = alpha / (2 beta), R(d*) = alpha^2 / (4 beta); nan when there is no peak at d > 0
+    Peak: d* = alpha / (2 beta), R(d*) = r0 + alpha^2 / (4 beta); nan when there is no peak at d > 0
     (beta <= 0: the curve never turns down; alpha <= 0: it only goes down).
-
-    Args:
-        d: sqrt(KL to the base) of each point, >= 0 (for best-of-n, KL = log n - (n - 1) / n).
-        r: gold reward of each point.
-        r0: gold reward at d = 0 to subtract (see above).
-
-    Returns:
-        {"alpha", "beta", "r0", "d_peak", "kl_peak" (= d_peak^2), "r_peak" (= r0 + R(d*), in r's units)};
-        alpha and beta nan with fewer than two distinct d > 0.
+    alpha and beta are nan with fewer than two distinct d > 0.
     """
-    r0, alpha, beta = _fit_gain_curve(d, r, r0, lambda x: x**2)
+    alpha, beta, d_max = _fit_gain_curve(d, r, r0, lambda x: x**2)
     if not (beta > 0 and alpha > 0):
-        return _fit_result(r0, alpha, beta, math.nan, math.nan)
-    return _fit_result(r0, alpha, beta, alpha / (2 * beta), alpha**2 / (4 * beta))
+        return GaoFit("bon", alpha, beta, r0, math.nan, math.nan, d_max)
+    return GaoFit("bon", alpha, beta, r0, alpha / (2 * beta), r0 + alpha**2 / (4 * beta), d_max)
 
 
-def fit_rl(d: npt.ArrayLike, r: npt.ArrayLike, r0: float | None = None) -> dict:
-    """Fit RL's gold reward R(d) = d (alpha - beta log d) + r0, d = sqrt(KL) (Gao et al. 2022, eq. 2).
+def fit_rl(d: npt.ArrayLike, r: npt.ArrayLike, r0: float) -> GaoFit:
+    """Fit RL's gold reward R(d) = r0 + d (alpha - beta log d), d = sqrt(KL) (Gao et al. 2022, eq. 2).
 
-    Fitted on the points with d > 0 (log d is undefined at 0); r0 is chosen as in `fit_bon` (given; else
-    the mean r at d = 0, the policy before RL; else 0).
+    `r0` is the gold reward of the policy RL started from (the base model or an SFT warm start; PPO's
+    first held-out check, before any update), measured on the same prompts. Fitted on the points with
+    d > 0 (log d is undefined at 0; a check before any update sits at d ~ 0 and only restates r0).
 
-    Peak: d* = exp(alpha / beta - 1), R(d*) = beta d*; nan when beta <= 0 (no maximum).
-
-    Returns:
-        {"alpha", "beta", "r0", "d_peak", "kl_peak" (= d_peak^2), "r_peak" (= r0 + R(d*), in r's units)};
-        alpha and beta nan with fewer than two distinct d > 0.
+    Peak: d* = exp(alpha / beta - 1), R(d*) = r0 + beta d*; nan when beta <= 0 (no maximum).
+    alpha and beta are nan with fewer than two distinct d > 0.
     """
-    r0, alpha, beta = _fit_gain_curve(d, r, r0, lambda x: x * np.log(x))
+    alpha, beta, d_max = _fit_gain_curve(d, r, r0, lambda x: x * np.log(x))
     if not beta > 0:
-        return _fit_result(r0, alpha, beta, math.nan, math.nan)
-    d_peak = math.exp(alpha / beta - 1)
-    return _fit_result(r0, alpha, beta, d_peak, beta * d_peak)
+        return GaoFit("rl", alpha, beta, r0, math.nan, math.nan, d_max)
+    d_peak = math.exp(min(alpha / beta - 1, 700.0))  # exp overflows past e^709: no peak in any range
+    return GaoFit("rl", alpha, beta, r0, d_peak, r0 + beta * d_peak, d_max)
+
+
+# --- many claims in one report --------------------------------------------------------------------------
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979): family-wise error control over m tests.
+
+        sort p ascending: p_(1) <= ... <= p_(m)
+        adjusted p_(i) = min(1, max_{j <= i} (m - j + 1) p_(j))
+
+    A test is rejected at level a after the correction when its adjusted p < a. nan p-values (tests
+    that could not be run) are left nan and do not count in m.
+    """
+    indexed = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    m = len(indexed)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(indexed)):
+        running = max(running, (m - rank) * p)
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def seeds_to_decide(mean: float, sd: float, level: float = 0.95, most: int = 1000) -> int | None:
+    """About how many seeds a paired t-interval needs to exclude 0 if the effect and its spread stay as
+    observed: the smallest n with t_{(1+level)/2, n-1} * sd / sqrt(n) < |mean|; None beyond `most` or for
+    an effect of 0 (nothing to decide)."""
+    if not (math.isfinite(mean) and math.isfinite(sd)) or mean == 0:
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, most + 1):
+        if t_quantile(n - 1, level) * sd / math.sqrt(n) < abs(mean):
+            return n
+    return None
 
 
 # --- reading single numbers off curves over the budget ------------------------------------------------

@@ -228,6 +228,8 @@ class Arithmetic(Task):
     name = "arithmetic"
     default_demonstrator_quality = 0.8
     options = tuple(OPTIONS)
+    gold_ceiling = 1.0  # every digit right, nothing else
+    shift_suite = "arithmetic_variants.yaml"
 
     def __init__(
         self,

@@ -169,6 +169,8 @@ class Reviews(Task):
         "position_bias": 0.05,
     }
     eval_splits = ("id", "ood", "ood_opener", "ood_format", "prior")
+    gold_ceiling = 1.0 + COVERAGE_WEIGHT + SPECIFICITY_WEIGHT  # positive, specific, covering: 1.75
+    shift_suite = "generalization.yaml"
 
     def __init__(self, **settings):
         super().__init__(**settings)

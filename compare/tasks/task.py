@@ -49,6 +49,8 @@ class Task:
     default_annotator: dict = NO_BIASES  # the simulated labeller's settings a suite does not give
     eval_splits: tuple[str, ...] = ("id", "ood")  # the evaluation splits, each a row of results.csv
     options: tuple[str, ...] = ()  # the task options it reads (compare/suite/schema.py TASK_OPTIONS)
+    gold_ceiling: float | None = None  # the best gold reward a completion can get (the report's scale)
+    shift_suite: str = ""  # the shipped suite (experiments/) that decides the claims on its named shifts
 
     def __init__(
         self,
