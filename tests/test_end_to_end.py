@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,7 +173,13 @@ def test_every_sweep_end_to_end(tmp_path):
     ):
         assert f"plots/{png}.png" in text and (out / "plots" / f"{png}.png").exists()
     claims = text[text.index("## Claims checked") :]
-    assert claims.count("| **") == 16  # every claim has a verdict
+    rows = [line for line in claims.splitlines() if line.startswith("| ") and "| **" in line]
+    assert len(rows) >= 16  # every claim, some for each kind of RLHF
+    verdict = re.compile(
+        r"\| \*\*[▲▼○–] (supported|contradicted|inconclusive|not measured)\*\* \| "
+        r"\*\*[▲▼○–] (supported|contradicted|inconclusive|not measured)\*\* \|"
+    )
+    assert all(verdict.search(r) for r in rows)  # a verdict before and after the correction
     # the sweeps these claims need are present, so none of them says "not measured"
     for claim in ("SFT needs more labelled data", "tolerates noisy feedback", "frontier dominates"):
         row = next(line for line in claims.splitlines() if claim in line)
@@ -184,7 +191,9 @@ def test_report_marks_significance(micro_run):
     _, _, out, _ = micro_run
     text = (out / "report.md").read_text()
     section = text[text.index("### Differences from sft") :]
-    assert "| dpo − sft |" in section and ("significant" in section)
+    cell = r"-?\d\.\d{3} ± \d\.\d{3} \((\*\*significant\*\*|not significant), p = [\d.e-]+\)"
+    assert re.search(rf"\| dpo − sft \| {cell} \| {cell} \|", section)  # each split marked, with its p
+    assert "## Key results" in text and text.index("## Key results") < text.index("## Setup")
 
 
 def test_local_model_folder_as_base(tmp_path, tiny_policy_dir):

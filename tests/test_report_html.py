@@ -140,7 +140,7 @@ def test_the_page_holds_every_table_of_report_md(example):
         "Provenance",
     ):
         assert f'<a href="#{section.lower().replace(" ", "-")}">{section}</a>' in page
-    assert "Most gold per nat of KL: <strong>best_of_n</strong>" in page  # the efficiency statements
+    assert "Gold per annotation unit" in page and "per nat of KL: <strong>" not in page  # no ratio ranking
     assert "ID − OOD opener gold gap" in page  # the per-axis statements
     prov = json.loads((example / "provenance.json").read_text())
     assert prov["git_commit"] in page and "stage_seconds" in page
@@ -148,18 +148,20 @@ def test_the_page_holds_every_table_of_report_md(example):
 
 def test_claims_with_their_verdicts(example):
     found = parse((example / "report.html").read_text())
-    claims = found.tables["t-claims-checked"][1:]
-    assert len(claims) == 16
-    verdicts = [row[1] for row in claims]
-    assert set(verdicts) <= {"supported", "contradicted", "inconclusive", "not measured"}
+    header, claims = found.tables["t-claims-checked"][0], found.tables["t-claims-checked"][1:]
+    assert header[3:5] == ["verdict", "after correction"]
+    assert len(claims) == 21
+    verdicts = [row[3][2:] for row in claims]  # "▲ supported" -> "supported"
+    corrected = [row[4][2:] for row in claims]
+    assert set(verdicts) | set(corrected) <= {"supported", "contradicted", "inconclusive", "not measured"}
     cells = found.classes["t-claims-checked"]
     assert [c for c in cells if c.startswith("verdict")] == [
-        f"verdict v-{v.replace(' ', '-')}" for v in verdicts
+        f"verdict v-{v.replace(' ', '-')}" for pair in zip(verdicts, corrected) for v in pair
     ]
-    md = [table_cells(r)[1].strip("*") for r in md_rows((example / "report.md").read_text(), "## Claims")]
+    md = [table_cells(r)[3].strip("*")[2:] for r in md_rows((example / "report.md").read_text(), "## Claims")]
     assert verdicts == md
     page = (example / "report.html").read_text()
-    assert f"{verdicts.count('supported')} supported</a>" in page  # the counts at the top
+    assert f"{corrected.count('inconclusive')} inconclusive</a>" in page  # the corrected counts at the top
 
 
 def test_the_marker_lists_report_html_and_keeps_its_fields(example):
@@ -188,14 +190,19 @@ def test_figures_carry_their_numbers(example):
         block = block[: block.index("</figure>")]
         return re.findall(r'<g class="mark"[^>]*>.*?<title>(.*?)</title></g>', block, re.S)
 
-    runs = [tip for mark in marks("gold_vs_kl") for tip in mark.split("\n")]  # one mark for points together
-    assert len(runs) == len(ids)  # one point per arm, seed and grid point
+    tips = [tip for mark in marks("gold_vs_kl") for tip in mark.split("\n")]  # one mark for points together
+    runs = [t for t in tips if ", seed " in t]
+    policies = ids[ids["arm"] != "rm"]  # the reward model alone is not a policy
+    assert len(runs) == len(policies)  # one point per policy, seed and grid point
+    assert "demonstrator: gold 0.792" in tips and "best possible: gold 1.750" in tips  # the gold scale
     dpo = ids[ids["arm"] == "dpo"].iloc[0]
     tip = f"dpo, seed {dpo['seed']}: KL {dpo['kl_to_base']:.3f}, gold {dpo['gold_reward']:.3f}"
     assert tip in runs
     assert any(t.startswith("best_of_n, seed 0 (n=8): KL ") for t in runs)
-    by_split = marks("gold_by_arm")
-    assert len(by_split) == results["arm"].nunique() * results["split"].nunique()
+    by_split = [t for t in marks("gold_by_arm") if " · " in t]
+    # every policy, best-of-n once per n (3), on every split; the scale's three lines besides
+    assert len(by_split) == (results["arm"].nunique() - 1 + 2) * results["split"].nunique()
+    assert "best_of_n n=4 · ID" in " ".join(by_split) and "base model: gold" in " ".join(marks("gold_by_arm"))
     table = {row[0]: row for row in parse(page).tables["t-generalisation"][1:]}
     assert f"ppo · OOD opener: gold {table['ppo'][3]} (95% CI, n=3)" in by_split  # the table's numbers
     assert len(marks("frontier")) == 3  # best-of-n's three n
@@ -216,7 +223,7 @@ def test_a_folder_without_the_newer_sample_columns_renders(altered):
     found = parse((altered / "report.html").read_text())
     data = next(json.loads(body) for attrs, body in found.scripts if attrs.get("id") == "report-samples")
     assert data["kinds"] == [] and set(data["columns"]["rm"]) == set(data["columns"]["lr"]) == {None}
-    assert len(found.tables["t-claims-checked"]) == 17
+    assert len(found.tables["t-claims-checked"]) == 22  # a header and 21 claims
 
 
 def test_sample_payload_keeps_every_sample_and_the_failure_kinds():

@@ -82,7 +82,7 @@ def test_renamed_arms_give_the_same_report(tmp_path):
     assert main(["report", str(same)]) == 0 and main(["report", str(renamed)]) == 0
     before, after = (same / "report.md").read_text(), (renamed / "report.md").read_text()
     claims = claims_table(after)
-    assert len(claims) == 16
+    assert len(claims) == 21  # 16 claims; 5 of those against SFT are checked for DPO and for PPO
     assert [named_back(c, RENAMES) for c in claims] == claims_table(before)
     # as in the example itself, which sweeps no budget, noise, demonstrator, DPO beta or labeller bias, and has no online DPO
     assert sum(NOT_MEASURED in c for c in claims) == 7
@@ -139,9 +139,9 @@ def test_every_claim_is_found_by_role():
     claims = check_claims(results, logs, roles)
     renamed = check_claims(results2, logs2, roles2)
     assert all(c.verdict != NOT_MEASURED for c in claims), [c for c in claims if c.verdict == NOT_MEASURED]
-    assert [(c.claim, c.verdict, named_back(c.evidence, RENAMES)) for c in renamed] == [
-        (c.claim, c.verdict, c.evidence) for c in claims
-    ]
+    assert [
+        (c.claim, c.verdict, named_back(c.evidence, RENAMES), named_back(c.reading, RENAMES)) for c in renamed
+    ] == [(c.claim, c.verdict, c.evidence, c.reading) for c in claims]
     assert "imitation" in renamed[0].evidence and "prefopt" in renamed[0].evidence
 
 

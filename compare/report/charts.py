@@ -19,7 +19,7 @@ import pandas as pd
 from compare.metrics import mean_ci
 from compare.report.figures import objective
 from compare.report.roles import Roles
-from compare.report.series import frontier_points
+from compare.report.series import frontier_points, policy_groups
 from compare.report.tables import SPLIT_NAMES, grid_cell, grid_heading, split_name
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -155,31 +155,40 @@ def _split_order(results: pd.DataFrame) -> list[str]:
 
 
 def gold_by_split_svg(
-    results: pd.DataFrame, roles: Roles, splits: tuple[str, ...] | None = None, width: float = 760
+    results: pd.DataFrame,
+    roles: Roles,
+    splits: tuple[str, ...] | None = None,
+    width: float = 760,
+    scale: dict[str, float] | None = None,
 ) -> str | None:
-    """Gold reward of every arm on every evaluation split (or those named): mean and 95% t-interval over
-    the arm's runs (the numbers of the splits table), one row per arm, one coloured dot and whisker per
-    split."""
-    arms = [a for a in roles.names if (results["arm"] == a).any()]
+    """Gold reward of every policy (best-of-n by n) on every evaluation split (or those named): mean and
+    95% t-interval over its runs (the numbers of the splits table), one row per policy, one coloured dot
+    and whisker per split; the gold scale (`scale`: base model, demonstrator, best possible) as lines."""
+    groups = policy_groups(results, roles)
     splits = [s for s in _split_order(results) if splits is None or s in splits]
-    if not arms:
+    if not groups:
         return None
     stats = {}
-    for arm in arms:
+    for label, _, rows in groups:
         for split in splits:
-            values = results.loc[(results["arm"] == arm) & (results["split"] == split), "gold_reward"]
-            stats[arm, split] = mean_ci(list(values))
+            stats[label, split] = mean_ci(list(rows.loc[rows["split"] == split, "gold_reward"]))
     found = [(m, 0.0 if math.isnan(h) else h) for m, h, n in stats.values() if n]
     if not found:
         return None
-    xticks = nice_ticks(min(m - h for m, h in found), max(m + h for m, h in found))
+    scale = {k: v for k, v in (scale or {}).items() if k in REFERENCE_NAMES}
+    lows = [m - h for m, h in found] + list(scale.values())
+    highs = [m + h for m, h in found] + list(scale.values())
+    xticks = nice_ticks(min(lows), max(highs))
     colours = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(splits)}
-    left = 30 + 6 * max(len(roles.label(a)) for a in arms)
-    legend, legend_h = _legend([(split_name(s), colours[s], False) for s in splits], left, 14, width - left)
+    left = 30 + 6 * max(len(label) for label, _, _ in groups)
+    items = [(split_name(s), colours[s], False) for s in splits]
+    legend, legend_h = _legend(items, left, 14, width - left)
     row = 10 + 9 * len(splits)
-    frame = Frame(left, 14 + legend_h + 6, width - left - 30, row * len(arms), xticks, [0, 1])
+    frame = Frame(
+        left, 14 + legend_h + 6 + (14 if scale else 0), width - left - 30, row * len(groups), xticks, [0, 1]
+    )
     body = [*legend]
-    for i, arm in enumerate(arms):
+    for i, (label, _, _) in enumerate(groups):
         top = frame.top + i * row
         if i % 2:
             body.append(
@@ -187,15 +196,23 @@ def gold_by_split_svg(
             )
         body.append(
             f'<text class="tick" x="{_num(frame.left - 6)}" y="{_num(top + row / 2)}" text-anchor="end" '
-            f'dominant-baseline="middle">{escape(roles.label(arm))}</text>'
+            f'dominant-baseline="middle">{escape(label)}</text>'
         )
     body += frame.axes("gold reward (mean ± 95% CI)", "", yticks=False)
     if xticks[0] < 0 < xticks[-1]:
         body.append(f'<line class="zero" x1="{_num(frame.x(0))}" x2="{_num(frame.x(0))}" y1="{_num(frame.top)}" '
                     f'y2="{_num(frame.top + frame.height)}"/>')  # fmt: skip
-    for i, arm in enumerate(arms):
+    for key, value in scale.items():  # the gold scale, labelled above the frame
+        x = _num(frame.x(value))
+        body.append(_mark(
+            f'<line class="reference" x1="{x}" x2="{x}" y1="{_num(frame.top - 12)}" y2="{_num(frame.top + frame.height)}" '
+            f'stroke="#777" stroke-dasharray="{REFERENCE_DASH[key]}"/>'
+            f'<text class="legend" x="{x}" y="{_num(frame.top - 14)}" text-anchor="middle">{REFERENCE_NAMES[key]}</text>',
+            f"{REFERENCE_NAMES[key]}: gold {value:.3f}",
+        ))  # fmt: skip
+    for i, (label, _, _) in enumerate(groups):
         for j, split in enumerate(splits):
-            mean, half, n = stats[arm, split]
+            mean, half, n = stats[label, split]
             if not n:
                 continue
             h = 0.0 if math.isnan(half) else half
@@ -207,12 +224,24 @@ def gold_by_split_svg(
                 + _point(frame.x(mean), y, colour, r=3.5)
             )
             interval = f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
-            tip = f"{roles.label(arm)} · {split_name(split)}: gold {interval} (95% CI, n={n})"
+            tip = f"{label} · {split_name(split)}: gold {interval} (95% CI, n={n})"
             body.append(_mark(shapes, tip))
-    return _svg(width, frame.top + frame.height + 42, body, "Gold reward per arm on the evaluation splits")
+    return _svg(width, frame.top + frame.height + 42, body, "Gold reward per policy on the evaluation splits")
 
 
-def _scatter(points, roles: Roles, xlabel: str, ylabel: str, label: str, lines: bool = False) -> str | None:
+REFERENCE_NAMES = {"base": "base model", "demonstrator": "demonstrator", "ceiling": "best possible"}
+REFERENCE_DASH = {"base": "2 2", "demonstrator": "6 3", "ceiling": "8 3 2 3"}
+
+
+def _scatter(
+    points,
+    roles: Roles,
+    xlabel: str,
+    ylabel: str,
+    label: str,
+    lines: bool = False,
+    levels: dict | None = None,
+) -> str | None:
     """Points [(arm, x, y, tip)], coloured by arm (oracles square, their lines dashed); with `lines`, each
     arm's points joined in order of x. Points that fall on the same pixel (the base model and a reward
     model's unchanged policy) are one mark whose tooltip lists them all."""
@@ -222,9 +251,19 @@ def _scatter(points, roles: Roles, xlabel: str, ylabel: str, label: str, lines: 
     arms = list(dict.fromkeys(p[0] for p in points))
     legend, legend_h = _legend([(roles.label(a), arm_colour(roles, a), roles.is_oracle(a)) for a in arms],
                                70, 14, 600)  # fmt: skip
-    xs, ys = [p[1] for p in points], [p[2] for p in points]
-    frame = Frame(70, 14 + legend_h + 8, 640, 320, nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys)))
+    levels = {k: v for k, v in (levels or {}).items() if k in REFERENCE_NAMES}
+    xs, ys = [p[1] for p in points], [p[2] for p in points] + list(levels.values())
+    frame = Frame(70, 14 + legend_h + 8, 560, 320, nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys)))
     body = [*legend, *frame.axes(xlabel, ylabel)]
+    for key, value in levels.items():  # horizontal reference lines, labelled at the right
+        y = _num(frame.y(value))
+        body.append(_mark(
+            f'<line class="reference" x1="{_num(frame.left)}" x2="{_num(frame.left + frame.width)}" y1="{y}" '
+            f'y2="{y}" stroke="#777" stroke-dasharray="{REFERENCE_DASH[key]}"/>'
+            f'<text class="legend" x="{_num(frame.left + frame.width + 4)}" y="{y}" dominant-baseline="middle">'
+            f"{REFERENCE_NAMES[key]}</text>",
+            f"{REFERENCE_NAMES[key]}: gold {value:.3f}",
+        ))  # fmt: skip
     if lines:
         for arm in arms:
             mine = sorted((x, y) for a, x, y, _ in points if a == arm)
@@ -248,9 +287,11 @@ def _point_label(row: pd.Series, columns: list[str]) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def gold_vs_kl_svg(results: pd.DataFrame, roles: Roles) -> str | None:
-    """Gold reward against the sampled KL to the base on ID prompts: one point per arm, seed and grid point."""
-    rows = results[results["split"] == "id"].dropna(subset=["gold_reward", "kl_to_base"])
+def gold_vs_kl_svg(results: pd.DataFrame, roles: Roles, scale: dict | None = None) -> str | None:
+    """Gold reward against the sampled KL to the base on ID prompts: one point per policy, seed and grid
+    point (reward models alone are not policies); the demonstrator's and the best possible gold as lines."""
+    rows = results[(results["split"] == "id") & results["arm"].isin(roles.policies)]
+    rows = rows.dropna(subset=["gold_reward", "kl_to_base"])
     grid = [c for c in rows.columns if c.startswith("grid.")]
     order = {a: i for i, a in enumerate(roles.names)}
     points = []
@@ -260,8 +301,9 @@ def gold_vs_kl_svg(results: pd.DataFrame, roles: Roles) -> str | None:
             f"gold {r['gold_reward']:.3f}"
         )
         points.append((r["arm"], float(r["kl_to_base"]), float(r["gold_reward"]), tip))
+    levels = {k: v for k, v in (scale or {}).items() if k != "base"}
     return _scatter(points, roles, "KL(policy ‖ base), nats per completion (sampled)", "gold reward (ID)",
-                    "Gold reward vs KL to the base model, one point per run")  # fmt: skip
+                    "Gold reward vs KL to the base model, one point per run", levels=levels)  # fmt: skip
 
 
 def frontier_svg(results: pd.DataFrame, roles: Roles) -> str | None:
@@ -337,9 +379,9 @@ def training_svg(logs: pd.DataFrame, roles: Roles, per_row: int = 4) -> str | No
     return _svg(52 + cols * (width + gap), total_h, body, "What each arm's training stages optimise")
 
 
-SVG_FIGURES = {  # the PNG a chart stands in for -> the chart
-    "gold_by_arm.png": lambda results, logs, roles: gold_by_split_svg(results, roles),
-    "gold_vs_kl.png": lambda results, logs, roles: gold_vs_kl_svg(results, roles),
-    "frontier.png": lambda results, logs, roles: frontier_svg(results, roles),
-    "training.png": lambda results, logs, roles: training_svg(logs, roles),
+SVG_FIGURES = {  # the PNG a chart stands in for -> the chart (`scale`: the gold scale, key_results.gold_scale)
+    "gold_by_arm.png": lambda results, logs, roles, scale: gold_by_split_svg(results, roles, scale=scale),
+    "gold_vs_kl.png": lambda results, logs, roles, scale: gold_vs_kl_svg(results, roles, scale),
+    "frontier.png": lambda results, logs, roles, scale: frontier_svg(results, roles),
+    "training.png": lambda results, logs, roles, scale: training_svg(logs, roles),
 }

@@ -17,8 +17,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from compare.metrics import mean_ci
+from compare.report.key_results import gold_scale
 from compare.report.roles import Column, Roles
-from compare.report.series import curve, frontier_points, heldout_curves, strength_columns, sweep_values
+from compare.report.series import (
+    curve,
+    frontier_points,
+    heldout_curves,
+    policy_groups,
+    strength_columns,
+    sweep_values,
+)
 from compare.report.stats import crossover, fit_bon, fit_rl
 from compare.report.tables import SPLIT_NAMES
 from compare.stages import SPECS, Role
@@ -32,7 +40,7 @@ def objective(stage: str) -> tuple[str, str]:
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": legends beside the axes are kept whole
     return path
 
 
@@ -63,42 +71,83 @@ def _arm_means(results: pd.DataFrame, arms: list[str], metric: str, split: str):
     return rows
 
 
-def gold_by_split(results: pd.DataFrame, roles: Roles, path: Path) -> Path:
-    arms = roles.names
-    fig = Figure(figsize=(max(6, 1.1 * len(arms) + 2), 4))
+def _group_means(groups, metric: str, split: str = "id"):
+    """(label, mean, half-width) of `metric` on `split` for each policy group (`series.policy_groups`)."""
+    out = []
+    for label, _, rows in groups:
+        mean, half, _ = mean_ci(list(rows.loc[rows["split"] == split, metric].dropna()))
+        out.append((label, mean, 0.0 if math.isnan(half) else half))
+    return out
+
+
+def _clipped(mean: float, half: float) -> list[list[float]]:
+    """An error bar for a quantity that cannot be negative: the lower arm stops at 0."""
+    return [[min(half, max(mean, 0.0))], [half]]
+
+
+REFERENCES = {
+    "base": ("base model", ":"),
+    "demonstrator": ("demonstrator", "--"),
+    "ceiling": ("best possible", "-."),
+}
+
+
+def reference_lines(ax, scale: dict[str, float], horizontal: bool = True) -> None:
+    """The gold reward's scale drawn across a chart: the base model, the demonstrator, the best possible
+    completion (`key_results.gold_scale`), each labelled at the right edge."""
+    for key, (name, style) in REFERENCES.items():
+        if key not in scale:
+            continue
+        ax.axhline(scale[key], color="grey", linestyle=style, linewidth=0.9, zorder=0)
+        ax.annotate(f"{name} {scale[key]:.2f}", (1.0, scale[key]), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", fontsize=7, va="center", color="dimgrey")  # fmt: skip
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    """The legend beside the axes, never over the data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.22, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
+
+
+def gold_by_split(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None) -> Path:
+    groups = policy_groups(results, roles)
+    labels = [label for label, _, _ in groups]
+    fig = Figure(figsize=(max(7, 0.9 * len(labels) + 3.5), 4.2))
     ax = fig.subplots()
     width = 0.38
     for j, split in enumerate(("id", "ood")):
-        stats = _arm_means(results, arms, "gold_reward", split)
-        xs = [i + (j - 0.5) * width for i in range(len(arms))]
+        stats = _group_means(groups, "gold_reward", split)
+        xs = [i + (j - 0.5) * width for i in range(len(labels))]
         ax.bar(
             xs, [s[1] for s in stats], width, yerr=[s[2] for s in stats], capsize=3, label=SPLIT_NAMES[split]
         )
-    ax.set_xticks(range(len(arms)), [roles.label(a) for a in arms], rotation=20, ha="right")
+    ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)
+    reference_lines(ax, scale or {})
     ax.set_ylabel("gold reward (mean ± 95% CI over seeds)")
-    ax.set_title("Gold reward per arm: in-distribution vs out-of-distribution prompts")
-    ax.legend(title="eval prompts")
+    ax.set_title("Gold reward per policy: in-distribution vs out-of-distribution prompts")
+    _legend_outside(ax, title="eval prompts")
     return _save(fig, path)
 
 
-def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path) -> Path:
-    fig = Figure(figsize=(6.5, 4.5))
+def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None) -> Path:
+    fig = Figure(figsize=(8.0, 4.8))
     ax = fig.subplots()
-    gold = _arm_means(results, roles.names, "gold_reward", "id")
-    kl = _arm_means(results, roles.names, "kl_to_base", "id")
-    names: dict[tuple, list[str]] = {}  # arms at the same point (e.g. base and rm) share one label
-    for (arm, g, gh, _), (_, k, kh, _) in zip(gold, kl):
+    groups = policy_groups(results, roles)
+    gold, kl = _group_means(groups, "gold_reward"), _group_means(groups, "kl_to_base")
+    for i, ((label, g, gh), (_, k, kh), (_, arm, _)) in enumerate(zip(gold, kl, groups)):
+        if math.isnan(g) or math.isnan(k):
+            continue
+        k = max(k, 0.0)
         marker = "s" if roles.is_oracle(arm) else "o"
-        ax.errorbar(k, g, xerr=kh, yerr=gh, fmt=marker, capsize=3, label=roles.label(arm))
-        names.setdefault((round(k, 6), round(g, 6)), []).append(arm)
-    for (k, g), point_arms in names.items():
-        ax.annotate(", ".join(point_arms), (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        colour = "black" if roles.is_oracle(arm) else f"C{i % 10}"
+        ax.errorbar(k, g, xerr=_clipped(k, kh), yerr=gh, fmt=marker, capsize=3, label=label, color=colour)
+    reference_lines(ax, {k: v for k, v in (scale or {}).items() if k != "base"})
     ax.set_xlabel("KL(policy ‖ base), nats per completion (sampled)")
     ax.set_ylabel("gold reward (ID)")
-    ax.set_title("What each arm buys with its distance from the base model")
-    ax.legend(fontsize=8)
+    ax.set_title("What each policy buys with its distance from the base model")
     ax.grid(alpha=0.3)
+    _legend_outside(ax)
     return _save(fig, path)
 
 
@@ -157,7 +206,7 @@ def sweep_plot(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("gold reward, ID (mean ± 95% CI)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -187,17 +236,19 @@ def learning_curves_by_cost(results, roles: Roles, path: Path) -> Path | None:
 
 def diversity_vs_gold(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     metric = "distinct_2_across" if "distinct_2_across" in results else "distinct_2"
-    fig = Figure(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(8.0, 4.4))
     ax = fig.subplots()
-    gold = _arm_means(results, roles.names, "gold_reward", "id")
-    div = _arm_means(results, roles.names, metric, "id")
-    for (arm, g, gh, _), (_, d, dh, _) in zip(gold, div):
-        ax.errorbar(d, g, xerr=dh, yerr=gh, fmt="o", capsize=3, label=roles.label(arm))
-        ax.annotate(arm, (d, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    groups = policy_groups(results, roles)
+    gold, div = _group_means(groups, "gold_reward"), _group_means(groups, metric)
+    for i, ((label, g, gh), (_, d, dh), (_, arm, _)) in enumerate(zip(gold, div, groups)):
+        if not (math.isnan(g) or math.isnan(d)):
+            colour, marker = ("black", "s") if roles.is_oracle(arm) else (f"C{i % 10}", "o")
+            ax.errorbar(d, g, xerr=_clipped(d, dh), yerr=gh, fmt=marker, capsize=3, label=label, color=colour)
     ax.set_xlabel(f"{metric.replace('_', ' ')} (higher = more diverse)")
     ax.set_ylabel("gold reward (ID)")
     ax.set_title("Diversity vs quality")
     ax.grid(alpha=0.3)
+    _legend_outside(ax)
     return _save(fig, path)
 
 
@@ -215,7 +266,7 @@ def frontier(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     ax.set_xlabel("KL(policy ‖ base), nats (sampled, ID)")
     ax.set_ylabel("gold reward (ID, mean over seeds)")
     ax.set_title("Reward–KL frontier across each method's strength sweep")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -237,39 +288,63 @@ def _selection_curves(results: pd.DataFrame, roles: Roles):
     return found
 
 
+def start_gold(results: pd.DataFrame, roles: Roles, arm: str) -> float:
+    """ID gold of the policy `arm`'s last stage starts from, on the evaluation prompts: the imitation
+    arm's when its recipe trains on demonstrations first (an SFT start), else the base model's; nan when
+    the suite has no such arm."""
+    start = roles.imitation if roles.arms[arm].demonstrations else roles.base
+    rows = results[(results["arm"] == start) & (results["split"] == "id")] if start else results.iloc[0:0]
+    return float(rows["gold_reward"].mean()) if not rows.empty else math.nan
+
+
 def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
-    """Proxy and gold reward vs sqrt(KL): during online RL, and across best-of-n's n (Gao et al. 2022)."""
+    """Proxy and gold reward vs sqrt(KL): during online RL, and across best-of-n's n (Gao et al. 2022).
+
+    Each gold curve is fitted to the gain over the gold of the policy the method started from, measured
+    on the same prompts (online RL: its first held-out check, before any update; best-of-n: the policy it
+    samples from, best-of-1), drawn from that start (d = 0) to the largest d measured; a peak is marked
+    only inside the measured range."""
     curves = []
     for arm in roles.names:
         c = heldout_curves(logs, arm)
         if len(c) >= 3:
             d = np.sqrt(np.clip(c["kl"].to_numpy(), 0, None))
-            curves.append((arm, "rl", d, c["gold"].to_numpy(), c["proxy"].to_numpy()))
-    curves += [(arm, "bon", d, gold, proxy) for arm, d, gold, proxy in _selection_curves(results, roles)]
+            start = float(c.sort_values("step")["gold"].iloc[0])
+            curves.append((arm, "rl", d, c["gold"].to_numpy(), c["proxy"].to_numpy(), start))
+    for arm, d, gold, proxy in _selection_curves(results, roles):
+        curves.append((arm, "bon", d, gold, proxy, start_gold(results, roles, arm)))
     if not curves:
         return None
-    fig, axes = panels(len(curves), 4.4, 3.6)
-    for ax, (arm, form, d, gold, proxy) in zip(axes, curves):
+    fig, axes = panels(len(curves), 4.8, 3.8, per_row=3)
+    for ax, (arm, form, d, gold, proxy, r0) in zip(axes, curves):
         order = np.argsort(d)
         d, gold, proxy = d[order], gold[order], proxy[order]
         ax.plot(d, gold, "o", color="C0", label="gold (measured)")
         if not np.all(np.isnan(proxy)):
             ax.plot(d, proxy, "^", color="C1", label="proxy RM (measured)")
-        fit = (fit_rl if form == "rl" else fit_bon)(d, gold)
-        if not math.isnan(fit["alpha"]):
-            grid = np.linspace(max(d.min(), 1e-3), d.max(), 100)
-            gain = grid * (fit["alpha"] - fit["beta"] * (np.log(grid) if form == "rl" else grid))
-            ax.plot(grid, fit["r0"] + gain, "-", color="C0", alpha=0.6, label="gold fit (Gao et al.)")
-            if not math.isnan(fit["d_peak"]) and d.min() <= fit["d_peak"] <= d.max() * 1.5:
-                ax.axvline(fit["d_peak"], color="C0", linestyle=":", linewidth=1)
-                ax.annotate("gold peak", (fit["d_peak"], fit["r_peak"]), fontsize=7)
+        if not math.isnan(r0):
+            ax.plot([0.0], [r0], "D", color="C2", label="start policy's gold (d = 0)")
+            fit = (fit_rl if form == "rl" else fit_bon)(d, gold, r0=r0)
+            if fit.fitted:
+                grid = np.linspace(0.0, d.max(), 200)
+                ax.plot(grid, fit.gold(grid), "-", color="C0", alpha=0.6, label="gold fit (Gao et al.)")
+                if fit.peak_inside:
+                    ax.axvline(fit.d_peak, color="C0", linestyle=":", linewidth=1)
+                    ax.annotate("fitted gold peak", (fit.d_peak, fit.r_peak), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                else:
+                    ax.annotate("fit still rising at the largest KL reached", (0.03, 0.96), va="top",
+                                xycoords="axes fraction", fontsize=7, color="dimgrey")  # fmt: skip
         ax.set_title(f"{roles.label(arm)}: {'during training' if form == 'rl' else 'across n'}", fontsize=9)
-        ax.set_xlabel("√KL (nats^½)")
+        ax.set_xlabel("√KL to the start (nats^½)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     axes[0].set_ylabel("reward")
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle("Over-optimisation: the proxy keeps rising, the gold reward need not", fontsize=10)
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
 
 
 def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
@@ -285,8 +360,8 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     fig = Figure(figsize=(6.5 * len(panels), 4.5))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (x, label) in zip(axes, panels):
-        for i, arm in enumerate(roles.names):
-            color = f"C{i % 10}"  # one colour per arm in both panels
+        for i, arm in enumerate(roles.policies):
+            color = "black" if roles.is_oracle(arm) else f"C{i % 10}"  # one colour per arm in both panels
             rows = results[results["arm"] == arm]
             at_id, prior = rows[rows["split"] == "id"], rows[rows["split"] == "prior"]
             if prior.empty or at_id[x].isna().all():
@@ -307,14 +382,14 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
             if n == 0 or math.isnan(k):
                 continue
             ax.errorbar(
-                k, g, xerr=0.0 if math.isnan(kh) else kh, yerr=0.0 if math.isnan(gh) else gh,
+                k, g, xerr=_clipped(k, 0.0 if math.isnan(kh) else kh) if x != "gold_reward" else (0.0 if math.isnan(kh) else kh),
+                yerr=0.0 if math.isnan(gh) else gh,
                 fmt="s" if roles.is_oracle(arm) else "o", capsize=3, color=color, label=roles.label(arm),
             )  # fmt: skip
-            ax.annotate(arm, (k, g), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xlabel(label)
         ax.set_ylabel("prior ability kept (counting, gold)")
-        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    _legend_outside(axes[-1])
     fig.suptitle("Forgetting: what each arm kept of an ability no stage trained")
     return _save(fig, path)
 
@@ -354,11 +429,15 @@ def labeller_bias(results: pd.DataFrame, roles: Roles, path: Path) -> Path | Non
     return _save(fig, path)
 
 
-def report_figures(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path) -> dict:
-    """Every figure of the report, by axis: {axis: [(title, path or None)]}; a figure without data is None."""
+def report_figures(
+    results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path, ceiling: float | None = None
+) -> dict:
+    """Every figure of the report, by axis: {axis: [(title, path or None)]}; a figure without data is None.
+    `ceiling`: the task's best possible gold reward, drawn with the base model's and the demonstrator's."""
+    scale = gold_scale(results, roles, ceiling)
     return {
         "objective": [
-            ("Gold reward vs KL to the base model (ID prompts)", gold_vs_kl(results, roles, out / "gold_vs_kl.png")),
+            ("Gold reward vs KL to the base model (ID prompts)", gold_vs_kl(results, roles, out / "gold_vs_kl.png", scale)),
             ("What each stage optimises", training_objectives(logs, roles, out / "training.png")),
             ("Reward–KL frontier", frontier(results, roles, out / "frontier.png")),
             ("Over-optimisation", overoptimisation(results, logs, roles, out / "overoptimisation.png")),
@@ -379,7 +458,7 @@ def report_figures(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out:
                                                 out / "demonstrator_quality.png")),
         ],
         "generalisation": [
-            ("Gold reward per arm, in and out of distribution", gold_by_split(results, roles, out / "gold_by_arm.png")),
+            ("Gold reward per arm, in and out of distribution", gold_by_split(results, roles, out / "gold_by_arm.png", scale)),
             ("Diversity vs quality", diversity_vs_gold(results, roles, out / "diversity.png")),
             ("Forgetting vs forward KL", forgetting(results, roles, out / "forgetting.png")),
         ],

@@ -27,6 +27,7 @@ from compare.report.html import render_html
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
 from compare.suite import Suite, one_line
+from compare.tasks import TASKS
 
 
 class ReportError(Exception):
@@ -182,12 +183,13 @@ def rebuild_report(folder: Path) -> None:
     new_plots.mkdir()
     try:
         roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
-        drawn = report_figures(results, logs, roles, new_plots)
+        ceiling = getattr(TASKS.get(suite.task.name), "gold_ceiling", None)
+        drawn = report_figures(results, logs, roles, new_plots, ceiling)
         figures = {
             axis: [(title, path and folder / "plots" / path.name) for title, path in figs]
             for axis, figs in drawn.items()
         }
-        claims = check_claims(results, logs, roles)
+        claims = check_claims(results, logs, roles, suite.task.name)
         text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
         page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles)
         md_tmp, html_tmp = pages

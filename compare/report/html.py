@@ -27,10 +27,12 @@ import yaml
 
 from compare.report.charts import SVG_FIGURES, gold_by_split_svg
 from compare.report.claims import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPPORTED
+from compare.report.key_results import gold_scale
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
 from compare.report.tables import SPLIT_NAMES, grid_cell, grid_heading, split_name
 from compare.suite import Suite
+from compare.tasks import TASKS
 
 ASSETS = Path(__file__).with_name("assets")
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
@@ -49,12 +51,13 @@ def render_html(
     """The whole page. `figures` is `report_figures`' answer: {axis: [(title, path of the PNG or None)]}."""
     roles = roles or Roles.of(suite, set(results["arm"]))
     text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
+    scale = gold_scale(results, roles, getattr(TASKS.get(suite.task.name), "gold_ceiling", None))
     pngs = {path.name: path for figs in figures.values() for _, path in figs if path is not None}
 
     def figure(title: str, target: str) -> str:
         name = target.rsplit("/", 1)[-1]
         draw = SVG_FIGURES.get(name)
-        chart = draw(results, logs, roles) if draw else None
+        chart = draw(results, logs, roles, scale) if draw else None
         if chart is None and name in pngs and pngs[name].is_file():
             data = base64.b64encode(pngs[name].read_bytes()).decode()
             chart = f'<img src="data:image/png;base64,{data}" alt="{escape(title)}">'
@@ -64,6 +67,8 @@ def render_html(
         return f'<figure id="fig-{stem}">{body}<figcaption>{escape(title)}{hint}</figcaption></figure>'
 
     title, intro, sections = markdown_sections(text, figure)
+    key = [html for _, s, html in sections if s == "key-results"]  # on the first screen, in the header
+    sections = [s for s in sections if s[1] != "key-results"]
     provenance = [(h, s, html + _records(prov, suite)) for h, s, html in sections if s == "provenance"]
     sections = [s for s in sections if s[1] != "provenance"]
     sections += [("Sample browser", "sample-browser", _sample_browser()), *provenance]
@@ -76,8 +81,9 @@ def render_html(
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head>\n<body>"
-        f'<header><div class="head-text"><h1>{escape(title)}</h1>{intro}{_glance(claims)}'
-        f'<nav aria-label="sections"><ol>{toc}</ol></nav></div>{_glance_chart(results, roles)}'
+        f'<header><div class="head-text"><h1>{escape(title)}</h1>{intro}'
+        f'<div class="key-results" id="key-results">{"".join(key)}</div>{_glance(claims)}'
+        f'<nav aria-label="sections"><ol>{toc}</ol></nav></div>{_glance_chart(results, roles, scale)}'
         f"</header>\n<main>{body}</main>\n"
         '<div id="tooltip" role="tooltip" hidden></div>\n'
         f'<script type="application/json" id="report-samples">{payload}</script>\n'
@@ -90,23 +96,25 @@ def _asset(name: str) -> str:
 
 
 def _glance(claims) -> str:
-    """The claims' verdicts counted, each count linking to the claims table."""
-    counts = Counter(c.verdict for c in claims)
+    """The claims' verdicts after the correction counted, each count linking to the claims table."""
+    counts = Counter(c.corrected or c.verdict for c in claims)
     chips = "".join(
         f'<a class="chip v-{_verdict_class(v)}" href="#claims-checked">{counts[v]} {escape(v)}</a>'
         for v in VERDICTS
         if counts[v]
     )
-    return f'<p class="glance">{len(claims)} claims checked: {chips}</p>' if claims else ""
+    text = f"{len(claims)} claims checked (after Holm's correction): "
+    return f'<p class="glance">{text}{chips}</p>' if claims else ""
 
 
-def _glance_chart(results, roles: Roles) -> str:
-    """The headline numbers beside the title: gold reward of every arm, in and out of distribution."""
-    chart = gold_by_split_svg(results, roles, splits=("id", "ood"), width=520)
+def _glance_chart(results, roles: Roles, scale: dict | None = None) -> str:
+    """The headline numbers beside the title: gold reward of every policy, in and out of distribution,
+    against the gold scale (base model, demonstrator, best possible)."""
+    chart = gold_by_split_svg(results, roles, splits=("id", "ood"), width=520, scale=scale)
     if chart is None:
         return ""
     return (
-        f'<figure class="glance-chart">{chart}<figcaption>Gold reward per arm, ID and OOD prompts '
+        f'<figure class="glance-chart">{chart}<figcaption>Gold reward per policy, ID and OOD prompts '
         '(mean ± 95% CI over runs; every split in <a href="#generalisation">'
         "Generalisation</a>)</figcaption></figure>"
     )
@@ -181,13 +189,22 @@ def table_html(lines: list[str], table_id: str) -> str:
     body = [r for r in rows[1:] if not all(re.fullmatch(r":?-+:?", c) for c in r)]
     head = "".join(f'<th scope="col">{inline(c)}</th>' for c in header)
     out = []
+    folded = {i for i, h in enumerate(header) if h == "numbers"}  # long evidence: folded away
     for row in body:
         cells = []
-        for cell in row:
+        for i, cell in enumerate(row):
             bare = cell.strip("*").strip()
-            mark = f' class="verdict v-{_verdict_class(bare)}"' if bare in VERDICTS and cell != bare else ""
+            verdict = bare[2:] if bare[:2] in ("▲ ", "▼ ", "○ ", "– ") else bare
+            mark = (
+                f' class="verdict v-{_verdict_class(verdict)}"'
+                if verdict in VERDICTS and cell != bare
+                else ""
+            )
             mark = mark or (' class="num"' if NUMBER.match(bare) and len(bare) < 40 else "")
-            cells.append(f"<td{mark}>{inline(cell)}</td>")
+            content = inline(cell)
+            if i in folded and len(cell) > 40:
+                content = f"<details><summary>numbers</summary>{content}</details>"
+            cells.append(f"<td{mark}>{content}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f'<div class="table-wrap"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
+from compare.report.key_results import gold_scale, key_results
 from compare.report.roles import Roles
 from compare.report.tables import (
     data_table,
@@ -17,7 +18,11 @@ from compare.report.tables import (
     splits_table,
     table_cell,
 )
+from compare.report.verdicts import CORRECTION, NOT_MEASURED
 from compare.suite import Suite
+from compare.tasks import TASKS
+
+FINDINGS_POINTER = "(`make findings`: reports/findings/)"
 
 
 def describe_base(suite: Suite) -> str:
@@ -43,11 +48,13 @@ def render_markdown(
     ann = suite.task.annotator
     budgets = sorted(results["budget"].unique().tolist())
     splits = list(dict.fromkeys(results["split"]))  # in the order the evaluator wrote them
+    ceiling = getattr(TASKS.get(suite.task.name), "gold_ceiling", None)
     lines = [
         f"# Report: {suite.name}",
         "",
         suite.description.strip(),
         "",
+        *key_results(results, roles, claims, ceiling, FINDINGS_POINTER),
         "## Setup",
         "",
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
@@ -80,10 +87,13 @@ def render_markdown(
         "",
         "## Results",
         "",
-        "Gold reward is the task's true objective, which no training method sees. RM score is the reward "
-        "model's opinion (runs with a reward model only).",
+        "Gold reward is the task's true objective: no method trains on it, except an oracle arm (marked "
+        "as such), which is an upper bound, not a competitor. RM score is the reward model's opinion (runs "
+        "with a reward model only). A reward model evaluated alone is not a policy: it is in the "
+        "reward-model table below."
+        + (f" Gold scale: {_scale_text(results, roles, ceiling)}." if ceiling is not None else ""),
         "",
-        main_table(results, arms),
+        main_table(results, roles.policies),
         "",
     ]
     rm = rm_table(results)
@@ -182,17 +192,49 @@ def failed_section(failed: pd.DataFrame | None) -> list[str]:
     return lines + [""]
 
 
+def _scale_text(results, roles: Roles, ceiling: float | None) -> str:
+    names = {
+        "base": "base model",
+        "demonstrator": "demonstrator",
+        "ceiling": "best possible",
+        "oracle": "oracle arm",
+    }
+    return ", ".join(f"{names[k]} {v:.2f}" for k, v in gold_scale(results, roles, ceiling).items())
+
+
+MARKERS = {"supported": "▲ supported", "contradicted": "▼ contradicted", "inconclusive": "○ inconclusive",
+           "not measured": "– not measured"}  # fmt: skip
+
+
 def claims_section(claims, n_failed: int = 0) -> list[str]:
     without = f" Computed without the {n_failed} failed run(s) listed above." if n_failed else ""
+    tested = sum(c.verdict != NOT_MEASURED and c.p_value == c.p_value for c in claims)
     lines = [
         "## Claims checked",
         "",
-        "Each claim is marked supported or contradicted only when a seed-paired 95% interval excludes zero; "
-        "otherwise inconclusive at this scale. 'Not measured' means this suite has no runs that bear on it."
+        "Each claim is checked on this suite's runs with one rule (`compare/report/verdicts.py`): supported "
+        "(▲) or contradicted (▼) only when a seed-paired 95% t-interval excludes zero, otherwise "
+        "inconclusive (○); not measured (–) when this suite has no runs that bear on it. With many "
+        f"claims, some pass by chance: the column *after correction* applies {CORRECTION} ({tested} "
+        "tested here), and the key results use it. Where a suite has both kinds of RLHF, the claims against "
+        "SFT are checked for each (offline preference: DPO; online RL: a reward model + PPO or RLOO)."
         + without,
         "",
-        "| claim | verdict | evidence |",
-        "|---|---|---|",
+        "| claim | compared | reading | verdict | after correction | decided by | numbers |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence} |" for c in claims]
+    for c in claims:
+        suite = f"experiments/{c.suite}" if c.suite else "–"
+        read = c.reading
+        if c.seeds_needed is not None and c.verdict != NOT_MEASURED:
+            read += f" About {c.seeds_needed} seeds would decide an effect of this size."
+        if not c.can_contradict:
+            read += " (Cannot be contradicted by this statistic: docs/claims.md.)"
+        numbers = "–" if c.verdict == NOT_MEASURED else c.evidence
+        if c.p_value == c.p_value and f"p = {c.p_value:.2g}" not in numbers:
+            numbers += f"; the claim's p-value (Bonferroni over its tests) = {c.p_value:.2g}"
+        lines.append(
+            f"| {table_cell(c.claim)} | {table_cell(c.compared or '–')} | {table_cell(read)} | "
+            f"**{MARKERS[c.verdict]}** | **{MARKERS[c.corrected or c.verdict]}** | {suite} | {table_cell(numbers)} |"
+        )
     return lines + [""]

@@ -182,6 +182,12 @@ class Roles:
         """Upper bounds that optimise the gold reward itself: drawn dashed, never a competitor."""
         return tuple(a for a in self.names if self.arms[a].oracle)
 
+    @cached_property
+    def policies(self) -> list[str]:
+        """The arms that are policies, in suite order: every arm but a reward model evaluated alone (its
+        policy is the base model's; its accuracy is in the reward-model table)."""
+        return [a for a in self.names if not self.arms[a].only(Role.REWARD_MODEL)]
+
     # -- per arm ----------------------------------------------------------------------------------------
     def is_oracle(self, arm: str) -> bool:
         return arm in self.arms and self.arms[arm].oracle

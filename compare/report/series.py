@@ -68,6 +68,24 @@ def strength_columns(results: pd.DataFrame, roles: Roles, arm: str, stage: str |
     return [c for c in roles.strength_columns(arm, grid_cols(results), stage) if rows[c].nunique() > 1]
 
 
+def policy_groups(results: pd.DataFrame, roles: Roles) -> list[tuple[str, str, pd.DataFrame]]:
+    """(label, arm, rows) of every policy a table or chart shows, in suite order: each arm but reward
+    models alone; an arm whose strength setting is swept (best-of-n's n, DPO's β) once per setting
+    ("best_of_n n=4"), since averaging over it mixes different policies."""
+    groups = []
+    for arm in roles.policies:
+        rows = results[results["arm"] == arm]
+        if rows.empty:
+            continue
+        keys = strength_columns(results, roles, arm)
+        if not keys:
+            groups.append((roles.label(arm), arm, rows))
+            continue
+        for value, sub in rows.groupby(keys[0], sort=True):
+            groups.append((f"{roles.label(arm)} {keys[0].rsplit('.', 1)[-1]}={value:g}", arm, sub))
+    return groups
+
+
 def frontier_points(results: pd.DataFrame, roles: Roles, arm: str) -> list[tuple[float, float]]:
     """(KL, gold) on ID prompts at each strength setting of one arm, mean over seeds (and other settings)."""
     rows = results[(results["arm"] == arm) & (results["split"] == "id")]

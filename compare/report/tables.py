@@ -11,7 +11,7 @@ import pandas as pd
 from compare.metrics import mean_ci
 from compare.plan import arm_budget, default_share
 from compare.report.roles import Column, Roles
-from compare.report.series import fmt, per_seed
+from compare.report.series import fmt, per_seed, policy_groups
 from compare.report.stats import paired_difference
 from compare.stages import RECIPE_STAGES
 from compare.suite import Suite
@@ -39,8 +39,8 @@ def split_name(split: str) -> str:
 
 
 def splits_table(results: pd.DataFrame, roles: Roles) -> str | None:
-    """Gold reward of every arm on every evaluation split (mean ± 95% CI over seeds), when there are more
-    than ID and OOD; and the forward KL on the training prompts that forgetting is read against."""
+    """Gold reward of every policy on every evaluation split (mean ± 95% CI over seeds), when there are
+    more than ID and OOD; and the forward KL on the training prompts that forgetting is read against."""
     order = [s for s in SPLIT_NAMES if s in set(results["split"])]
     order += sorted(set(results["split"]) - set(order))
     if len(order) <= 2:
@@ -48,16 +48,10 @@ def splits_table(results: pd.DataFrame, roles: Roles) -> str | None:
     kl = "forward_kl_train" in results and results["forward_kl_train"].notna().any()
     header = ["arm", *(f"gold {split_name(s)}" for s in order)] + (["KL(base ‖ π) train"] if kl else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for arm in roles.names:
-        rows = results[results["arm"] == arm]
-        if rows.empty:
-            continue
-        cells = [
-            f"**{roles.label(arm)}**",
-            *(fmt_ci(rows.loc[rows["split"] == s, "gold_reward"]) for s in order),
-        ]
+    for label, _, rows in policy_groups(results, roles):
+        cells = [f"**{label}**", *(fmt_ci(rows.loc[rows["split"] == s, "gold_reward"]) for s in order)]
         if kl:
-            cells.append(fmt_ci(rows.loc[rows["split"] == "id", "forward_kl_train"]))
+            cells.append(fmt_ci(rows.loc[rows["split"] == "id", "forward_kl_train"], nonnegative=True))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -82,11 +76,20 @@ MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in re
 ]
 
 
-def fmt_ci(values) -> str:
-    mean, half, n = mean_ci(list(values))
+NONNEGATIVE = {"kl_to_base", "forward_kl_train", "distinct_2", "mean_length", "well_formed", "rm_accuracy"}
+
+
+def fmt_ci(values, nonnegative: bool = False) -> str:
+    """Mean ± 95% t-half-width; for a quantity that cannot be negative (a KL, a share, a length) whose
+    interval would reach below 0, the interval itself, clipped at 0: "0.137 (0.000 to 0.280)"."""
+    mean, half, n = mean_ci([v for v in values if not (isinstance(v, float) and math.isinf(v))])
     if n == 0 or math.isnan(mean):
         return "–"
-    return f"{mean:.3f}" if n == 1 or math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+    if n == 1 or math.isnan(half):
+        return f"{mean:.3f}"
+    if nonnegative and mean - half < 0:
+        return f"{mean:.3f} ({max(0.0, mean - half):.3f} to {mean + half:.3f})"
+    return f"{mean:.3f} ± {half:.3f}"
 
 
 def table_cell(text: str) -> str:
@@ -119,8 +122,10 @@ def main_table(results: pd.DataFrame, arms: list[str]) -> str:
     groups = results.groupby(keys, sort=False, dropna=False)
     for key, group in sorted(groups, key=lambda kv: _arm_order(kv[0], arms)):
         key = key if isinstance(key, tuple) else (key,)
+        if key[0] not in arms:
+            continue
         cells = [f"**{key[0]}**", *(grid_cell(k) for k in key[1:]), str(group["seed"].nunique())]
-        cells += [fmt_ci(group.loc[group["split"] == s, m]) for m, s in cols]
+        cells += [fmt_ci(group.loc[group["split"] == s, m], m in NONNEGATIVE) for m, s in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -165,7 +170,7 @@ def rm_table(results: pd.DataFrame) -> str | None:
         "|---|---|---|---|---|",
     ]
     for arm, group in rm.groupby("arm", sort=False):
-        cells = [fmt_ci(group.loc[group["split"] == s, "rm_accuracy"]) for s in ("id", "ood")]
+        cells = [fmt_ci(group.loc[group["split"] == s, "rm_accuracy"], True) for s in ("id", "ood")]
         cells += [fmt_ci(group.loc[group["split"] == "id", c]) for c in ("proxy_reward", "gold_reward")]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -179,7 +184,7 @@ def differences_section(results: pd.DataFrame, roles: Roles) -> list[str]:
     swept = any(c.startswith("grid.") for c in results.columns)
     keys_note = " (averaged over the swept settings)" if swept else ""
     rows = []
-    for arm in roles.names:
+    for arm in roles.policies:
         if arm == ref:
             continue
         cells = []
@@ -187,11 +192,11 @@ def differences_section(results: pd.DataFrame, roles: Roles) -> list[str]:
             d = paired_difference(
                 per_seed(results, arm, "gold_reward", split), per_seed(results, ref, "gold_reward", split)
             )
-            if d["n"] == 0:
+            if d.n == 0:
                 cells.append("–")
                 continue
-            mark = "**significant**" if d["significant"] else "not significant"
-            cells.append(f"{fmt(d['mean'], d['half_width'])} ({mark})")
+            mark = "**significant**" if d.significant else "not significant"
+            cells.append(f"{fmt(d.mean, d.half_width)} ({mark}, p = {d.p_value:.2g})")
         rows.append(f"| {arm} − {ref} | " + " | ".join(cells) + " |")
     if not rows:
         return []
@@ -208,66 +213,49 @@ def differences_section(results: pd.DataFrame, roles: Roles) -> list[str]:
     ]
 
 
-def efficiency(suite: Suite, results: pd.DataFrame, roles: Roles, arm: str) -> tuple[dict, dict]:
-    """({seed: ID gold gained over the base per 100 units spent}, {seed: ... per nat of KL to the base}),
-    each gain paired with the base model's gold on the same seed; an arm that spent nothing (a verifier)
-    or moved no KL has no value there."""
+def efficiency(suite: Suite, results: pd.DataFrame, roles: Roles, arm: str) -> dict[int, float]:
+    """{seed: ID gold gained over the base per 100 units spent}, each gain paired with the base model's
+    gold on the same seed; an arm that spent nothing (a verifier) has no value."""
     base = per_seed(results, roles.base, "gold_reward")
     rows = results[(results["arm"] == arm) & (results["split"] == "id")]
     cost = suite.budget.cost
     labels = rows["n_labels"] if "n_labels" in rows else arm_budget(suite, suite.arms[arm])[2]
     units = rows["n_demonstrations"] * cost.demonstration + rows["n_comparisons"] * cost.comparison
-    per_unit, per_nat = {}, {}
+    per_unit = {}
     for seed, group in rows.assign(units=units + labels * cost.label).groupby("seed"):
         if seed not in base:
             continue
         gain = group["gold_reward"].mean() - base[seed]
-        spent, kl = group["units"].mean(), group["kl_to_base"].mean()
+        spent = group["units"].mean()
         if spent > 0:
             per_unit[seed] = 100 * gain / spent
-        if kl > 1e-6:
-            per_nat[seed] = gain / kl
-    return per_unit, per_nat
+    return per_unit
 
 
 def efficiency_section(suite: Suite, results: pd.DataFrame, roles: Roles) -> list[str]:
-    """Which arm buys the most gold per annotation unit, and per nat of KL: each arm's gain over the base
-    model (paired by seed), the best arm of each, and whether it beats the runner-up on paired seeds."""
+    """Gold gained per annotation unit, each arm's gain over the base model paired by seed. No ranking
+    by gold per nat of KL: it favours whichever arm moved less whenever gold is concave in KL
+    (docs/claims.md); KL-efficiency is compared at equal KL in the claims."""
     if roles.base is None:
         return []
-    arms = [a for a in roles.names if a != roles.base and not roles.is_oracle(a) and a in set(results["arm"])]
+    arms = [
+        a for a in roles.policies if a != roles.base and not roles.is_oracle(a) and a in set(results["arm"])
+    ]
     found = {arm: efficiency(suite, results, roles, arm) for arm in arms}
+    found = {arm: u for arm, u in found.items() if u}
     if not found:
         return []
     lines = [
-        "### Gold per annotation unit and per nat of KL",
+        "### Gold per annotation unit",
         "",
-        f"ID gold reward gained over {roles.base} (same seed), per 100 annotation units the arm spent and per "
-        "nat of its KL to the base: mean ± 95% t-interval over seeds. An arm that spends no units (a "
-        "verifier) has no value per unit.",
+        f"ID gold reward gained over {roles.base} (same seed) per 100 annotation units the arm spent: mean ± "
+        "95% t-interval over seeds. Arms that spend no units (a verifier) are left out. Which method buys "
+        "more gold per nat of KL is compared at equal KL in the claims, not by a ratio.",
         "",
-        "| arm | gold gain per 100 units | gold gain per nat of KL |",
-        "|---|---|---|",
+        "| arm | gold gain per 100 units |",
+        "|---|---|",
     ]
-    lines += [f"| {arm} | {fmt_ci(u.values())} | {fmt_ci(k.values())} |" for arm, (u, k) in found.items()]
-    lines.append("")
-    for i, what in enumerate(("per 100 units", "per nat of KL")):
-        ranked = sorted(
-            (a for a in found if found[a][i]),
-            key=lambda a: mean_ci(list(found[a][i].values()))[0],
-            reverse=True,
-        )
-        if len(ranked) < 2:
-            continue
-        best, second = ranked[:2]
-        d = paired_difference(found[best][i], found[second][i])
-        if d["n"] == 0:
-            continue
-        mark = "**significant**" if d["significant"] else "not significant"
-        lines.append(
-            f"- Most gold {what}: **{best}** ({fmt_ci(found[best][i].values())}); ahead of {second} by "
-            f"{fmt(d['mean'], d['half_width'])} over {d['n']} paired seeds ({mark})."
-        )
+    lines += [f"| {arm} | {fmt_ci(u.values())} |" for arm, u in found.items()]
     return lines + [""]
 
 
