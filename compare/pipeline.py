@@ -165,7 +165,24 @@ def write_collection(folder: Path, collection, suites, runs, cache: StageCache, 
             continue
         write_suite(folder / suite.name, suite, runs[suite.name], cache, outcome)
         lines.append(f"- [{suite.name}]({suite.name}/report.md): {suite.description.strip()}")
+    if collection.findings:
+        write_findings_report(folder, collection, [s for s in suites if (folder / s.name).is_dir()])
+        lines[4:4] = ["The findings, every claim on a discovery and a confirmation half of the seeds: "
+                      "[report.md](report.md), [report.html](report.html).", ""]  # fmt: skip
     (folder / "index.md").write_text("\n".join(lines) + "\n")
+
+
+def write_findings_report(folder: Path, collection, suites) -> None:
+    """The findings report over the suites' saved results (`compare/report/findings.py`)."""
+    from compare.report import read_saved
+    from compare.report.findings import write_findings
+    from compare.report.roles import Roles
+
+    data = []
+    for suite in suites:
+        saved, results, _, logs, _, _ = read_saved(folder / suite.name)
+        data.append((saved, results, logs, Roles.of(saved, set(results["arm"]))))
+    write_findings(folder, collection, data)
 
 
 def publish(out: Path, cache: StageCache, write) -> None:

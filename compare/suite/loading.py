@@ -69,6 +69,14 @@ def load_suites(
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise SuiteError(f"{path}: suites: two suites share a name ({', '.join(names)})")
+    if collection.findings:
+        for member, suite in zip(collection.suites, suites):
+            seeds = suite.grid.get("seed", [0])
+            if len(set(seeds)) < 10:
+                raise SuiteError(
+                    f"{path.parent / member}: grid.seed: {len(set(seeds))} seeds; a findings collection decides "
+                    "each claim on a discovery and a confirmation half of at least 5 seeds each: give 10 or more"
+                )
     runs = sum(grid_size(s)[1] for s in suites)
     if runs > limits.MAX_RUNS:
         raise SuiteError(

@@ -542,6 +542,13 @@ class Collection(Strict):
     name: str = Field(description="Collection name; reports go to reports/<name>/<suite name>/ by default.")
     description: str = Field("", description="What the collection is for.")
     suites: list[str] = Field(min_length=1, description="Suite files, relative to this file.")
+    findings: bool = Field(
+        False,
+        description="Decide every claim in the suite designed for it (the suite named as in "
+        "docs/claims.md), on two halves of that suite's seeds: sorted, the first half discovers and the "
+        "second half confirms. Writes report.md and report.html over the collection beside the suites' "
+        f"reports. Each suite needs at least {2 * 5} seeds.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,237 @@
+"""The findings report: every claim decided in the suite designed for it, on a discovery and a confirmation
+half of that suite's seeds (DESIGN.md, fairness rules 7 and 8).
+
+For each suite of a findings collection (`Collection.findings`), the seeds are sorted and split in two:
+the first half discovers, the second half confirms. Each claim whose home suite (`Claim.suite`, the
+shipped suite named in docs/claims.md) is that suite is checked three times, with the one rule of
+`verdicts.py`: on the discovery half, on the confirmation half and on all seeds. A claim is
+**replicated** when the discovery half decides it (95%, as any report would) and the confirmation half,
+corrected with Holm over the claims carried to it, decides it the same way. On all seeds the verdicts
+are also shown after Holm over every claim of the table. Exact numbers differ across CPUs (floating-point
+kernels); only replicated verdicts are findings.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from compare.report.claims import check_claims
+from compare.report.roles import Roles
+from compare.report.stats import holm
+from compare.report.tables import table_cell
+from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, NOT_MEASURED, SUPPORTED, Claim
+
+MARK = {SUPPORTED: "▲ supported", CONTRADICTED: "▼ contradicted", INCONCLUSIVE: "○ inconclusive",
+        NOT_MEASURED: "– not measured"}  # fmt: skip
+# the figures shown under each suite's row, when its report drew them
+KEY_FIGURES = ("learning_curves.png", "noise.png", "demonstrator_quality.png", "gold_by_arm.png",
+               "overoptimisation.png", "labeller_bias.png", "frontier.png", "forgetting.png", "diversity.png")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim of one suite on both halves and on all seeds."""
+
+    suite: str
+    discovery_seeds: tuple[int, ...]
+    confirmation_seeds: tuple[int, ...]
+    discovery: Claim
+    confirmation: Claim
+    whole: Claim
+    confirmed: str = INCONCLUSIVE  # the confirmation half's verdict after Holm over the carried claims
+    corrected: str = INCONCLUSIVE  # all seeds, after Holm over the whole table
+
+    @property
+    def replicated(self) -> bool:
+        return self.discovery.decided and self.confirmed == self.discovery.verdict
+
+
+def halves(seeds) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sorted seeds split in two: the first half discovers, the second confirms (odd: discovery is smaller)."""
+    ordered = tuple(sorted(set(int(s) for s in seeds)))
+    return ordered[: len(ordered) // 2], ordered[len(ordered) // 2 :]
+
+
+def _only(frame: pd.DataFrame, seeds) -> pd.DataFrame:
+    return frame[frame["seed"].isin(seeds)] if not frame.empty and "seed" in frame else frame
+
+
+def home_of(claim: Claim) -> str:
+    return claim.suite.removesuffix(".yaml")
+
+
+def suite_findings(name: str, results, logs, roles: Roles, task: str | None) -> list[Finding]:
+    """The claims whose home is this suite, on each half and on all seeds (before any correction)."""
+    first, second = halves(results["seed"].unique())
+    checks = {
+        seeds: {c.key: c for c in check_claims(_only(results, seeds), _only(logs, seeds), roles, task)}
+        for seeds in (first, second, first + second)
+    }
+    whole = checks[first + second]
+    return [
+        Finding(name, first, second, checks[first][key], checks[second][key], claim)
+        for key, claim in whole.items()
+        if home_of(claim) == name and key in checks[first] and key in checks[second]
+    ]
+
+
+def corrected(findings: list[Finding]) -> list[Finding]:
+    """The confirmation verdicts after Holm over the claims the discovery half decided, and the all-seeds
+    verdicts after Holm over every measured claim of the table."""
+    carried = [i for i, f in enumerate(findings) if f.discovery.decided]
+    confirm_p = holm([findings[i].confirmation.p_value for i in carried])
+    confirmed = {i: p for i, p in zip(carried, confirm_p)}
+    whole_p = holm([f.whole.p_value if f.whole.verdict != NOT_MEASURED else math.nan for f in findings])
+    out = []
+    for i, f in enumerate(findings):
+        p = confirmed.get(i, math.nan)
+        conf = f.confirmation.verdict if f.confirmation.decided and p < LEVEL else INCONCLUSIVE
+        all_p = whole_p[i]
+        whole = f.whole.verdict if f.whole.decided and all_p < LEVEL else (
+            NOT_MEASURED if f.whole.verdict == NOT_MEASURED else INCONCLUSIVE
+        )  # fmt: skip
+        out.append(
+            Finding(
+                **{**f.__dict__, "confirmed": conf if i in confirmed else INCONCLUSIVE, "corrected": whole}
+            )
+        )
+    return out
+
+
+def _seeds(seeds: tuple[int, ...]) -> str:
+    if seeds and list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def _effect(claim: Claim) -> str:
+    d = claim.effect
+    if d is None or d.n == 0:
+        return "–"
+    half = "" if math.isnan(d.half_width) else f" ± {d.half_width:.3f}"
+    return f"{d.mean:+.3f}{half} (n={d.n})"
+
+
+def findings_markdown(collection, findings: list[Finding], figures: dict[str, list[Path]]) -> str:
+    """report.md of a findings collection: the claims table, then each suite's key figures."""
+    replicated = [f for f in findings if f.replicated]
+    flipped = [f for f in findings if f.discovery.decided and not f.replicated]
+    never = [f for f in findings if not f.discovery.decided and f.whole.verdict != NOT_MEASURED]
+    lines = [
+        f"# Findings: {collection.name}",
+        "",
+        collection.description.strip(),
+        "",
+        "## Key results",
+        "",
+        f"- **{len(replicated)} of {len(findings)} claims replicated**: decided on the discovery half of the "
+        "seeds and decided the same way on the confirmation half, which was never looked at before "
+        "(after Holm's correction over the claims carried to it)"
+        + (
+            ": " + "; ".join(f"{_name(f)} **{f.discovery.verdict}**" for f in replicated)
+            if replicated
+            else ""
+        )
+        + ".",
+        f"- **{len(flipped)} decided on the discovery half but not confirmed**"
+        + (": " + "; ".join(_name(f) for f in flipped) if flipped else "")
+        + ". Read these as leads, not findings.",
+        f"- **{len(never)} decided on neither half**; the table gives the effect on all seeds and about how "
+        "many seeds would decide an effect of that size.",
+        "- Exact numbers differ across CPUs (floating-point kernels), so a verdict is a finding only when "
+        "it replicates; each suite's own report (linked below) has every number.",
+        "",
+        "## Every claim, on both halves",
+        "",
+        "Discovery and confirmation: the verdict of each half at 95% (the confirmation half after Holm over "
+        "the claims the discovery half decided); all seeds: the effect (mean ± 95% t-interval; positive is "
+        "the direction the claim predicts) and the verdict after Holm over every claim of this table.",
+        "",
+        "| claim | compared | suite (seeds: discovery / confirmation) | discovery | confirmation | replicated | "
+        "effect, all seeds | all seeds, after correction | seeds to decide |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in findings:
+        need = f.whole.seeds_needed
+        lines.append(
+            "| " + " | ".join([
+                table_cell(f.whole.claim), table_cell(f.whole.compared or "–"),
+                f"[{f.suite}]({f.suite}/report.md) ({_seeds(f.discovery_seeds)} / {_seeds(f.confirmation_seeds)})",
+                f"**{MARK[f.discovery.verdict]}**", f"**{MARK[f.confirmed if f.discovery.decided else f.confirmation.verdict]}**",
+                "**yes**" if f.replicated else "no", _effect(f.whole), f"**{MARK[f.corrected]}**",
+                "–" if f.whole.decided or need is None else f"about {need}",
+            ]) + " |"
+        )  # fmt: skip
+    lines += ["", "## Each suite's key figures", ""]
+    for suite, paths in figures.items():
+        lines += [f"### [{suite}]({suite}/report.md)", ""]
+        lines += [f"![{suite}: {p.stem.replace('_', ' ')}]({suite}/plots/{p.name})" for p in paths]
+        lines.append("")
+    lines += [
+        "## How to regenerate",
+        "",
+        "`make findings` (cold: under an hour on 2 CPU cores; stages are cached, so an interrupted run "
+        "resumes). The statistics: `compare/report/findings.py`; the claims and their statistics: "
+        "docs/claims.md.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _name(f: Finding) -> str:
+    text = f.whole.claim.split(" (")[0].split(":")[0].rstrip(".")
+    arm = f.whole.key.split("[", 1)[1].rstrip("]") if "[" in f.whole.key else ""
+    return f"“{text}”" + (f" [{arm}, {f.suite}]" if arm else f" [{f.suite}]")
+
+
+def findings_html(markdown: str, folder: Path) -> str:
+    """The same report as one self-contained page: its figures embedded as data: URLs."""
+    from compare.report.html import CSP, _asset, markdown_sections
+
+    def figure(title: str, target: str) -> str:
+        path = folder / target
+        if not path.is_file():
+            return f'<p class="missing">{escape(target)} was not found</p>'
+        data = base64.b64encode(path.read_bytes()).decode()
+        return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(title)}">'
+                f"<figcaption>{escape(title)}</figcaption></figure>")  # fmt: skip
+
+    title, intro, sections = markdown_sections(markdown, figure)
+    body = "".join(f'<section id="{slug}">{html}</section>' for _, slug, html in sections)
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head>\n<body>"
+        f'<header><div class="head-text"><h1>{escape(title)}</h1>{intro}</div></header>\n'
+        f"<main>{body}</main>\n<script>{_asset('report.js')}</script>\n</body></html>\n"
+    )
+
+
+def write_findings(folder: Path, collection, suites_data: list[tuple]) -> None:
+    """report.md and report.html of a findings collection in `folder`, from each suite's saved results.
+
+    `suites_data`: (suite, results, logs, roles) of every suite that has results, whose own report folder
+    `folder/<suite name>/` is already written."""
+    found = []
+    for suite, results, logs, roles in suites_data:
+        found += suite_findings(suite.name, results, logs, roles, suite.task.name)
+    found = corrected(found)
+    figures = {
+        suite.name: [
+            folder / suite.name / "plots" / n
+            for n in KEY_FIGURES
+            if (folder / suite.name / "plots" / n).is_file()
+        ]
+        for suite, *_ in suites_data
+    }
+    text = findings_markdown(collection, found, figures)
+    (folder / "report.md").write_text(text)
+    (folder / "report.html").write_text(findings_html(text, folder), encoding="utf-8")
