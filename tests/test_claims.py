@@ -165,13 +165,14 @@ def test_frontier_is_decided_at_equal_kl_by_seed():
 
 def test_a_task_s_other_named_shifts_get_a_claim_each():
     from compare.report.claims import _gap_claim_for
+    from compare.tasks import TASKS
 
+    arithmetic = Roles({"sft": ["sft"], "dpo": ["dpo"]}, splits=TASKS["arithmetic"].split_specs)
+    reviews = Roles({"sft": ["sft"], "dpo": ["dpo"]}, splits=TASKS["reviews"].split_specs)
+    assert shift_claims(arithmetic) == ["ood_reversed", "ood_template"]  # the task's own shifts
+    assert shift_claims(reviews) == ["ood_opener", "ood_format"]
     frame = pd.DataFrame([row("sft", 0, 1.0), {**row("sft", 0, 0.5), "split": "ood_reversed"}])
-    assert shift_claims(frame) == ["ood_reversed"]  # arithmetic's shifts: not those of reviews
-    assert shift_claims(frame[frame["split"] == "id"]) == ["ood_opener", "ood_format"]
-    claim = _gap_claim_for(
-        frame, "dpo", "sft", "offline preference", "ood_reversed", "arithmetic_variants.yaml"
-    )
+    claim = _gap_claim_for(frame, arithmetic, "dpo", "sft", "offline preference", "ood_reversed", "x.yaml")
     assert "a changed rule" in claim.claim and "ID − OOD reversed gap" in claim.claim
     assert claim.key == "shift:ood_reversed[dpo]"
 

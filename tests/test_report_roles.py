@@ -22,6 +22,8 @@ from compare.report.roles import Column, Roles, preference_rank
 from compare.report.series import frontier_points
 from compare.stages import SPECS
 from compare.suite import load_suites
+from compare.tasks import TASKS
+from compare.tasks.task import ID_SPLIT, Split, SplitRole
 
 ROOT = Path(__file__).resolve().parents[1]
 RENAMES = {"sft": "imitation", "dpo": "prefopt"}  # neither new name appears anywhere else in a report
@@ -130,7 +132,7 @@ def synthetic(names: dict[str, str]):
          "heldout/gold": rng.normal(), "heldout/proxy": step / 4, Column.LENGTH_BIAS: bias}
         for seed, step in held for bias in (0.0, 0.3)
     )  # fmt: skip
-    return pd.DataFrame(rows), logs, Roles(recipes)
+    return pd.DataFrame(rows), logs, Roles(recipes, splits=TASKS["reviews"].split_specs)
 
 
 def test_every_claim_is_found_by_role():
@@ -275,3 +277,49 @@ def test_forgetting_figure_draws_each_strength_setting_and_the_equal_gain_panel(
     assert list(lines["sft (epochs)"].get_xdata()) == pytest.approx([0.65, 0.75, 1.05])  # ID gold per epochs
     assert list(lines["ppo (kl_coef)"].get_ydata()) == pytest.approx([0.95, 0.85, 0.55])  # prior per setting
     assert "KL(base ‖ policy)" in left.get_xlabel() and "ID prompts" in right.get_xlabel()
+
+
+# -- splits by role: a task of the test's own, with split names the report has never seen ---------------
+def test_a_new_task_s_splits_get_their_claims_and_tables_without_report_edits(tmp_path):
+    splits = (
+        ID_SPLIT,
+        Split("far_away", SplitRole.SHIFT, "far away", "questions from another planet"),
+        Split("recall", SplitRole.PRIOR, "recall", "remembering names"),
+    )
+    roles = Roles({"base": [], "sft": ["sft"], "ppo": ["rm", "ppo"]}, splits=splits)
+    kl_coef, epochs = "grid.arms.ppo.stages.ppo.kl_coef", "grid.arms.sft.stages.sft.epochs"
+    rows = []
+    for seed, jitter in enumerate((-0.02, -0.01, 0.0, 0.01, 0.02)):
+        for split, gold in (("id", 0.6), ("far_away", 0.5), ("recall", 0.9)):
+            rows.append({"arm": "base", "seed": seed, "split": split, "gold_reward": gold, "kl_to_base": 0.0})
+        for setting, g, kept in ((1, 0.4, 0.9), (4, 0.8, 0.5)):
+            for arm, col, far, keep in (
+                ("sft", epochs, g - 0.4 - jitter, kept),
+                ("ppo", kl_coef, g - 0.1, kept + 0.2 + jitter),
+            ):
+                rows += [
+                    {"arm": arm, "seed": seed, "split": "id", "gold_reward": g, "kl_to_base": 1.0, col: setting},
+                    {"arm": arm, "seed": seed, "split": "far_away", "gold_reward": far, "kl_to_base": 1.0, col: setting},
+                    {"arm": arm, "seed": seed, "split": "recall", "gold_reward": keep, "kl_to_base": 1.0, col: setting},
+                ]  # fmt: skip
+    results = pd.DataFrame(rows)
+    results["forward_kl_train"] = 1.0
+    claims = {c.key: c for c in check_claims(results, pd.DataFrame(), roles)}
+    shift = claims["shift:far_away[ppo]"]  # its own shift, with its own description
+    assert "under questions from another planet (smaller ID − far away gap)" in shift.claim
+    assert shift.verdict == "supported"  # PPO loses 0.1 there, SFT 0.4
+    assert claims["forgetting"].verdict == "supported" and "remembering names" in claims["forgetting"].reading
+    assert not any(k.startswith(("shift:ood_opener", "shift:ood_format")) for k in claims)
+    from compare.report.tables import splits_table
+
+    table = splits_table(results, roles)
+    assert table.splitlines()[0].startswith("| arm | gold ID | gold far away | gold recall |")
+    assert figures.forgetting(results, roles, tmp_path / "f.png") is not None  # the prior ability, by role
+
+
+def test_every_task_declares_each_split_it_evaluates():
+    for name, task in TASKS.items():
+        declared = {s.name for s in task.split_specs}
+        options = {"rule_variants": True, "templates": 4} if name == "arithmetic" else {}
+        assert set(task.splits_with(options)) <= declared, name
+        assert [s.role for s in task.split_specs].count(SplitRole.IN_DISTRIBUTION) == 1

@@ -20,7 +20,7 @@ from compare.metrics import mean_ci
 from compare.report.figures import objective
 from compare.report.roles import Roles
 from compare.report.series import frontier_points, policy_groups
-from compare.report.tables import SPLIT_NAMES, grid_cell, grid_heading, split_name
+from compare.report.tables import grid_cell, grid_heading
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
@@ -149,9 +149,8 @@ def _legend(items: list[tuple[str, str, bool]], x: float, y: float, width: float
     return parts, cy - y + 16
 
 
-def _split_order(results: pd.DataFrame) -> list[str]:
-    present = set(results["split"])
-    return [s for s in SPLIT_NAMES if s in present] + sorted(present - set(SPLIT_NAMES))
+def _split_order(results: pd.DataFrame, roles: Roles) -> list[str]:
+    return roles.split_order(results["split"])
 
 
 def gold_by_split_svg(
@@ -165,7 +164,7 @@ def gold_by_split_svg(
     95% t-interval over its runs (the numbers of the splits table), one row per policy, one coloured dot
     and whisker per split; the gold scale (`scale`: base model, demonstrator, best possible) as lines."""
     groups = policy_groups(results, roles)
-    splits = [s for s in _split_order(results) if splits is None or s in splits]
+    splits = [s for s in _split_order(results, roles) if splits is None or s in splits]
     if not groups:
         return None
     stats = {}
@@ -181,7 +180,7 @@ def gold_by_split_svg(
     xticks = nice_ticks(min(lows), max(highs))
     colours = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(splits)}
     left = 30 + 6 * max(len(label) for label, _, _ in groups)
-    items = [(split_name(s), colours[s], False) for s in splits]
+    items = [(roles.split_label(s), colours[s], False) for s in splits]
     legend, legend_h = _legend(items, left, 14, width - left)
     row = 10 + 9 * len(splits)
     frame = Frame(
@@ -224,7 +223,7 @@ def gold_by_split_svg(
                 + _point(frame.x(mean), y, colour, r=3.5)
             )
             interval = f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
-            tip = f"{label} · {split_name(split)}: gold {interval} (95% CI, n={n})"
+            tip = f"{label} · {roles.split_label(split)}: gold {interval} (95% CI, n={n})"
             body.append(_mark(shapes, tip))
     return _svg(width, frame.top + frame.height + 42, body, "Gold reward per policy on the evaluation splits")
 

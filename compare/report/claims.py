@@ -36,7 +36,6 @@ from compare.report.series import (
     sweep_values,
 )
 from compare.report.stats import Difference, budget_to_reach, crossover, paired_difference, seeds_to_decide
-from compare.report.tables import SHIFTS, split_name
 from compare.report.verdicts import (  # noqa: F401  (the verdicts are part of this module's interface)
     CONTRADICTED,
     INCONCLUSIVE,
@@ -90,12 +89,12 @@ def generalisation_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
     for arm in roles.policies:
         ids = per_seed(results, arm, "gold_reward", "id")
         parts = []
-        for split in SHIFTS:
+        for split in roles.shifts:
             if split not in splits:
                 continue
             gap = paired_difference(ids, per_seed(results, arm, "gold_reward", split))
             if gap.n:
-                parts.append(f"ID − {split_name(split)} gold gap {fmt(gap.mean, gap.half_width)}")
+                parts.append(f"ID − {roles.split_label(split)} gold gap {fmt(gap.mean, gap.half_width)}")
         if parts:
             n = paired_difference(ids, per_seed(results, arm, "gold_reward", "ood")).n
             lines.append(f"**{arm}**: " + "; ".join(parts) + f" (n={n}).")
@@ -104,19 +103,20 @@ def generalisation_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
 
 def forgetting_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
     """What each arm kept of the base model's prior ability, against its forward KL on training prompts."""
-    if "prior" not in set(results["split"]) or roles.base is None:
+    prior = roles.prior
+    if prior is None or prior.name not in set(results["split"]) or roles.base is None:
         return []
-    base = per_seed(results, roles.base, "gold_reward", "prior")
+    base = per_seed(results, roles.base, "gold_reward", prior.name)
     lines = []
     for arm in roles.policies:
         if arm == roles.base:
             continue
-        d = paired_difference(per_seed(results, arm, "gold_reward", "prior"), base)
+        d = paired_difference(per_seed(results, arm, "gold_reward", prior.name), base)
         kl_seeds = per_seed(results, arm, "forward_kl_train") if "forward_kl_train" in results else {}
         kl = f"; KL(base ‖ π) on training prompts {summary(kl_seeds)}" if kl_seeds else ""
         if d.n:
             lines.append(
-                f"**{arm}**: prior ability (counting) {fmt(d.mean, d.half_width)} against the base{kl}."
+                f"**{arm}**: prior ability ({prior.description}) {fmt(d.mean, d.half_width)} against the base{kl}."
             )
     return lines
 
@@ -156,10 +156,13 @@ def check_claims(
         for claim in (
             _claim_data_needs(results, pref, sft, kind),
             _claim_noise(results, pref, sft, kind),
-            _gap_claim_for(results, pref, sft, kind, "ood", shift_home),
+            _gap_claim_for(results, roles, pref, sft, kind, "ood", shift_home),
             _claim_diversity(results, pref, sft, kind),
             _claim_beyond_demonstrator(results, pref, sft, kind),
-            *(_gap_claim_for(results, pref, sft, kind, split, shift_home) for split in shift_claims(results)),
+            *(
+                _gap_claim_for(results, roles, pref, sft, kind, split, shift_home)
+                for split in shift_claims(roles)
+            ),
         )
     ]
     claims = [
@@ -319,20 +322,21 @@ def _claim_noise(results, pref, sft, kind) -> Claim:
     return single(key, text, d, read, evidence, _compared(pref, sft, kind))
 
 
-def _gap_claim_for(results, pref, sft, kind, split: str, shift_home: str) -> Claim:
+def _gap_claim_for(results, roles: Roles, pref, sft, kind, split: str, shift_home: str) -> Claim:
     """The OOD claim (`ood`) or the same on another named shift (`shift:<split>`): a smaller ID − shift gap
     for the preference arm than for SFT."""
     if split == "ood":
         key, text = "ood", "RLHF generalises better out of distribution than SFT (smaller ID − OOD gap)."
     else:
         key = f"shift:{split}"
-        text = f"RLHF holds up better than SFT under {SHIFTS[split]} (smaller ID − {split_name(split)} gap)."
+        label = roles.split_label(split)
+        text = f"RLHF holds up better than SFT under {roles.shift_description(split)} (smaller ID − {label} gap)."
     key += _who(pref, kind)
     if not (pref and sft):
         return missing(key, text, "needs SFT and a preference arm")
     if split not in set(results["split"]):
         return missing(key, text, f"needs the {split} split")
-    return _gap_claim(key, text, results, pref, sft, split, kind)
+    return _gap_claim(key, text, results, roles, pref, sft, split, kind)
 
 
 def _claim_diversity(results, pref, sft, kind) -> Claim:
@@ -396,20 +400,14 @@ def _claim_dpo_vs_preferred(results, roles: Roles) -> Claim:
     )
 
 
-# a task's shifts besides `ood` each have a claim of their own; those of `reviews` are always in the table
-ALWAYS_CLAIMED_SHIFTS = ("ood_opener", "ood_format")
+def shift_claims(roles: Roles) -> list[str]:
+    """The task's named shifts with a claim of their own (`ood` has the main OOD claim), in its order."""
+    return [s for s in roles.shifts if s != "ood"]
 
 
-def shift_claims(results: pd.DataFrame) -> list[str]:
-    """The named shifts with a claim of their own (`ood` has the main OOD claim): the task's other shifts
-    present in the results; the shifts of `reviews` when no other task's shifts are there."""
-    present = set(results["split"])
-    extra = [s for s in SHIFTS if s not in ("ood", *ALWAYS_CLAIMED_SHIFTS) and s in present]
-    first = list(ALWAYS_CLAIMED_SHIFTS) if present & set(ALWAYS_CLAIMED_SHIFTS) or not extra else []
-    return [*first, *extra]
-
-
-def _gap_claim(key: str, text: str, results, pref: str, sft: str, split: str, kind: str) -> Claim:
+def _gap_claim(
+    key: str, text: str, results, roles: Roles, pref: str, sft: str, split: str, kind: str
+) -> Claim:
     """Decided on each seed's ID − `split` gold gap, SFT's minus the preference arm's (positive: RLHF
     holds up better)."""
     gap = {
@@ -423,7 +421,9 @@ def _gap_claim(key: str, text: str, results, pref: str, sft: str, split: str, ki
     evidence = f"gap {sft} {summary(gap[sft])}, {pref} {summary(gap[pref])}; " + diff_text(
         d, sft, pref, "gap"
     )
-    read = reading(d, f"{pref}'s ID − {split_name(split)} gap is", "smaller than", "larger than", f"{sft}'s")
+    read = reading(
+        d, f"{pref}'s ID − {roles.split_label(split)} gap is", "smaller than", "larger than", f"{sft}'s"
+    )
     return single(key, text, d, read, evidence, _compared(pref, sft, kind))
 
 
@@ -437,10 +437,10 @@ def _claim_forgetting(results, roles: Roles) -> Claim:
     text = (
         "RL forgets less than SFT at equal gain: the base model's prior ability is better kept (RL's Razor)."
     )
-    rl, sft = roles.online_rl, roles.imitation
-    if not (rl and sft) or "prior" not in set(results["split"]):
+    rl, sft, prior = roles.online_rl, roles.imitation, roles.prior
+    if not (rl and sft) or prior is None or prior.name not in set(results["split"]):
         return missing(key, text, "needs SFT, an online-RL arm and a prior-ability split")
-    d, what, decisive = at_equal_kl(results, roles, rl, sft, x="gold_reward", split="prior")
+    d, what, decisive = at_equal_kl(results, roles, rl, sft, x="gold_reward", split=prior.name)
     if d is None:
         return missing(key, text, what)
     evidence = diff_text(d, rl, sft, what)
@@ -463,7 +463,7 @@ def _claim_forgetting(results, roles: Roles) -> Claim:
     where = (
         "at " + what.split(" at ", 1)[-1] if decisive else "where each ended (no common ID gold: not decided)"
     )
-    read = reading(d, f"{rl} keeps", "more prior ability (counting gold) than", "less prior ability than",
+    read = reading(d, f"{rl} keeps", f"more prior ability ({prior.description}) than", "less prior ability than",
                    f"{sft} {where}")  # fmt: skip
     compared = f"RL, here: {rl}; SFT, here: {sft}"
     if not decisive:

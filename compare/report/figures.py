@@ -28,7 +28,6 @@ from compare.report.series import (
     sweep_values,
 )
 from compare.report.stats import crossover, fit_bon, fit_rl
-from compare.report.tables import SPLIT_NAMES
 from compare.stages import SPECS, Role
 
 
@@ -119,7 +118,12 @@ def gold_by_split(results: pd.DataFrame, roles: Roles, path: Path, scale: dict |
         stats = _group_means(groups, "gold_reward", split)
         xs = [i + (j - 0.5) * width for i in range(len(labels))]
         ax.bar(
-            xs, [s[1] for s in stats], width, yerr=[s[2] for s in stats], capsize=3, label=SPLIT_NAMES[split]
+            xs,
+            [s[1] for s in stats],
+            width,
+            yerr=[s[2] for s in stats],
+            capsize=3,
+            label=roles.split_label(split),
         )
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)
@@ -351,7 +355,12 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     """Prior ability kept vs KL(π_base ‖ π) on the training prompts, per arm (Shenfeld et al. 2025); with
     strength sweeps (experiments/forgetting.yaml) one point per setting, and a second panel against ID
     gold, where the claim compares the arms at equal gain."""
-    if "prior" not in set(results["split"]) or "forward_kl_train" not in results:
+    prior_split = roles.prior
+    if (
+        prior_split is None
+        or prior_split.name not in set(results["split"])
+        or "forward_kl_train" not in results
+    ):
         return None
     swept = {arm: strength_columns(results, roles, arm) for arm in roles.names}
     panels = [("forward_kl_train", "KL(base ‖ policy) on training prompts, nats (base samples)")]
@@ -363,7 +372,7 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
         for i, arm in enumerate(roles.policies):
             color = "black" if roles.is_oracle(arm) else f"C{i % 10}"  # one colour per arm in both panels
             rows = results[results["arm"] == arm]
-            at_id, prior = rows[rows["split"] == "id"], rows[rows["split"] == "prior"]
+            at_id, prior = rows[rows["split"] == "id"], rows[rows["split"] == prior_split.name]
             if prior.empty or at_id[x].isna().all():
                 continue
             keys = swept[arm]
@@ -387,7 +396,7 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
                 fmt="s" if roles.is_oracle(arm) else "o", capsize=3, color=color, label=roles.label(arm),
             )  # fmt: skip
         ax.set_xlabel(label)
-        ax.set_ylabel("prior ability kept (counting, gold)")
+        ax.set_ylabel(f"prior ability kept ({prior_split.description}, gold)")
         ax.grid(alpha=0.3)
     _legend_outside(axes[-1])
     fig.suptitle("Forgetting: what each arm kept of an ability no stage trained")

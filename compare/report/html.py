@@ -30,7 +30,7 @@ from compare.report.claims import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPP
 from compare.report.key_results import gold_scale
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
-from compare.report.tables import SPLIT_NAMES, grid_cell, grid_heading, split_name
+from compare.report.tables import grid_cell, grid_heading
 from compare.suite import Suite
 from compare.tasks import TASKS
 
@@ -74,7 +74,7 @@ def render_html(
     sections += [("Sample browser", "sample-browser", _sample_browser()), *provenance]
     toc = "".join(f'<li><a href="#{slug}">{escape(heading)}</a></li>' for heading, slug, _ in sections)
     body = "".join(f'<section id="{slug}">{html}</section>' for _, slug, html in sections)
-    payload = script_json(samples_payload(samples, roles.names))
+    payload = script_json(samples_payload(samples, roles.names, roles=roles))
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -282,7 +282,9 @@ def _flags(column: pd.Series) -> list:
     return [int(v) if isinstance(v, bool) else known.get(str(v)) for v in column]
 
 
-def samples_payload(samples: pd.DataFrame, arms: list[str], most: int = MAX_SAMPLES) -> dict:
+def samples_payload(
+    samples: pd.DataFrame, arms: list[str], most: int = MAX_SAMPLES, roles: Roles | None = None
+) -> dict:
     """samples.csv for the sample browser: columns of numbers (arms, splits, grid points and texts as
     indices into lists, every text stored once), and the failure kinds its columns allow. Beyond `most`
     samples, only the first prompts of each split are kept (`left_out` says how many samples are not)."""
@@ -297,7 +299,8 @@ def samples_payload(samples: pd.DataFrame, arms: list[str], most: int = MAX_SAMP
         frame, left_out = kept.reset_index(drop=True), len(frame) - len(kept)
     order = list(arms) + sorted(set(frame["arm"].astype(str)) - set(arms))
     present = set(frame["split"].astype(str))
-    splits = [s for s in SPLIT_NAMES if s in present] + sorted(present - set(SPLIT_NAMES))
+    roles = roles or Roles({a: [] for a in arms})  # the splits' names and order: the task's
+    splits = roles.split_order(present)
     grid = [c for c in frame.columns if c.startswith("grid.")]
     labels = [
         ", ".join(f"{grid_heading(c)}={grid_cell(row[c])}" for c in grid if not pd.isna(row[c]))
@@ -341,7 +344,7 @@ def samples_payload(samples: pd.DataFrame, arms: list[str], most: int = MAX_SAMP
         "left_out": left_out,
         "arms": order,
         "splits": splits,
-        "split_names": [split_name(s) for s in splits],
+        "split_names": [roles.split_label(s) for s in splits],
         "points": points,
         "strings": list(strings),
         "kinds": kinds,

@@ -109,7 +109,7 @@ def _signed(d: Difference) -> str:
 
 
 def _what_each_paid(results: pd.DataFrame, roles: Roles) -> list[str]:
-    """"label KL / well-formed" per policy, ID prompts, mean over seeds (a KL below 0 from sampling noise
+    """ "label KL / well-formed" per policy, ID prompts, mean over seeds (a KL below 0 from sampling noise
     shown as 0)."""
     out = []
     for label, arm, rows in policy_groups(results, roles):

@@ -14,7 +14,6 @@ from compare.report.tables import (
     examples_section,
     main_table,
     rm_table,
-    split_name,
     splits_table,
     table_cell,
 )
@@ -76,7 +75,7 @@ def render_markdown(
         f"- **Seeds:** {', '.join(map(str, seeds))} ({len(seeds)} per cell); tables show mean ± 95% t-interval "
         "over seeds.",
         f"- **Evaluation (same for every arm):** {suite.task.eval_prompts} prompts in each split "
-        f"({', '.join(split_name(x) for x in splits)}), {suite.eval.samples_per_prompt} samples each at "
+        f"({', '.join(roles.split_label(x) for x in splits)}), {suite.eval.samples_per_prompt} samples each at "
         f"temperature {suite.eval.temperature:g}, at most "
         f"{suite.eval.max_new_tokens} new tokens. KL to the base is the mean sampled log-ratio "
         "log π(y|x) − log π_base(y|x) per completion.",
@@ -93,7 +92,7 @@ def render_markdown(
         "reward-model table below."
         + (f" Gold scale: {_scale_text(results, roles, ceiling)}." if ceiling is not None else ""),
         "",
-        main_table(results, roles.policies),
+        main_table(results, roles),
         "",
     ]
     rm = rm_table(results)
@@ -112,7 +111,7 @@ def render_markdown(
     lines += efficiency_section(suite, results, roles)
     lines += axis_sections(results, roles, figures)
     lines += claims_section(claims, 0 if failed is None else len(failed))
-    lines += ["## Example generations", "", examples_section(samples, arms, suite.eval.examples), ""]
+    lines += ["## Example generations", "", examples_section(samples, roles, suite.eval.examples), ""]
     lines += [
         "## Provenance",
         "",
@@ -154,8 +153,8 @@ def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict) -> list[st
     table = splits_table(results, roles)
     if table:
         prior = (
-            ", and the base model's prior ability (counting), which no stage trains"
-            if "prior" in set(results["split"])
+            f", and the base model's prior ability ({roles.prior.description}), which no stage trains"
+            if roles.prior is not None and roles.prior.name in set(results["split"])
             else ""
         )
         lines += [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from compare.stages import RECIPE_STAGES, Data, Role
+from compare.tasks.task import Split, SplitRole
 
 
 class Column:
@@ -91,18 +92,66 @@ def preference_rank(arm: ArmKind) -> int | None:
     return 0 if roles == {Role.PREFERENCE} else 1
 
 
-class Roles:
-    """The arms of one suite by role; selections consider only the arms in `present` (those with results)."""
+def builtin_splits() -> tuple[Split, ...]:
+    """Every split the built-in tasks declare (the first declaration of a name wins): the splits of a
+    `Roles` built without its task, as tests on hand-made results do."""
+    from compare.tasks import TASKS
 
-    def __init__(self, recipes: Mapping[str, Sequence[str]], present: Iterable[str] | None = None):
+    found: dict[str, Split] = {}
+    for task in TASKS.values():
+        for split in task.split_specs:
+            found.setdefault(split.name, split)
+    return tuple(found.values())
+
+
+class Roles:
+    """The arms of one suite by role; selections consider only the arms in `present` (those with results).
+
+    The task's evaluation splits are read the same way, by role (`compare/tasks/task.py:Split`): the
+    in-distribution split, the named shifts, the prior ability; `splits` are the task's declarations.
+    """
+
+    def __init__(
+        self,
+        recipes: Mapping[str, Sequence[str]],
+        present: Iterable[str] | None = None,
+        splits: Sequence[Split] | None = None,
+    ):
         self.arms = {name: ArmKind(name, tuple(recipe)) for name, recipe in recipes.items()}
         self.names = list(self.arms)  # suite order: the order of every table and figure
         keep = None if present is None else set(present)
         self._candidates = [a for a in self.names if keep is None or a in keep]
+        self.splits = {s.name: s for s in (builtin_splits() if splits is None else splits)}
 
     @classmethod
     def of(cls, suite, present: Iterable[str] | None = None) -> Roles:
-        return cls({name: arm.recipe for name, arm in suite.arms.items()}, present)
+        from compare.tasks import TASKS
+
+        task = TASKS.get(suite.task.name)
+        splits = task.split_specs if task is not None else None
+        return cls({name: arm.recipe for name, arm in suite.arms.items()}, present, splits)
+
+    # -- the task's splits, by role ---------------------------------------------------------------------
+    def split_label(self, split: str) -> str:
+        return self.splits[split].label if split in self.splits else split
+
+    @property
+    def shifts(self) -> list[str]:
+        """The named shifts, in the task's order (each a claim and a column of the splits table)."""
+        return [name for name, s in self.splits.items() if s.role is SplitRole.SHIFT]
+
+    def shift_description(self, split: str) -> str:
+        return self.splits[split].description if split in self.splits else split
+
+    @property
+    def prior(self) -> Split | None:
+        """The prior ability of the base model that no stage trains (forgetting), if the task has one."""
+        return next((s for s in self.splits.values() if s.role is SplitRole.PRIOR), None)
+
+    def split_order(self, present: Iterable[str]) -> list[str]:
+        """The splits present, in the task's order, then any others by name."""
+        present = set(present)
+        return [s for s in self.splits if s in present] + sorted(present - set(self.splits))
 
     def pick(self, fits: Callable[[ArmKind], bool], rank: Callable[[ArmKind], int] | None = None):
         """The arm that fits, by rank, then shortest recipe, then suite order; None if none fits."""

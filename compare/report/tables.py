@@ -16,37 +16,17 @@ from compare.report.stats import paired_difference
 from compare.stages import RECIPE_STAGES
 from compare.suite import Suite
 
-SPLIT_NAMES = {
-    "id": "ID",
-    "ood": "OOD",
-    "ood_opener": "OOD opener",
-    "ood_format": "OOD format",
-    "prior": "prior ability",
-    "ood_reversed": "OOD reversed",
-    "ood_template": "OOD template",
-}
-SHIFTS = {  # the named distribution shifts of a task's evaluation splits (docs/world.md)
-    "ood": "unseen domains",
-    "ood_opener": "an opener that pulls the other way",
-    "ood_format": "a request format training never used",
-    "ood_reversed": "a changed rule (operands written units first)",
-    "ood_template": "a prompt template training never used",
-}
-
-
-def split_name(split: str) -> str:
-    return SPLIT_NAMES.get(split, split)
-
 
 def splits_table(results: pd.DataFrame, roles: Roles) -> str | None:
     """Gold reward of every policy on every evaluation split (mean ± 95% CI over seeds), when there are
     more than ID and OOD; and the forward KL on the training prompts that forgetting is read against."""
-    order = [s for s in SPLIT_NAMES if s in set(results["split"])]
-    order += sorted(set(results["split"]) - set(order))
+    order = roles.split_order(results["split"])
     if len(order) <= 2:
         return None
     kl = "forward_kl_train" in results and results["forward_kl_train"].notna().any()
-    header = ["arm", *(f"gold {split_name(s)}" for s in order)] + (["KL(base ‖ π) train"] if kl else [])
+    header = ["arm", *(f"gold {roles.split_label(s)}" for s in order)] + (
+        ["KL(base ‖ π) train"] if kl else []
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, _, rows in policy_groups(results, roles):
         cells = [f"**{label}**", *(fmt_ci(rows.loc[rows["split"] == s, "gold_reward"]) for s in order)]
@@ -112,12 +92,14 @@ def grid_cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def main_table(results: pd.DataFrame, arms: list[str]) -> str:
+def main_table(results: pd.DataFrame, roles: Roles) -> str:
+    """The policies (no reward model alone) by grid point: mean ± 95% interval over seeds."""
+    arms = roles.policies
     headings = {m: h for m, h, _ in METRICS}
     cols = [(m, s) for m, s in MAIN_COLUMNS if results[m].notna().any()]
     keys = group_columns(results)
     header = ["arm", *(grid_heading(c) for c in keys[1:]), "seeds"]
-    header += [f"{headings[m]} {SPLIT_NAMES[s]}" for m, s in cols]
+    header += [f"{headings[m]} {roles.split_label(s)}" for m, s in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = results.groupby(keys, sort=False, dropna=False)
     for key, group in sorted(groups, key=lambda kv: _arm_order(kv[0], arms)):
@@ -259,7 +241,8 @@ def efficiency_section(suite: Suite, results: pd.DataFrame, roles: Roles) -> lis
     return lines + [""]
 
 
-def examples_section(samples: pd.DataFrame, arms: list[str], per_arm: int) -> str:
+def examples_section(samples: pd.DataFrame, roles: Roles, per_arm: int) -> str:
+    arms = roles.names
     if samples.empty or per_arm == 0:
         return ""
     seed = samples["seed"].min()
@@ -270,7 +253,7 @@ def examples_section(samples: pd.DataFrame, arms: list[str], per_arm: int) -> st
         ]
         if sub.empty:
             continue
-        parts.append(f"**{SPLIT_NAMES[split]} prompt:** `{sub['prompt'].iloc[0]}`\n")
+        parts.append(f"**{roles.split_label(split)} prompt:** `{sub['prompt'].iloc[0]}`\n")
         parts.append("| arm | completion | gold |\n|---|---|---|")
         for arm in arms:
             rows = sub[sub["arm"] == arm].head(per_arm)

@@ -79,7 +79,7 @@ import random
 import re
 from functools import cached_property
 
-from compare.tasks.task import GoldScore, Task
+from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
 
 DIGITS = [str(d) for d in range(10)]
 ID_OPERANDS = (10, 99)  # train and ID: two digits
@@ -229,6 +229,14 @@ class Arithmetic(Task):
     default_demonstrator_quality = 0.8
     options = tuple(OPTIONS)
     gold_ceiling = 1.0  # every digit right, nothing else
+    split_specs = (
+        ID_SPLIT,
+        Split("ood", SplitRole.SHIFT, "OOD", "longer operands (3 digits)"),
+        Split(
+            "ood_reversed", SplitRole.SHIFT, "OOD reversed", "a changed rule (operands written units first)"
+        ),
+        Split("ood_template", SplitRole.SHIFT, "OOD template", "a prompt template training never used"),
+    )
     shift_suite = "arithmetic_variants.yaml"
 
     def __init__(

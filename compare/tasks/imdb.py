@@ -34,7 +34,7 @@ import random
 from functools import cached_property
 
 from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
-from compare.tasks.task import GoldScore, Task
+from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
 
 
 def review_words(text: str) -> list[str]:
@@ -45,6 +45,7 @@ class Imdb(Task):
     """Positive continuations of review openings, scored by a sentiment classifier."""
 
     name = "imdb"
+    split_specs = (ID_SPLIT, Split("ood", SplitRole.SHIFT, "OOD", "openings of negative reviews"))
     default_demonstrator_quality = 1.0
 
     def __init__(self, data: dict, **settings):

@@ -46,7 +46,7 @@ from functools import cached_property
 from typing import Any
 
 from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
-from compare.tasks.task import GoldScore, Task
+from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
 
 ROLE_NAMES = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
 
@@ -121,6 +121,10 @@ class Preferences(Task):
     """A preference dataset: its prompts, its human labels, and a judge reward model as gold."""
 
     name = "preferences"
+    split_specs = (
+        ID_SPLIT,
+        Split("ood", SplitRole.SHIFT, "OOD", "the dataset's out-of-distribution prompts"),
+    )
     default_demonstrator_quality = 1.0
 
     def __init__(self, data: dict, judge_model: str | None = None, **settings):

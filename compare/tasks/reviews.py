@@ -34,7 +34,7 @@ import random
 from functools import cached_property
 
 from compare.oracle import View
-from compare.tasks.task import GoldScore, Task
+from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
 
 ID_DOMAINS = {
     "movie": ["plot", "acting", "music", "ending", "dialogue"],
@@ -169,6 +169,13 @@ class Reviews(Task):
         "position_bias": 0.05,
     }
     eval_splits = ("id", "ood", "ood_opener", "ood_format", "prior")
+    split_specs = (
+        ID_SPLIT,
+        Split("ood", SplitRole.SHIFT, "OOD", "unseen domains"),
+        Split("ood_opener", SplitRole.SHIFT, "OOD opener", "an opener that pulls the other way"),
+        Split("ood_format", SplitRole.SHIFT, "OOD format", "a request format training never used"),
+        Split("prior", SplitRole.PRIOR, "prior ability", "counting"),
+    )
     gold_ceiling = 1.0 + COVERAGE_WEIGHT + SPECIFICITY_WEIGHT  # positive, specific, covering: 1.75
     shift_suite = "generalization.yaml"
 

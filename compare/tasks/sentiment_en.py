@@ -61,7 +61,7 @@ import string
 from dataclasses import dataclass
 from functools import cached_property
 
-from compare.tasks.task import GoldScore, Task
+from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
 
 MIN_WORDS = 3  # fewer words than this is "too little text"
 MIN_FUNCTION_SHARE = 0.2  # fewer function words than this is not English prose
@@ -473,6 +473,10 @@ class SentimentEn(Task):
     """Real English openings, a VADER gold reward; every random choice is seeded, so it is deterministic."""
 
     name = "sentiment_en"
+    split_specs = (
+        ID_SPLIT,
+        Split("ood", SplitRole.SHIFT, "OOD", "unseen topics (hotels, messages to friends and colleagues)"),
+    )
     default_demonstrator_quality = 0.6
 
     # -- prompts ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from enum import Enum
 
 from compare.oracle import View
 
@@ -21,6 +22,29 @@ NO_BIASES = {
     "style_bias": 0.0,
     "position_bias": 0.0,
 }
+
+
+class SplitRole(str, Enum):
+    """What an evaluation split is for: the report reads splits by role, never by name."""
+
+    IN_DISTRIBUTION = "in-distribution"  # held-out prompts of the training distribution: the split named "id"
+    SHIFT = "shift"  # a named distribution shift: generalisation is read as the ID - shift gap
+    PRIOR = "prior ability"  # an ability of the base model no stage trains: forgetting
+
+
+@dataclass(frozen=True)
+class Split:
+    """One evaluation split of a task: its name (a `split` of results.csv), role, the label the report
+    prints, and for a shift or a prior ability a phrase that finishes "... under <description>" or
+    "the base model's prior ability (<description>)"."""
+
+    name: str
+    role: SplitRole
+    label: str
+    description: str = ""
+
+
+ID_SPLIT = Split("id", SplitRole.IN_DISTRIBUTION, "ID", "held-out prompts of the training distribution")
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,11 @@ class Task:
     default_demonstrator_habit: float = 0.0  # how often the demonstrator slips into its bad habit
     default_annotator: dict = NO_BIASES  # the simulated labeller's settings a suite does not give
     eval_splits: tuple[str, ...] = ("id", "ood")  # the evaluation splits, each a row of results.csv
+    # every split the task can evaluate on (options may leave some out), in the order the report shows them
+    split_specs: tuple[Split, ...] = (
+        ID_SPLIT,
+        Split("ood", SplitRole.SHIFT, "OOD", "out-of-distribution prompts"),
+    )
     options: tuple[str, ...] = ()  # the task options it reads (compare/suite/schema.py TASK_OPTIONS)
     gold_ceiling: float | None = None  # the best gold reward a completion can get (the report's scale)
     shift_suite: str = ""  # the shipped suite (experiments/) that decides the claims on its named shifts
