@@ -40,7 +40,6 @@ def render_markdown(
     suite: Suite, results, samples, prov: dict, figures, claims, failed=None, roles: Roles | None = None
 ) -> str:
     roles = roles or Roles.of(suite, set(results["arm"]))
-    arms = list(suite.arms)
     base = describe_base(suite)
     seeds = sorted(results["seed"].unique().tolist())
     cost = suite.budget.cost
