@@ -100,6 +100,11 @@ BAD = [
     (MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  stages.dpo.gamma: [1]"), "grid.stages.dpo.gamma"),
     (MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  stages.dpo.beta: [-1]"), "stages.dpo.beta"),
     ("name: x\n", "arms: required key is missing"),
+    # fewer episodes than one rollout batch: refused at load, not a TypeError half-way through PPO
+    (MICRO.replace("{recipe: [dpo]}", "{recipe: [rm, ppo]}") + "stages:\n  ppo: {episodes: 16, rollout_batch_size: 64}\n",
+     "episodes (16) must be at least rollout_batch_size (64)"),
+    (MICRO.replace("{recipe: [dpo]}", "{recipe: [rm, ppo]}") + "stages:\n  ppo: {rollout_batch_size: 4, minibatches: 4}\n",
+     "rollout_batch_size (4) must hold at least 2 responses per minibatch"),
 ]
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from compare.lm.loading import (
@@ -120,6 +120,22 @@ class PPOSettings(TrainingSettings):
         description="Train LoRA adapters of this rank (peft) on the policy and the value model instead of "
         "all weights; the reference is the policy with its adapter disabled.",
     )
+
+    @model_validator(mode="after")
+    def _batches_fit(self):
+        """Checked when the suite is loaded, as TRL's configs do in __post_init__: at least one rollout
+        batch, and a batch that splits into its minibatches (each of at least 2 responses)."""
+        if self.episodes < self.rollout_batch_size:
+            raise ValueError(
+                f"episodes ({self.episodes}) must be at least rollout_batch_size ({self.rollout_batch_size}): "
+                "PPO rolls out whole batches"
+            )
+        if self.rollout_batch_size < 2 * self.minibatches:
+            raise ValueError(
+                f"rollout_batch_size ({self.rollout_batch_size}) must hold at least 2 responses per minibatch "
+                f"({self.minibatches} minibatches)"
+            )
+        return self
 
 
 # -- models ----------------------------------------------------------------------------------------------
@@ -412,8 +428,8 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
     local_size = s.rollout_batch_size // world
     if n_batches < 1 or s.rollout_batch_size % world or local_size < max(2, s.minibatches):
         raise ValueError(
-            f"need episodes >= rollout_batch_size ({s['episodes']} < {s['rollout_batch_size']}?) and a "
-            f"rollout batch that splits into {world} processes x at least {s['minibatches']} minibatches"
+            f"need episodes >= rollout_batch_size ({s.episodes} < {s.rollout_batch_size}?) and a "
+            f"rollout batch that splits into {world} processes x at least {s.minibatches} minibatches"
         )
     process_seed = seed + rank * SEED_STRIDE  # decorrelated sampling, same data order (row 19)
     torch.manual_seed(process_seed)
