@@ -33,35 +33,14 @@ import os
 import secrets
 import shutil
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compare import __version__
 from compare.cache import StageCache, default_cache_dir
-from compare.export_card import model_card
+from compare.export_card import Located, model_card
+from compare.stages.data import DATA_STAGES, DATASETS
 from compare.suite import SuiteError
-
-# exported dataset -> (the file its stage writes, the columns TRL's trainers read)
-DATASETS = {
-    "demonstrations": ("demos.jsonl", ("prompt", "completion")),
-    "comparisons": ("comparisons.jsonl", ("prompt", "chosen", "rejected")),
-    "labels": ("labels.jsonl", ("prompt", "completion", "label")),
-}
-DATA_STAGES = {"demos": "demonstrations", "comparisons": "comparisons", "labels": "labels"}
-
-
-@dataclass
-class Located:
-    """The run to export and everything about it that the cards need."""
-
-    report: Path
-    run: Any  # compare.plan.Run
-    results: Any  # its rows of results.csv (a DataFrame, one row per split)
-    provenance: dict
-    policy: Any  # the Stage whose model the arm samples
-    reward_model: Any  # the arm's reward model Stage, or None
-    data: dict[str, list]  # exported dataset name -> the stages holding its rows, inputs first
 
 
 # -- finding the run -------------------------------------------------------------------------------------

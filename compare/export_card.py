@@ -5,12 +5,24 @@ from the report's results.csv, the base model and the provenance (docs/export.md
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from compare import __version__
 
-if TYPE_CHECKING:
-    from compare.export import Located
+
+@dataclass
+class Located:
+    """The run to export and everything about it that the cards need."""
+
+    report: Path
+    run: Any  # compare.plan.Run
+    results: Any  # its rows of results.csv (a DataFrame, one row per split)
+    provenance: dict
+    policy: Any  # the Stage whose model the arm samples
+    reward_model: Any  # the arm's reward model Stage, or None
+    data: dict[str, list]  # exported dataset name -> the stages holding its rows, inputs first
 
 TRAINERS = {
     "demonstrations": "SFTTrainer",
@@ -94,9 +106,9 @@ def model_card(found: Located, part: str, counts: dict[str, int], exported: str,
     stored in (more than one: a LoRA adapter chain, merged here)."""
     import yaml
 
-    from compare.export import DATASETS  # the exported data's columns (export imports this module)
     from compare.lm.external import is_local
     from compare.plan import default_share
+    from compare.stages.data import DATASETS  # the exported data's columns, beside the stages that write them
 
     run, suite = found.run, found.run.suite
     arm = suite.arms[run.arm]

@@ -27,6 +27,14 @@ from compare.oracle import perceived, pick_annotator, prefers_first, thumbs_refe
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import StageSpec
 
+# what `sft-vs-rlhf export` writes of each kind of annotation: exported dataset -> (the file its stage
+# writes, the columns TRL's trainers read), and the stage kind -> its exported dataset
+DATASETS = {
+    "demonstrations": ("demos.jsonl", ("prompt", "completion")),
+    "comparisons": ("comparisons.jsonl", ("prompt", "chosen", "rejected")),
+    "labels": ("labels.jsonl", ("prompt", "completion", "label")),
+}
+DATA_STAGES = {"demos": "demonstrations", "comparisons": "comparisons", "labels": "labels"}
 COMPARISON_TEMPERATURE = 1.0  # sample the pair from the policy itself
 
 
