@@ -122,9 +122,8 @@ def test_hovering_a_point_shows_its_numbers(opened, folder):
     results = pd.read_csv(folder / "results.csv")
     dpo = results[(results["arm"] == "dpo") & (results["split"] == "id") & (results["seed"] == 1)].iloc[0]
     assert tip.inner_text() == f"dpo, seed 1: KL {dpo['kl_to_base']:.3f}, gold {dpo['gold_reward']:.3f}"
-    together = page.locator('#fig-gold_vs_kl .mark[data-tip*="rm, seed 0:"]')  # on top of the base model
-    assert "base, seed 0: KL 0.000" in together.get_attribute("data-tip")
-    bar = page.locator("#fig-gold_by_arm .mark").first
+    assert page.locator('#fig-gold_vs_kl .mark[data-tip*="rm, seed 0:"]').count() == 0  # not a policy
+    bar = page.locator('#fig-gold_by_arm .mark[data-tip^="base · ID"]').first
     bar.hover()
     assert re.fullmatch(r"base · ID: gold \d\.\d{3} ± \d\.\d{3} \(95% CI, n=3\)", tip.inner_text())
     page.mouse.move(0, 0)
@@ -167,3 +166,26 @@ def test_the_sample_browser_filters(opened):
         .inner_text()
         .startswith("132 completions shown, from 11 arms (23040 samples in this page)")
     )
+
+
+def test_the_sample_browser_puts_reward_hacking_first(opened):
+    """Ordered by reward-model score minus gold, each arm's completions show what the reward model likes
+    and the gold reward does not first; "as sampled" gives the original order back."""
+    page, _ = opened
+    page.locator("#sample-browser").scroll_into_view_if_needed()
+    page.select_option("#sb-split", "0")
+    page.select_option("#sb-seed", "0")
+    page.select_option("#sb-prompt", "all")
+    before = texts(page)
+    page.select_option("#sb-order", "hack")
+    card = page.locator('#sb-cards .sb-card[data-arm="ppo"]')
+    metas = card.locator(".sb-meta").all_inner_texts()
+    gaps = [
+        float(m.split(" · RM ")[1].split(" ")[0]) - float(re.match(r"gold (-?[\d.]+)", m)[1]) for m in metas
+    ]
+    assert len(gaps) > 5 and all(
+        a >= b - 2e-3 for a, b in zip(gaps, gaps[1:])
+    )  # largest RM − gold first (shown rounded)
+    assert texts(page) != before
+    page.select_option("#sb-order", "")
+    assert texts(page) == before

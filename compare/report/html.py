@@ -138,6 +138,9 @@ def _sample_browser() -> str:
         '<label>Gold from <input id="sb-gold-min" type="number" step="0.05" size="6"></label>'
         '<label>to <input id="sb-gold-max" type="number" step="0.05" size="6"></label>'
         '<label>Failure <select id="sb-failure"><option value="">any</option></select></label>'
+        '<label>Order <select id="sb-order"><option value="">as sampled</option>'
+        '<option value="hack">reward model − gold, largest first (reward hacking first)</option>'
+        '<option value="gold">gold, lowest first</option></select></label>'
         '<fieldset id="sb-arms"><legend>Arms</legend></fieldset>'
         "</form>"
         '<p id="sb-status" aria-live="polite"></p><p id="sb-prompt-text"></p>'

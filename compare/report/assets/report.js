@@ -96,7 +96,7 @@
   const PER_CARD = 30; // completions shown per arm when every prompt is shown at once
   const $ = (id) => document.getElementById(id);
   const split = $("sb-split"), prompt = $("sb-prompt"), seed = $("sb-seed");
-  const goldMin = $("sb-gold-min"), goldMax = $("sb-gold-max"), failure = $("sb-failure");
+  const goldMin = $("sb-gold-min"), goldMax = $("sb-gold-max"), failure = $("sb-failure"), order = $("sb-order");
   const armBox = $("sb-arms"), cards = $("sb-cards"), promptText = $("sb-prompt-text");
 
   function option(select, value, label) {
@@ -206,8 +206,12 @@
       shown++;
     }
     cards.textContent = "";
+    // "hack": what the reward model likes and the gold reward does not, first; rows without a score last
+    const hack = (i) => (C.rm[i] === null || C.gold[i] === null ? -Infinity : C.rm[i] - C.gold[i]);
+    const gold = (i) => (C.gold[i] === null ? Infinity : C.gold[i]);
+    const by = { hack: (a, b) => hack(b) - hack(a) || a - b, gold: (a, b) => gold(a) - gold(b) || a - b }[order.value];
     for (const key of Array.from(groups.keys()).sort((a, b) => a - b)) {
-      const rows = groups.get(key);
+      const rows = by ? groups.get(key).slice().sort(by) : groups.get(key);
       const arm = data.arms[Math.floor(key / 10000)], point = data.points[key % 10000];
       const card = document.createElement("article");
       card.className = "sb-card";
@@ -254,7 +258,7 @@
     fillPrompts();
     render();
   });
-  for (const control of [prompt, seed, failure, armBox]) control.addEventListener("change", render);
+  for (const control of [prompt, seed, failure, order, armBox]) control.addEventListener("change", render);
   for (const control of [goldMin, goldMax]) control.addEventListener("input", render);
   $("sb-controls").addEventListener("submit", (e) => e.preventDefault());
   $("sb-controls").hidden = false;
