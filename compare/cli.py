@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     suite_args(plan)
     report = sub.add_parser("report", help="rebuild a report from the results saved in its folder")
     report.add_argument("dir", type=_path, help="a report folder written by `run`")
+    report.add_argument(
+        "--figures",
+        choices=("svg", "pdf"),
+        help="also write the key figures as vector files with type that reads on a 1280x720 slide "
+        "(plots/slides/)",
+    )
     cache_commands.add_parser(sub, _path)
     export.add_parser(sub, _path)
     return p
@@ -204,10 +210,11 @@ def _report(args) -> int:
 
     list_in_marker(folder, REBUILT)  # first: what the rebuild writes is never left unlisted
     try:
-        rebuild_report(folder)
+        rebuild_report(folder, slides=args.figures)
     except ReportError as e:
         raise SuiteError(f"{e}; the report was left as it was") from None
-    print(f"report: {folder / 'report.md'}, {folder / 'report.html'}")
+    slides = f"; slide figures in {folder / 'plots' / 'slides'}" if args.figures else ""
+    print(f"report: {folder / 'report.md'}, {folder / 'report.html'}{slides}")
     return 0
 
 

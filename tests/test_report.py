@@ -10,3 +10,25 @@ def test_table_cell_keeps_real_text_in_one_cell():
         == "was delighted! ⏎ Dear James, ⏎ it \\| was fine"
     )
     assert table_cell("one line") == "one line"
+
+
+def test_slide_figures_are_vector_and_slide_shaped(tmp_path):
+    """`report DIR --figures svg|pdf` writes the key figures as vector files for a 1280x720 slide."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from compare.cli import main
+
+    folder = tmp_path / "example"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "reports" / "example", folder)
+    assert main(["report", str(folder), "--figures", "svg"]) == 0
+    slides = sorted(p.name for p in (folder / "plots" / "slides").iterdir())
+    assert {"gold_by_arm.svg", "gold_vs_kl.svg", "overoptimisation.svg", "forgetting.svg"} <= set(slides)
+    assert "training.svg" not in slides  # the key figures only
+    head = (folder / "plots" / "slides" / "gold_vs_kl.svg").read_text()[:2000]
+    width, height = (float(x) for x in re.search(r'width="([\d.]+)pt" height="([\d.]+)pt"', head).groups())
+    assert width >= 800 and 1.5 <= width / height <= 2.0  # about 12.8 x 7.2 inches, 16:9
+    assert (folder / "plots" / "gold_vs_kl.png").is_file()  # the page's figures are still there
+    assert main(["report", str(folder), "--figures", "pdf"]) == 0
+    assert (folder / "plots" / "slides" / "gold_vs_kl.pdf").read_bytes()[:4] == b"%PDF"

@@ -38,6 +38,8 @@ def objective(stage: str) -> tuple[str, str]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    if path.suffix in (".svg", ".pdf"):  # a slide (`slide_figures`): 16:9, as large as the slide
+        fig.set_size_inches(12.8, 7.2)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": legends beside the axes are kept whole
     return path
@@ -99,13 +101,15 @@ def reference_lines(ax, scale: dict[str, float], horizontal: bool = True) -> Non
             continue
         ax.axhline(scale[key], color="grey", linestyle=style, linewidth=0.9, zorder=0)
         ax.annotate(f"{name} {scale[key]:.2f}", (1.0, scale[key]), xycoords=("axes fraction", "data"),
-                    xytext=(3, 0), textcoords="offset points", fontsize=7, va="center", color="dimgrey")  # fmt: skip
+                    xytext=(3, 0), textcoords="offset points", fontsize="small", va="center", color="dimgrey")  # fmt: skip
 
 
 def _legend_outside(ax, **kwargs) -> None:
-    """The legend beside the axes, never over the data."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.22, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
+    """The legend below the axes, never over the data or the reference lines' labels."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(handles)),
+                  fontsize="small", frameon=False, **kwargs)  # fmt: skip
 
 
 def gold_by_split(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None) -> Path:
@@ -169,12 +173,12 @@ def training_objectives(logs: pd.DataFrame, roles: Roles, path: Path) -> Path | 
                 continue
             series = group.dropna(subset=[column]).groupby("step")[column].mean()
             ax.plot(series.index, series.values, label=name)
-        ax.set_title(roles.label(arm), fontsize=9)
+        ax.set_title(roles.label(arm), fontsize="medium")
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize="small")
     axes[0].set_ylabel("stage objective (mean over seeds)")
-    fig.suptitle("What each arm's training stages optimise", fontsize=10)
+    fig.suptitle("What each arm's training stages optimise", fontsize="medium")
     return _save(fig, path)
 
 
@@ -204,7 +208,9 @@ def sweep_plot(
             x = crossover(xs, curves[sft][1], ys)
             if not math.isnan(x) and x > xs[0]:  # ahead from the first budget: nothing to mark
                 ax.axvline(x, color="grey", linestyle=":", linewidth=1)
-                ax.annotate(f"{arm} > {sft}", (x, ax.get_ylim()[0]), rotation=90, fontsize=7, va="bottom")
+                ax.annotate(
+                    f"{arm} > {sft}", (x, ax.get_ylim()[0]), rotation=90, fontsize="small", va="bottom"
+                )
     if log_x:
         log_axis(ax, sweep_values(results, col))
     ax.set_xlabel(xlabel)
@@ -230,11 +236,11 @@ def learning_curves_by_cost(results, roles: Roles, path: Path) -> Path | None:
             if len(xs) >= 2:
                 ax.errorbar(xs, ys, yerr=hs, marker="o", capsize=2, label=roles.label(arm))
         log_axis(ax, sweep_values(results, budget_col))
-        ax.set_title(f"demonstration = {cost:g} × comparison", fontsize=9)
+        ax.set_title(f"demonstration = {cost:g} × comparison", fontsize="medium")
         ax.set_xlabel("budget (annotation units)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("gold reward, ID")
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize="small")
     return _save(fig, path)
 
 
@@ -334,19 +340,21 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
                 ax.plot(grid, fit.gold(grid), "-", color="C0", alpha=0.6, label="gold fit (Gao et al.)")
                 if fit.peak_inside:
                     ax.axvline(fit.d_peak, color="C0", linestyle=":", linewidth=1)
-                    ax.annotate("fitted gold peak", (fit.d_peak, fit.r_peak), fontsize=7,
+                    ax.annotate("fitted gold peak", (fit.d_peak, fit.r_peak), fontsize="small",
                                 xytext=(3, 3), textcoords="offset points")  # fmt: skip
                 else:
                     ax.annotate("fit still rising at the largest KL reached", (0.03, 0.96), va="top",
-                                xycoords="axes fraction", fontsize=7, color="dimgrey")  # fmt: skip
-        ax.set_title(f"{roles.label(arm)}: {'during training' if form == 'rl' else 'across n'}", fontsize=9)
+                                xycoords="axes fraction", fontsize="small", color="dimgrey")  # fmt: skip
+        ax.set_title(
+            f"{roles.label(arm)}: {'during training' if form == 'rl' else 'across n'}", fontsize="medium"
+        )
         ax.set_xlabel("√KL to the start (nats^½)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("reward")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.suptitle("Over-optimisation: the proxy keeps rising, the gold reward need not", fontsize=10)
+    fig.suptitle("Over-optimisation: the proxy keeps rising, the gold reward need not", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small", bbox_to_anchor=(0.5, 0.0))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
@@ -383,7 +391,7 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
                 ax.plot(xs.values, ys.values, "o-", color=color, label=swept_label)
                 for setting, xv, yv in zip(xs.index, xs.values, ys.values):
                     ax.annotate(
-                        f"{setting:g}", (xv, yv), textcoords="offset points", xytext=(5, 3), fontsize=7
+                        f"{setting:g}", (xv, yv), textcoords="offset points", xytext=(5, 3), fontsize="small"
                     )
                 continue
             g, gh, n = mean_ci(list(prior["gold_reward"]))
@@ -429,46 +437,75 @@ def labeller_bias(results: pd.DataFrame, roles: Roles, path: Path) -> Path | Non
             ].mean()
             points = points.sort_values("kl_to_base")
             ax.plot(points["kl_to_base"], points["gold_reward"], marker="o", label=arm)
-        ax.set_title(f"{column.rsplit('.', 1)[-1]} = {level:g}", fontsize=9)
+        ax.set_title(f"{column.rsplit('.', 1)[-1]} = {level:g}", fontsize="medium")
         ax.set_xlabel("KL to base (ID)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("gold reward (ID)")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize="small")
     fig.suptitle("Gold reward vs KL at each level of the labellers' bias")
     return _save(fig, path)
 
 
 def report_figures(
-    results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path, ceiling: float | None = None
+    results: pd.DataFrame,
+    logs: pd.DataFrame,
+    roles: Roles,
+    out: Path,
+    ceiling: float | None = None,
+    ext: str = ".png",
 ) -> dict:
     """Every figure of the report, by axis: {axis: [(title, path or None)]}; a figure without data is None.
-    `ceiling`: the task's best possible gold reward, drawn with the base model's and the demonstrator's."""
+    `ceiling`: the task's best possible gold reward, drawn with the base model's and the demonstrator's;
+    `ext`: the file type (".png" for the pages; ".svg" or ".pdf" for `slide_figures`)."""
     scale = gold_scale(results, roles, ceiling)
     return {
         "objective": [
-            ("Gold reward vs KL to the base model (ID prompts)", gold_vs_kl(results, roles, out / "gold_vs_kl.png", scale)),
-            ("What each stage optimises", training_objectives(logs, roles, out / "training.png")),
-            ("Reward–KL frontier", frontier(results, roles, out / "frontier.png")),
-            ("Over-optimisation", overoptimisation(results, logs, roles, out / "overoptimisation.png")),
-            ("Where gold peaks, by labeller bias", labeller_bias(results, roles, out / "labeller_bias.png")),
+            ("Gold reward vs KL to the base model (ID prompts)", gold_vs_kl(results, roles, out / f"gold_vs_kl{ext}", scale)),
+            ("What each stage optimises", training_objectives(logs, roles, out / f"training{ext}")),
+            ("Reward–KL frontier", frontier(results, roles, out / f"frontier{ext}")),
+            ("Over-optimisation", overoptimisation(results, logs, roles, out / f"overoptimisation{ext}")),
+            ("Where gold peaks, by labeller bias", labeller_bias(results, roles, out / f"labeller_bias{ext}")),
         ],
         "data": [
             ("Learning curves", sweep_plot(results, roles, Column.BUDGET, "budget (annotation units, log scale)",
-                                           "Gold reward vs annotation budget", out / "learning_curves.png",
+                                           "Gold reward vs annotation budget", out / f"learning_curves{ext}",
                                            log_x=True, mark_crossover=True)),
-            ("Learning curves by cost ratio", learning_curves_by_cost(results, roles, out / "cost_ratio.png")),
+            ("Learning curves by cost ratio", learning_curves_by_cost(results, roles, out / f"cost_ratio{ext}")),
             ("Robustness to label noise", sweep_plot(results, roles, Column.LABEL_NOISE, "annotator flip rate",
-                                                     "Gold reward vs label noise", out / "noise.png")),
+                                                     "Gold reward vs label noise", out / f"noise{ext}")),
             ("Annotator temperature", sweep_plot(results, roles, Column.ANNOTATOR_TEMPERATURE,
                                                  "Bradley–Terry temperature", "Gold reward vs annotator care",
-                                                 out / "annotator_temperature.png")),
+                                                 out / f"annotator_temperature{ext}")),
             ("Demonstrator quality", sweep_plot(results, roles, Column.DEMONSTRATOR_QUALITY, "demonstrator quality",
                                                 "Gold reward vs demonstrator quality",
-                                                out / "demonstrator_quality.png")),
+                                                out / f"demonstrator_quality{ext}")),
         ],
         "generalisation": [
-            ("Gold reward per arm, in and out of distribution", gold_by_split(results, roles, out / "gold_by_arm.png", scale)),
-            ("Diversity vs quality", diversity_vs_gold(results, roles, out / "diversity.png")),
-            ("Forgetting vs forward KL", forgetting(results, roles, out / "forgetting.png")),
+            ("Gold reward per arm, in and out of distribution", gold_by_split(results, roles, out / f"gold_by_arm{ext}", scale)),
+            ("Diversity vs quality", diversity_vs_gold(results, roles, out / f"diversity{ext}")),
+            ("Forgetting vs forward KL", forgetting(results, roles, out / f"forgetting{ext}")),
         ],
     }  # fmt: skip
+
+
+SLIDES = ("gold_by_arm", "gold_vs_kl", "overoptimisation", "learning_curves", "forgetting", "frontier")
+SLIDE_STYLE = {"font.size": 17, "axes.titlesize": "large", "lines.markersize": 8, "lines.linewidth": 2.0}
+
+
+def slide_figures(
+    results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path, fmt: str, ceiling: float | None = None
+) -> list[Path]:
+    """The key figures as vector files (`fmt`: "svg" or "pdf") with type large enough to read on a
+    1280 × 720 slide: every text is sized relative to the base font (17 pt instead of 10)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context(SLIDE_STYLE):
+        drawn = report_figures(results, logs, roles, out, ceiling, ext=f".{fmt}")
+    kept = []
+    for _, path in (f for figs in drawn.values() for f in figs):
+        if path is None:
+            continue
+        if path.stem in SLIDES:
+            kept.append(path)
+        else:
+            path.unlink()
+    return kept

@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from compare.report.claims import check_claims
-from compare.report.figures import report_figures
+from compare.report.figures import report_figures, slide_figures
 from compare.report.html import render_html
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
@@ -161,9 +161,10 @@ def _numbers_only(frame: pd.DataFrame, path: Path, text: tuple[str, ...]) -> Non
             raise ReportError(f"{path}: column {column} holds {bad.iloc[0]!r}, not a number")
 
 
-def rebuild_report(folder: Path) -> None:
+def rebuild_report(folder: Path, slides: str | None = None) -> None:
     """Report.md, report.html and the plots from the saved files; nothing is written unless every file
-    reads cleanly.
+    reads cleanly. `slides` ("svg" or "pdf"): the key figures also as vector files with slide-sized type,
+    in plots/slides/.
 
     The figures are drawn into a folder beside `plots/` and both pages into temporary files; all are
     swapped in only once everything is built, so a failure half-way leaves the old report as it was.
@@ -185,6 +186,8 @@ def rebuild_report(folder: Path) -> None:
         roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
         ceiling = getattr(TASKS.get(suite.task.name), "gold_ceiling", None)
         drawn = report_figures(results, logs, roles, new_plots, ceiling)
+        if slides:
+            slide_figures(results, logs, roles, new_plots / "slides", slides, ceiling)
         figures = {
             axis: [(title, path and folder / "plots" / path.name) for title, path in figs]
             for axis, figs in drawn.items()
