@@ -164,3 +164,22 @@ def test_budget_to_reach():
     assert math.isnan(budget_to_reach([1, 10], [-2.0, -1.0], 0.9))
     with pytest.raises(ValueError):
         budget_to_reach([1, 10], [0.0, 1.0], 1.5)
+
+
+def test_no_peak_between_the_start_and_the_first_point_and_no_convex_curve():
+    # points only far from the start: a concave fit whose peak falls in the unmeasured gap is not a peak
+    d = np.array([1.5, 1.7, 2.0, 2.2])
+    fit = fit_rl(d, 0.6 + d * (1.0 - 1.5 * np.log(d)), r0=0.6)  # d* = exp(1/1.5 - 1) = 0.72 < 1.5
+    assert fit.concave and 0 < fit.d_peak < 1.5 and not fit.peak_inside
+    # gold flat near the start then rising: beta < 0, a convex curve with a dip no point shows
+    convex = fit_rl(d, np.array([0.61, 0.55, 0.6, 0.7]), r0=0.58)
+    assert convex.fitted and not convex.concave and not convex.peak_inside
+
+
+def test_a_curve_is_drawn_only_where_it_turns_with_the_data():
+    d = np.linspace(0.2, 3.0, 15)
+    assert fit_bon(d, 0.5 + d * (1.2 - 0.4 * d), r0=0.5).drawable  # a peak at 1.5, inside the data
+    assert fit_bon(d, 0.5 + d * (1.0 + 0.2 * d), r0=0.5).drawable  # convex but rising throughout
+    far = np.array([1.5, 1.7, 2.0, 2.2])
+    assert not fit_rl(far, 0.6 + far * (1.0 - 1.5 * np.log(far)), r0=0.6).drawable  # peak in the gap
+    assert not fit_rl(far, np.array([0.61, 0.55, 0.6, 0.7]), r0=0.58).drawable  # a dip no point shows

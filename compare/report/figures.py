@@ -23,6 +23,7 @@ from compare.report.series import (
     curve,
     frontier_points,
     heldout_curves,
+    heldout_points,
     policy_groups,
     strength_columns,
     sweep_values,
@@ -45,12 +46,13 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def panels(n: int, width: float, height: float, per_row: int = 4):
-    """A figure with n panels, at most `per_row` a row; returns the figure and a flat list of n axes."""
+def panels(n: int, width: float, height: float, per_row: int = 4, sharey: bool = False):
+    """A figure with n panels, at most `per_row` a row; returns the figure and a flat list of n axes.
+    `sharey`: one gold scale for every panel, where panels are compared by height."""
     cols = min(n, per_row)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(width * cols, height * rows))
-    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).flat)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -316,13 +318,15 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
     only inside the measured range."""
     curves = []
     for arm in roles.names:
-        c = heldout_curves(logs, arm)
-        if len(c) >= 3:
-            d = np.sqrt(np.clip(c["kl"].to_numpy(), 0, None))
-            start = float(c.sort_values("step")["gold"].iloc[0])
-            curves.append((arm, "rl", d, c["gold"].to_numpy(), c["proxy"].to_numpy(), start))
+        for label, rows in heldout_points(logs, arm):  # one panel per setting: never averaged together
+            c = heldout_curves(logs, arm, rows)
+            if len(c) >= 3:
+                d = np.sqrt(np.clip(c["kl"].to_numpy(), 0, None))
+                start = float(c.sort_values("step")["gold"].iloc[0])
+                name = f"{roles.label(arm)} ({label})" if label else roles.label(arm)
+                curves.append((name, "rl", d, c["gold"].to_numpy(), c["proxy"].to_numpy(), start))
     for arm, d, gold, proxy in _selection_curves(results, roles):
-        curves.append((arm, "bon", d, gold, proxy, start_gold(results, roles, arm)))
+        curves.append((roles.label(arm), "bon", d, gold, proxy, start_gold(results, roles, arm)))
     if not curves:
         return None
     fig, axes = panels(len(curves), 4.8, 3.8, per_row=3)
@@ -332,22 +336,24 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
         ax.plot(d, gold, "o", color="C0", label="gold (measured)")
         if not np.all(np.isnan(proxy)):
             ax.plot(d, proxy, "^", color="C1", label="proxy RM (measured)")
+        note = ""  # what the fit says, under the title: never over the data
         if not math.isnan(r0):
             ax.plot([0.0], [r0], "D", color="C2", label="start policy's gold (d = 0)")
             fit = (fit_rl if form == "rl" else fit_bon)(d, gold, r0=r0)
-            if fit.fitted:
+            if fit.fitted and not fit.drawable:  # it would turn where no point shows it: draw no curve
+                note = "no fit drawn: it would turn where nothing was measured"
+            elif fit.fitted:
                 grid = np.linspace(0.0, d.max(), 200)
                 ax.plot(grid, fit.gold(grid), "-", color="C0", alpha=0.6, label="gold fit (Gao et al.)")
                 if fit.peak_inside:
                     ax.axvline(fit.d_peak, color="C0", linestyle=":", linewidth=1)
-                    ax.annotate("fitted gold peak", (fit.d_peak, fit.r_peak), fontsize="small",
-                                xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                    note = f"fitted gold peaks at KL {fit.kl_peak:.2f}, inside the range measured"
+                elif fit.d_peak < fit.d_min:
+                    note = "fitted gold falls over the whole range measured"
                 else:
-                    ax.annotate("fit still rising at the largest KL reached", (0.03, 0.96), va="top",
-                                xycoords="axes fraction", fontsize="small", color="dimgrey")  # fmt: skip
-        ax.set_title(
-            f"{roles.label(arm)}: {'during training' if form == 'rl' else 'across n'}", fontsize="medium"
-        )
+                    note = "fitted gold still rises at the largest KL reached"
+        title = f"{arm}: {'during training' if form == 'rl' else 'across n'}"
+        ax.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
         ax.set_xlabel("√KL to the start (nats^½)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("reward")
@@ -425,7 +431,7 @@ def labeller_bias(results: pd.DataFrame, roles: Roles, path: Path) -> Path | Non
         return None
     arms = [a for a in roles.names if not roles.is_base(a) and not roles.is_oracle(a)]
     levels = sorted(results[column].dropna().unique().tolist())
-    fig, axes = panels(len(levels), 4.0, 3.4)
+    fig, axes = panels(len(levels), 4.0, 3.4, sharey=True)
     for ax, level in zip(axes, levels):
         at = results[np.isclose(results[column].astype(float), float(level)) | results[column].isna()]
         for arm in arms:
@@ -443,6 +449,34 @@ def labeller_bias(results: pd.DataFrame, roles: Roles, path: Path) -> Path | Non
     axes[0].set_ylabel("gold reward (ID)")
     axes[0].legend(fontsize="small")
     fig.suptitle("Gold reward vs KL at each level of the labellers' bias")
+    return _save(fig, path)
+
+
+def shift_gaps(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
+    """Each policy's ID − shift gold gap on every named shift of the task (mean ± 95% t-interval of the
+    per-seed gaps): what the OOD and shift claims compare; a smaller gap holds up better."""
+    shifts = [s for s in roles.shifts if s in set(results["split"])]
+    groups = [g for g in policy_groups(results, roles) if not roles.is_base(g[1])]
+    if not shifts or not groups:
+        return None
+    fig = Figure(figsize=(max(7, 0.9 * len(groups) + 3), 4.2))
+    ax = fig.subplots()
+    width = 0.8 / len(shifts)
+    for j, split in enumerate(shifts):
+        means, halves = [], []
+        for _, _, rows in groups:
+            ids = rows[rows["split"] == "id"].groupby("seed")["gold_reward"].mean()
+            other = rows[rows["split"] == split].groupby("seed")["gold_reward"].mean()
+            mean, half, _ = mean_ci(list((ids - other).dropna()))
+            means.append(mean)
+            halves.append(0.0 if math.isnan(half) else half)
+        xs = [i + (j - (len(shifts) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, means, width, yerr=halves, capsize=2, label=f"ID − {roles.split_label(split)}")
+    ax.set_xticks(range(len(groups)), [label for label, _, _ in groups], rotation=25, ha="right")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("ID − shift gold gap (mean ± 95% CI)")
+    ax.set_title("How much gold each policy loses under each named shift (smaller holds up better)")
+    _legend_outside(ax)
     return _save(fig, path)
 
 
@@ -484,6 +518,7 @@ def report_figures(
             ("Gold reward per arm, in and out of distribution", gold_by_split(results, roles, out / f"gold_by_arm{ext}", scale)),
             ("Diversity vs quality", diversity_vs_gold(results, roles, out / f"diversity{ext}")),
             ("Forgetting vs forward KL", forgetting(results, roles, out / f"forgetting{ext}")),
+            ("ID − shift gaps", shift_gaps(results, roles, out / f"shift_gaps{ext}")),
         ],
     }  # fmt: skip
 

@@ -23,15 +23,21 @@ import pandas as pd
 
 from compare.report.claims import check_claims
 from compare.report.roles import Roles
-from compare.report.stats import holm
+from compare.report.stats import holm, seeds_to_decide
 from compare.report.tables import table_cell
 from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, NOT_MEASURED, SUPPORTED, Claim
 
 MARK = {SUPPORTED: "▲ supported", CONTRADICTED: "▼ contradicted", INCONCLUSIVE: "○ inconclusive",
         NOT_MEASURED: "– not measured"}  # fmt: skip
-# the figures shown under each suite's row, when its report drew them
-KEY_FIGURES = ("learning_curves.png", "noise.png", "demonstrator_quality.png", "gold_by_arm.png",
-               "overoptimisation.png", "labeller_bias.png", "frontier.png", "forgetting.png", "diversity.png")  # fmt: skip
+# the figures that show what each claim compares, shown under the suite that decides it (when drawn)
+CLAIM_FIGURES = {
+    "data_needs": ("learning_curves",), "noise": ("noise", "demonstrator_quality"),
+    "ood": ("shift_gaps",), "shift": ("shift_gaps",), "diversity": ("diversity",),
+    "beyond_demonstrator": ("gold_by_arm",), "dpo_vs_preferred": ("gold_by_arm",),
+    "overoptimisation": ("overoptimisation",), "bias_needed": ("labeller_bias", "overoptimisation"),
+    "dpo_overoptimises": ("frontier",), "frontier": ("frontier",), "best_of_n_kl": ("frontier",),
+    "online": ("frontier",), "forgetting": ("forgetting",), "curated": ("demonstrator_quality",),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -158,14 +164,13 @@ def findings_markdown(collection, findings: list[Finding], figures: dict[str, li
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in findings:
-        need = f.whole.seeds_needed
         lines.append(
             "| " + " | ".join([
                 table_cell(f.whole.claim), table_cell(f.whole.compared or "–"),
                 f"[{f.suite}]({f.suite}/report.md) ({_seeds(f.discovery_seeds)} / {_seeds(f.confirmation_seeds)})",
                 f"**{MARK[f.discovery.verdict]}**", f"**{MARK[f.confirmed if f.discovery.decided else f.confirmation.verdict]}**",
                 "**yes**" if f.replicated else "no", _effect(f.whole), f"**{MARK[f.corrected]}**",
-                "–" if f.whole.decided or need is None else f"about {need}",
+                _seeds_to_decide(f),
             ]) + " |"
         )  # fmt: skip
     lines += ["", "## Each suite's key figures", ""]
@@ -182,6 +187,21 @@ def findings_markdown(collection, findings: list[Finding], figures: dict[str, li
         "",
     ]
     return "\n".join(lines)
+
+
+def _seeds_to_decide(f: Finding) -> str:
+    """For a claim not decided on all seeds after the correction: about how many seeds would decide an
+    effect of the size observed at 95% (`seeds_to_decide`), or that it is significant before the
+    correction only."""
+    if f.corrected in (SUPPORTED, CONTRADICTED):
+        return "–"
+    d = f.whole.effect
+    if d is None or d.n < 2:
+        return "–"
+    if d.significant:
+        return f"more than {d.n} (significant before the correction only)"
+    need = seeds_to_decide(d.mean, d.sd)
+    return f"about {need}" if need is not None else "more than 1000"
 
 
 def _name(f: Finding) -> str:
@@ -224,14 +244,18 @@ def write_findings(folder: Path, collection, suites_data: list[tuple]) -> None:
     for suite, results, logs, roles in suites_data:
         found += suite_findings(suite.name, results, logs, roles, suite.task.name)
     found = corrected(found)
-    figures = {
-        suite.name: [
-            folder / suite.name / "plots" / n
-            for n in KEY_FIGURES
-            if (folder / suite.name / "plots" / n).is_file()
+    figures = {}
+    for suite, *_ in suites_data:
+        wanted = [
+            name
+            for f in found
+            if f.suite == suite.name
+            for name in CLAIM_FIGURES.get(f.whole.key.split("[")[0].split(":")[0], ())
         ]
-        for suite, *_ in suites_data
-    }
+        plots = folder / suite.name / "plots"
+        figures[suite.name] = [
+            plots / f"{n}.png" for n in dict.fromkeys(wanted) if (plots / f"{n}.png").is_file()
+        ]
     text = findings_markdown(collection, found, figures)
     (folder / "report.md").write_text(text)
     (folder / "report.html").write_text(findings_html(text, folder), encoding="utf-8")

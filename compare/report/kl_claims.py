@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 
 from compare.report.roles import Column, Roles
-from compare.report.series import fmt, frontier_points, heldout_curves, strength_columns, summary
+from compare.report.series import (
+    fmt,
+    frontier_points,
+    heldout_curves,
+    heldout_points,
+    strength_columns,
+    summary,
+)
 from compare.report.stats import Difference, against_zero, fit_rl, paired_difference, seeds_to_decide
 from compare.report.verdicts import (
     CONTRADICTED,
@@ -214,34 +221,55 @@ def claim_overoptimisation(logs, roles: Roles) -> Claim:
         return missing(key, text, "needs an online-RL arm against a reward model (training curves)")
     rl_arms = [a for a in logs["arm"].unique() if not roles.is_oracle(a)]  # an oracle has no proxy
     for arm in rl_arms:
-        rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna() & logs["heldout/proxy"].notna()]
-        if rows.empty:
+        groups = [(label, rows[rows["heldout/proxy"].notna()]) for label, rows in heldout_points(logs, arm)]
+        groups = [(label, rows) for label, rows in groups if not rows.empty]
+        if not groups:
             continue
-        peak_minus_final = peak_minus_final_gold(rows)
-        d = against_zero(peak_minus_final)
-        curves = heldout_curves(logs, arm)
-        peak = ""
-        if len(curves) >= 3:
-            fit = fit_rl(
-                np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"], r0=float(curves["gold"].iloc[0])
+        tests, parts = [], []
+        for label, rows in groups:  # each setting on its own: curves of different settings never averaged
+            drop = peak_minus_final_gold(rows)
+            d = against_zero(drop)
+            tests.append((label, d))
+            parts.append(
+                f"{label + ': ' if label else ''}{summary(drop)}{_fitted_peak(heldout_curves(logs, arm, rows))}"
             )
-            reached = float(curves["kl"].max())
-            if fit.peak_inside:
-                peak = f"; the fitted gold curve (Gao et al., from the start policy's gold) peaks at KL ≈ {fit.kl_peak:.2f}"
-            elif fit.fitted:
-                peak = f"; the fitted gold curve still rises at the largest KL reached ({reached:.2f})"
+        label, d = min(tests, key=lambda t: t[1].p_value if not math.isnan(t[1].p_value) else 2.0)
+        falls = [lb for lb, t in tests if decide(t, can_contradict=False).verdict == SUPPORTED]
+        p = min(1.0, d.p_value * len(tests)) if not math.isnan(d.p_value) else math.nan
+        decision = Decision(SUPPORTED if falls else INCONCLUSIVE, p)
         evidence = (
-            f"{arm}: held-out gold at the best step (chosen on the other seeds) minus at the end of training "
-            f"{summary(peak_minus_final)}{peak}"
+            f"{arm}: held-out gold at the best step (chosen on the other seeds) minus at the end of training, "
+            + "; ".join(parts)
         )
+        where = f" at {label}" if label else ""
         read = reading(
-            d, f"{arm}'s held-out gold at its best step is", "above", "below", "its gold at the end"
+            d, f"{arm}'s held-out gold at its best step{where} is", "above", "below", "its gold at the end"
         )
-        decision = decide(d, can_contradict=False)
-        need = seeds_to_decide(d.mean, d.sd) if decision.verdict == INCONCLUSIVE and d.mean > 0 else None
+        if len(tests) > 1:
+            read += f" Gold falls significantly at {', '.join(falls) or 'no setting'} of {len(tests)} (Bonferroni over them)."
+        need = seeds_to_decide(d.mean, d.sd) if not falls and d.mean > 0 else None
         return Claim(key, text, decision.verdict, evidence, reading=read, compared=f"online RL, here: {arm}",
                      p_value=decision.p_value, can_contradict=False, seeds_needed=need, effect=d)  # fmt: skip
     return missing(key, text, "no online-RL training curves with a reward model")
+
+
+def _fitted_peak(curves: pd.DataFrame) -> str:
+    """Where Gao et al.'s curve, fitted from the start policy's gold (the first check), peaks: inside the
+    KL measured, or not at all there."""
+    if len(curves) < 3:
+        return ""
+    fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"], r0=float(curves["gold"].iloc[0]))
+    if fit.peak_inside:
+        return f" (the fitted gold curve peaks at KL ≈ {fit.kl_peak:.2f})"
+    if fit.concave and fit.d_peak < fit.d_min:
+        return " (the fitted gold curve falls over the whole KL range measured; no check shows its peak)"
+    if fit.concave:
+        return (
+            f" (the fitted gold curve still rises at the largest KL reached, {float(curves['kl'].max()):.2f})"
+        )
+    if fit.fitted:
+        return " (Gao et al.'s form does not fit: β ≤ 0)"
+    return ""
 
 
 def peak_minus_final_gold(rows: pd.DataFrame) -> dict[int, float]:

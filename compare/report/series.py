@@ -51,11 +51,32 @@ def curve(results: pd.DataFrame, arm: str, col: str, metric: str = "gold_reward"
     return xs, means, halves
 
 
-def heldout_curves(logs: pd.DataFrame, arm: str) -> pd.DataFrame:
-    """PPO's held-out checks over training, averaged over seeds: step, kl, gold, proxy."""
+def heldout_points(logs: pd.DataFrame, arm: str) -> list[tuple[str, pd.DataFrame]]:
+    """The held-out checks of one online-RL arm, one group per grid point its runs differ in (a KL
+    coefficient, a labeller bias): [(label such as "length_bias=1", rows)]; one unlabelled group when
+    they differ in nothing but the seed. Curves of different settings are never averaged together."""
     if logs.empty or "heldout/gold" not in logs:
-        return pd.DataFrame()
+        return []
     rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna()]
+    if rows.empty:
+        return []
+    keys = [c for c in rows.columns if c.startswith("grid.") and rows[c].nunique() > 1]
+    if not keys:
+        return [("", rows)]
+    groups = []
+    for values, sub in rows.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        groups.append((", ".join(f"{k.rsplit('.', 1)[-1]}={v:g}" for k, v in zip(keys, values)), sub))
+    return groups
+
+
+def heldout_curves(logs: pd.DataFrame, arm: str, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """PPO's held-out checks over training, averaged over seeds: step, kl, gold, proxy; of `rows` (one
+    group of `heldout_points`) when given, else of every check of the arm."""
+    if rows is None:
+        if logs.empty or "heldout/gold" not in logs:
+            return pd.DataFrame()
+        rows = logs[(logs["arm"] == arm) & logs["heldout/gold"].notna()]
     if rows.empty:
         return pd.DataFrame()
     cols = {"heldout/kl": "kl", "heldout/gold": "gold", "heldout/proxy": "proxy"}

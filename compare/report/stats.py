@@ -111,9 +111,12 @@ class GaoFit:
     """A fitted Gao et al. curve: gold(d) = r0 + d (alpha - beta f(d)), d = sqrt(KL), and its peak.
 
     `d_peak` is where the fitted curve turns down (nan when it never does); `peak_inside` says whether
-    that lies inside the measured range of d, the only case in which a report may show a peak. A peak
-    beyond the largest d measured is an extrapolation: the report says "still rising at the largest KL
-    reached" instead.
+    that lies inside the measured range of d (between the smallest and the largest d > 0 measured), the
+    only case in which a report may show a peak. A peak beyond the largest d measured is an
+    extrapolation, and one between the start and the first point measured is not in the data either:
+    the report says "still rising at the largest KL reached" instead. `concave`: beta > 0, the only case
+    in which the form has the shape Gao et al. fit (it rises, then may turn down); with beta <= 0 it is
+    convex and has a minimum that no data need show, so the report draws no curve.
     """
 
     form: str  # "rl" or "bon"
@@ -123,6 +126,7 @@ class GaoFit:
     d_peak: float
     r_peak: float
     d_max: float  # the largest d measured
+    d_min: float = math.nan  # the smallest d > 0 measured
 
     @property
     def kl_peak(self) -> float:
@@ -133,8 +137,26 @@ class GaoFit:
         return not (math.isnan(self.alpha) or math.isnan(self.beta))
 
     @property
+    def concave(self) -> bool:
+        return self.fitted and self.beta > 0
+
+    @property
     def peak_inside(self) -> bool:
-        return not math.isnan(self.d_peak) and self.d_peak <= self.d_max
+        low = 0.0 if math.isnan(self.d_min) else self.d_min
+        return not math.isnan(self.d_peak) and low <= self.d_peak <= self.d_max
+
+    @property
+    def drawable(self) -> bool:
+        """Whether the curve from the start (d = 0) to the largest d measured turns only where the data
+        do: it rises or falls throughout, or turns down at a peak inside the measured range. A minimum
+        anywhere, or a peak between the start and the first point, is a feature no data show."""
+        if not self.fitted or not self.d_max > 0:
+            return False
+        steps = np.diff(self.gold(np.linspace(0.0, self.d_max, 400)))
+        turns = np.flatnonzero(np.diff(np.sign(steps[np.abs(steps) > 1e-12])))
+        if turns.size == 0:
+            return True
+        return turns.size == 1 and self.concave and self.peak_inside
 
     def gold(self, d: npt.ArrayLike) -> np.ndarray:
         """The fitted gold reward at d (d > 0 for the RL form; 0 gives r0)."""
@@ -143,9 +165,11 @@ class GaoFit:
         return self.r0 + self.alpha * d - self.beta * f
 
 
-def _fit_gain_curve(d: npt.ArrayLike, r: npt.ArrayLike, r0: float, feature) -> tuple[float, float, float]:
+def _fit_gain_curve(
+    d: npt.ArrayLike, r: npt.ArrayLike, r0: float, feature
+) -> tuple[float, float, float, float]:
     """Least squares of r - r0 = alpha * d - beta * feature(d) over the points with d > 0; (alpha, beta,
-    largest d)."""
+    largest d, smallest d > 0)."""
     d = np.asarray(d, dtype=float)
     r = np.asarray(r, dtype=float)
     if d.shape != r.shape or d.ndim != 1:
@@ -157,11 +181,12 @@ def _fit_gain_curve(d: npt.ArrayLike, r: npt.ArrayLike, r0: float, feature) -> t
     keep = (d > 0) & ~np.isnan(r)  # a point at d = 0 has features (0, 0): it only restates r0
     d_max = float(d.max()) if d.size else math.nan
     d, gain = d[keep], r[keep] - r0
+    d_min = float(d.min()) if d.size else math.nan
     design = np.stack([d, -feature(d)], axis=1)
     if len(d) < 2 or np.linalg.matrix_rank(design) < 2:
-        return math.nan, math.nan, d_max
+        return math.nan, math.nan, d_max, d_min
     (alpha, beta), *_ = np.linalg.lstsq(design, gain, rcond=None)
-    return float(alpha), float(beta), d_max
+    return float(alpha), float(beta), d_max, d_min
 
 
 def fit_bon(d: npt.ArrayLike, r: npt.ArrayLike, r0: float) -> GaoFit:
@@ -175,10 +200,10 @@ def fit_bon(d: npt.ArrayLike, r: npt.ArrayLike, r0: float) -> GaoFit:
     (beta <= 0: the curve never turns down; alpha <= 0: it only goes down).
     alpha and beta are nan with fewer than two distinct d > 0.
     """
-    alpha, beta, d_max = _fit_gain_curve(d, r, r0, lambda x: x**2)
+    alpha, beta, d_max, d_min = _fit_gain_curve(d, r, r0, lambda x: x**2)
     if not (beta > 0 and alpha > 0):
-        return GaoFit("bon", alpha, beta, r0, math.nan, math.nan, d_max)
-    return GaoFit("bon", alpha, beta, r0, alpha / (2 * beta), r0 + alpha**2 / (4 * beta), d_max)
+        return GaoFit("bon", alpha, beta, r0, math.nan, math.nan, d_max, d_min)
+    return GaoFit("bon", alpha, beta, r0, alpha / (2 * beta), r0 + alpha**2 / (4 * beta), d_max, d_min)
 
 
 def fit_rl(d: npt.ArrayLike, r: npt.ArrayLike, r0: float) -> GaoFit:
@@ -191,11 +216,11 @@ def fit_rl(d: npt.ArrayLike, r: npt.ArrayLike, r0: float) -> GaoFit:
     Peak: d* = exp(alpha / beta - 1), R(d*) = r0 + beta d*; nan when beta <= 0 (no maximum).
     alpha and beta are nan with fewer than two distinct d > 0.
     """
-    alpha, beta, d_max = _fit_gain_curve(d, r, r0, lambda x: x * np.log(x))
+    alpha, beta, d_max, d_min = _fit_gain_curve(d, r, r0, lambda x: x * np.log(x))
     if not beta > 0:
-        return GaoFit("rl", alpha, beta, r0, math.nan, math.nan, d_max)
+        return GaoFit("rl", alpha, beta, r0, math.nan, math.nan, d_max, d_min)
     d_peak = math.exp(min(alpha / beta - 1, 700.0))  # exp overflows past e^709: no peak in any range
-    return GaoFit("rl", alpha, beta, r0, d_peak, r0 + beta * d_peak, d_max)
+    return GaoFit("rl", alpha, beta, r0, d_peak, r0 + beta * d_peak, d_max, d_min)
 
 
 # --- many claims in one report --------------------------------------------------------------------------
