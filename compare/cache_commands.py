@@ -1,5 +1,5 @@
-"""`sft-vs-rlhf cache list | du | prune`: what the stage cache holds, how big it is, and removing what no
-suite needs (docs/cache.md).
+"""`sft-vs-rlhf cache list | du | prune | rm | verify`: what the stage cache holds, how big it is,
+removing what no suite needs or one stage, and checking every stage (docs/cache.md).
 
 `list` shows every complete stage (kind, key, size, age, how it is stored, and which of the suites named
 with `--suite` use it); `du` the size by kind and in all; `prune` removes stages not used by the suites
@@ -9,6 +9,10 @@ process holds, never a stage that a kept stage is stored on (a LoRA adapter's pa
 whole chain), and nothing while another process is computing a stage in the cache (the inputs of a
 stage are known only once it is complete). It also clears the temporary folders interrupted stages
 left (`StageCache.clear_stale`). `--dry-run` says what would go and how much it frees, changing nothing.
+`rm STAGE ...` removes the stages named, on the same terms. `verify` checks every stage whole (sizes
+and SHA-256 of every file) and moves a broken one into the cache's quarantine, so the next run computes
+it again. Prune, rm and verify refuse a path that is not a stage cache (missing, a file, or a folder
+without the cache's `.locks`).
 """
 
 from __future__ import annotations
@@ -16,14 +20,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare.cache import LEFTOVER, LOCKS, LOGS, MARKER, PARENT, StageCache, default_cache_dir
+from compare.cache import (
+    LEFTOVER,
+    LOCKS,
+    LOGS,
+    MARKER,
+    PARENT,
+    QUARANTINE,
+    STAGE_NAME,
+    StageCache,
+    default_cache_dir,
+)
 from compare.suite import SuiteError
 
 DAY = 86400.0
+HELD = "another process holds its lock"  # computing it, moving it, or reading it in a run
 
 
 # -- what the cache holds --------------------------------------------------------------------------------
@@ -221,16 +237,21 @@ def cmd_du(cache: StageCache) -> int:
     tmp_size = sum(folder_size(p) for p in tmp)
     logs = cache.root / LOGS
     logs_size = folder_size(logs) if logs.is_dir() else 0
-    known = {e.name for e in held.values()} | {p.name for p in tmp} | {LOGS, LOCKS}
+    quarantine = cache.root / QUARANTINE
+    broken = list(quarantine.iterdir()) if quarantine.is_dir() and not quarantine.is_symlink() else []
+    broken_size = folder_size(quarantine) if broken else 0
+    known = {e.name for e in held.values()} | {p.name for p in tmp} | {LOGS, LOCKS, QUARANTINE}
     other = [p for p in cache.root.iterdir() if p.name not in known] if cache.root.is_dir() else []
     other_size = sum(folder_size(p) for p in other)
     if tmp:
         rows.append(["(temporary folders)", str(len(tmp)), human_size(tmp_size)])
     if logs_size:
         rows.append(["(failure logs)", "", human_size(logs_size)])
+    if broken:
+        rows.append(["(quarantined: broken)", str(len(broken)), human_size(broken_size)])
     if other:
         rows.append(["(not the harness's)", str(len(other)), human_size(other_size)])
-    total = sum(e.size for e in held.values()) + tmp_size + logs_size + other_size
+    total = sum(e.size for e in held.values()) + tmp_size + logs_size + broken_size + other_size
     rows.append(["total", str(len(held)), human_size(total)])
     print(f"cache {cache.root}")
     print(table(rows))
@@ -244,7 +265,7 @@ def plan_prune(
 
     A locked candidate stays; so does every stage that a staying stage is stored on, through its chain.
     """
-    why = {name: "another process holds its lock" for name in sorted(candidates & locked)}
+    why = {name: HELD for name in sorted(candidates & locked)}
     stay = set(held) - (candidates - set(why))
     todo = sorted(stay)
     while todo:
@@ -266,6 +287,22 @@ def plan_prune(
     return remove, {n: w for n, w in why.items() if n in candidates}
 
 
+def require_cache(cache: StageCache, command: str) -> None:
+    """Refuse, in one line, a path that is not a stage cache: missing, a file, or a folder without the
+    cache's `.locks` (every run makes it): stage-like folders elsewhere are not ours to remove."""
+    root = cache.root
+    if not root.exists() and not root.is_symlink():
+        raise SuiteError(f"cache {command}: --cache-dir {root}: no such folder; nothing was changed")
+    if not root.is_dir():
+        raise SuiteError(f"cache {command}: --cache-dir {root}: not a folder; nothing was changed")
+    locks = root / LOCKS
+    if locks.is_symlink() or not locks.is_dir():
+        raise SuiteError(
+            f"cache {command}: --cache-dir {root}: not a stage cache (no {LOCKS} folder, which every run "
+            "makes); nothing was changed"
+        )
+
+
 def cmd_prune(
     cache: StageCache, unused_by: list[Path], older_than: float | None, overrides: list[str], dry_run: bool
 ) -> int:
@@ -275,6 +312,7 @@ def cmd_prune(
         )
     if older_than is not None and not older_than >= 0:
         raise SuiteError(f"cache prune: --older-than {older_than}: give a number of days, 0 or more")
+    require_cache(cache, "prune")
     usage = suite_usage(unused_by, overrides, strict=True) if unused_by else None
     busy = cache.in_flight()
     if busy and not dry_run:
@@ -309,7 +347,7 @@ def cmd_prune(
         if not dry_run:
             try:
                 if not cache.remove(name):
-                    kept[name] = "another process holds its lock"
+                    kept[name] = HELD
                     continue
             except (OSError, ValueError) as err:
                 kept[name] = f"could not be removed: {err}"
@@ -336,6 +374,75 @@ def cmd_prune(
     else:
         print(f"freed {human_size(freed)}; {len(held) - len(gone)} stages ({human_size(left)}) left")
     return 0
+
+
+def stage_name(cache: StageCache, text: str) -> str:
+    """The stage `text` names: `<kind>-<key>`, or a key alone (16 hex digits) that one stage has."""
+    if STAGE_NAME.fullmatch(text):
+        return text
+    if re.fullmatch(r"[0-9a-f]{16}", text):
+        found = [n for n in cache.stage_names() if n.endswith(f"-{text}")]
+        if len(found) == 1:
+            return found[0]
+    raise SuiteError(
+        f"cache rm: {text!r}: not a stage of {cache.root} (give <kind>-<key> or the key, as `cache list` "
+        "shows them); nothing was removed"
+    )
+
+
+def cmd_rm(cache: StageCache, stages: list[str]) -> int:
+    """Remove the stages named (and nothing else): all of them, or none when one cannot go."""
+    require_cache(cache, "rm")
+    names = [stage_name(cache, text) for text in stages]
+    held = entries(cache)
+    for name in names:
+        if name not in held:
+            raise SuiteError(
+                f"cache rm: {cache.path(name)}: not a complete stage of the cache; nothing was removed"
+            )
+    locked = {n for n in names if cache.is_locked(n)}
+    remove, kept = plan_prune(held, set(names), locked)
+    if kept:
+        name, why = sorted(kept.items())[0]
+        raise SuiteError(f"cache rm: {name}: {why}; nothing was removed")
+    freed = 0
+    for name in remove:  # children before their parents
+        if not cache.remove(name):
+            raise SuiteError(f"cache rm: {name}: {HELD} (since this command began); it was not removed")
+        freed += held[name].size
+        print(f"removed {name}  {human_size(held[name].size)}, {stored_text(held[name])}", flush=True)
+    print(f"freed {human_size(freed)}; {len(held) - len(remove)} stages left")
+    return 0
+
+
+def cmd_verify(cache: StageCache, dry_run: bool) -> int:
+    """Check every complete stage whole: marker, files, sizes and SHA-256. A broken stage is moved into
+    the quarantine (never deleted), so the next run computes it again; a stage written before markers
+    held a manifest that looks whole gets its manifest recorded. Returns 3 when some stage was broken."""
+    require_cache(cache, "verify")
+    names = cache.stage_names()
+    broken, recorded = 0, 0
+    print(f"cache {cache.root}: checking {len(names)} stages", flush=True)
+    for name in names:
+        problem = cache.check(name, full=True)
+        kind, _, key = name.rpartition("-")
+        if problem is not None:
+            broken += 1
+            if dry_run:
+                moved = "left in place (dry run)"
+            else:
+                where = cache.set_aside(name)
+                moved = f"moved to {where}" if where else "another process holds it, so it was not moved"
+            print(f"broken: {kind} {key}: {problem}; {moved}", flush=True)
+        elif not dry_run and not cache.has_manifest(name):
+            with cache.lock(name, on_wait=None, done=lambda: True) as alone:  # not while others move it
+                if alone and cache.check(name, full=True) is None and not cache.has_manifest(name):
+                    cache.record_manifest(name)
+                    recorded += 1
+    whole = len(names) - broken
+    note = f"; recorded the files of {recorded} stage(s) written before markers held them" if recorded else ""
+    print(f"{whole} of {len(names)} stages whole{note}" + (f"; {broken} broken" if broken else ""))
+    return 3 if broken else 0
 
 
 # -- the command line ------------------------------------------------------------------------------------
@@ -372,6 +479,16 @@ def add_parser(sub, path_type=Path) -> None:
     prune.add_argument(
         "--dry-run", action="store_true", help="say what would go and what it frees; change nothing"
     )
+    rm = commands.add_parser("rm", help="remove the stages named (not one another stage is stored on)")
+    common(rm)
+    rm.add_argument(
+        "stages", nargs="+", metavar="STAGE", help="<kind>-<key>, or the key, as `cache list` shows"
+    )
+    verify = commands.add_parser(
+        "verify", help="check every stage's files (sizes and SHA-256); move broken ones to the quarantine"
+    )
+    common(verify)
+    verify.add_argument("--dry-run", action="store_true", help="only say what is broken; move nothing")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -380,4 +497,8 @@ def main(args: argparse.Namespace) -> int:
         return cmd_list(cache, args.suites, args.overrides)
     if args.cache_command == "du":
         return cmd_du(cache)
+    if args.cache_command == "rm":
+        return cmd_rm(cache, args.stages)
+    if args.cache_command == "verify":
+        return cmd_verify(cache, args.dry_run)
     return cmd_prune(cache, args.suites, args.older_than, args.overrides, args.dry_run)

@@ -1,15 +1,19 @@
 """Command line: `sft-vs-rlhf run | plan | report | cache | export` and `--version` (also
 `python -m compare`). It parses and dispatches.
 
-Exit codes: 0 done, 1 a crash of the harness itself, 2 bad input (one line, nothing ran), 3 some runs
-failed (the others are reported), 130 interrupted.
+Exit codes: 0 done, 1 a crash of the harness itself (or a full disk, said in one line), 2 bad input
+(one line, nothing ran), 3 some runs failed (the others are reported; `cache verify`: some stages were
+broken), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from compare import __version__, cache_commands, export
@@ -115,8 +119,20 @@ def _positive(text: str) -> int:
     return value
 
 
+class Terminated(BaseException):
+    """SIGTERM: the command unwinds as for Ctrl-C (temporary folders cleared, Ray stopped), then exits 143."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    cache = None
     try:
         if args.command == "cache":
             return cache_commands.main(args)
@@ -159,6 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: completed stages are cached; run again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated: completed stages are cached; run again to resume", file=sys.stderr)
+        return 143
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: the disk is full{where}: {e.strerror}; completed stages are cached", file=sys.stderr)
+        return 1
+    finally:
+        if cache is not None:
+            cache.release()  # the stages this run held while it read them
+        if main_thread and before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 def _plan(suite, cache: StageCache) -> int:

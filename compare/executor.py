@@ -1,10 +1,12 @@
 """Stages in parallel: each stage one Ray task, started as soon as its inputs are complete.
 
 `compare/runner.py:execute` decides what runs and reports it; this module is where stages run when more
-than one runs at once. `--jobs N` starts Ray in this process with N stage slots (quiet, no dashboard, on
-the loopback address); `--ray-address ADDR` joins an existing cluster. Each task asks for the resources
-its stage needs: CPUs (torch's threads inside the task follow them), a GPU when the cluster has them,
-and for an external base model the memory its training stages need (`compare.lm.external.memory_needed`).
+than one runs at once. `--jobs N` starts Ray in this process with N stage slots (quiet, no dashboard,
+every server of it bound to the loopback address only, and the process's own SIGTERM handling kept:
+`sft-vs-rlhf` then exits 143 with one line); `--ray-address ADDR` joins an existing cluster. Each task
+asks for the resources its stage needs: CPUs (torch's threads inside the task follow them), a GPU when
+the cluster has them, and for an external base model the memory its training stages need
+(`compare.lm.external.memory_needed`).
 
 Every node reads and writes the same stage cache, so the cache folder must be one shared path: a task
 on each node reads a probe file this process wrote there, and writes one back, before anything runs.
@@ -19,6 +21,9 @@ import atexit
 import logging
 import os
 import secrets
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +41,10 @@ RAY_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_worker_niceness": "0",
 }
+# Ray resolves "127.0.0.1" as the node's address to the machine's network address, and its servers then
+# listen on every interface; with this off (its switch for single-machine use) Ray started here keeps to
+# the loopback address, in this process and in the processes it starts (which read it from the environment)
+LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def cores() -> int:
@@ -155,19 +164,21 @@ class RayPool:
             key = (jobs * cpus, verbose, env)
             if _LOCAL != key or not ray.is_initialized():  # else: the instance of a run before, kept
                 _shutdown()
-                ray.init(
-                    address="local",
-                    num_cpus=jobs * cpus,
-                    _node_ip_address="127.0.0.1",
-                    object_store_memory=128 * 1024**2,  # only small results travel through it
-                    **common,
-                )
+                with _own_sigterm(), _loopback():
+                    ray.init(
+                        address="local",
+                        num_cpus=jobs * cpus,
+                        _node_ip_address="127.0.0.1",
+                        object_store_memory=128 * 1024**2,  # only small results travel through it
+                        **common,
+                    )
                 _LOCAL = key
                 atexit.register(_shutdown)
         else:
             _shutdown()  # a local instance of a run before
             try:
-                ray.init(address=address, **common)
+                with _own_sigterm():
+                    ray.init(address=address, **common)
             except Exception as e:  # unreachable, not a Ray cluster, another Ray version
                 raise SuiteError(f"--ray-address {address}: cannot connect ({first_line(e)})") from None
         self.remote = ray.remote(_stage_task)
@@ -261,6 +272,47 @@ class RayPool:
         self.in_flight.clear()
         if interrupted or not self.started:
             _shutdown()
+
+
+@contextmanager
+def _loopback():
+    """Ray started in the block binds to the loopback address only (`LOOPBACK`, set for this process and
+    the processes it starts meanwhile: Ray's servers, which start its workers), then everything as it was
+    (a cluster joined later uses the machine's address)."""
+    from ray._private import ray_constants
+
+    before, constant = os.environ.get(LOOPBACK), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if before is None:
+            os.environ.pop(LOOPBACK, None)
+        else:
+            os.environ[LOOPBACK] = before
+
+
+@contextmanager
+def _own_sigterm():
+    """Keep this process's SIGTERM handler through `ray.init`, which installs Ray's own twice (one exits
+    with the signal's number, one stops Ray's processes and exits 1: either past our clean-up and our one
+    line). Where there is a handler of ours, Ray's setter does nothing meanwhile; otherwise Ray's stay."""
+    from ray._private import utils
+
+    main = threading.current_thread() is threading.main_thread()
+    ours = signal.getsignal(signal.SIGTERM) if main else None
+    setter = getattr(utils, "set_sigterm_handler", None)
+    if callable(ours) and setter is not None:
+        utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        if setter is not None:
+            utils.set_sigterm_handler = setter
+        if callable(ours):
+            signal.signal(signal.SIGTERM, ours)
 
 
 # The Ray instance started in this process, kept between runs (tests, notebooks, benchmarks run many in

@@ -226,7 +226,7 @@ def export_policy(folder: Path, out: Path) -> None:
 
     from compare.lm.loading import ensure_pad_token, load_causal_lm, save_model
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     model = load_causal_lm(folder)
     ensure_pad_token(model, tokenizer)  # as every stage and the evaluator load it
     model.config.use_cache = True
@@ -239,7 +239,9 @@ def export_reward_model(folder: Path, out: Path) -> None:
 
     from compare.lm.loading import load_classifier, save_model
 
-    save_model(load_classifier(folder).eval(), AutoTokenizer.from_pretrained(folder), out)
+    save_model(
+        load_classifier(folder).eval(), AutoTokenizer.from_pretrained(folder, trust_remote_code=False), out
+    )
 
 
 def dataset_rows(name: str, folders: list[Path]) -> list[dict]:
@@ -291,7 +293,7 @@ def run_export(args: argparse.Namespace) -> int:
     with ExitStack() as held:
         for name in sorted({s.name for s in stages}):  # one order for every exporter: no deadlock
             try:
-                held.enter_context(cache.lock(name))
+                held.enter_context(cache.reading(name))  # held shared: no prune meanwhile
             except OSError:  # a cache we may not write to (a shared, read-only one) is not ours to prune
                 break
         try:  # a missing parent: one line, before anything is written

@@ -10,13 +10,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from compare.cache import StageCache
+from compare.cache import StageCache, write_file
 from compare.plan import Run, plan_runs, stage_order
-from compare.preflight import PARTIAL_MARKER, REPORT_MARKER, check_out_folder, preflight, read_marker
+from compare.preflight import (
+    INSIDE_OLD,
+    INSIDE_TMP,
+    PARTIAL_MARKER,
+    REPORT_MARKER,
+    check_out_folder,
+    clear_leftovers_inside,
+    plain_name,
+    preflight,
+    read_marker,
+)
 from compare.runner import (
     Outcome,
     collect,
@@ -192,14 +204,24 @@ def publish(out: Path, cache: StageCache, write) -> None:
     carries a "partial" marker from its first moment, so the leftovers of a publish that was killed are
     known for ours and cleared by the next one; nothing else beside `out` is touched. Only a folder that
     carries our marker, and holds nothing but what its manifest lists, is ever replaced.
+
+    Where `out` cannot be swapped (a mount point, a folder on another filesystem than its parent, a
+    parent we may not write, or an empty folder of the user's), the new report is written inside `out`
+    itself, on its own filesystem, and moved in entry by entry (`_move_contents`); the old entries go only
+    once the new ones are in place.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     with cache.folder_lock(out):
         check_out_folder(out, cache.root)  # again: the folder may have changed while we trained
         for leftover in out.parent.glob(f".{out.name}.tmp-*"):  # a killed publish (we hold the lock)
-            if (leftover / PARTIAL_MARKER).is_file():
+            if (leftover / PARTIAL_MARKER).is_file() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        if out.is_dir():
+            clear_leftovers_inside(out)
+        inside = out.is_dir() and not _swappable(out)
+        tmp = (
+            out / f"{INSIDE_TMP}-{os.getpid()}" if inside else out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        )
         old = out.with_name(f".{out.name}.tmp-{os.getpid()}-old")
         tmp.mkdir()
         (tmp / PARTIAL_MARKER).write_text("a report being written by sft-vs-rlhf\n")
@@ -209,45 +231,102 @@ def publish(out: Path, cache: StageCache, write) -> None:
             mark(tmp)
             if not out.exists():
                 os.replace(tmp, out)
-            elif read_marker(out) is not None and _swap(out, tmp, old):
+            elif not inside and read_marker(out) is not None and _swap(out, tmp, old):
                 pass
             else:  # an empty folder of the user's, or one that cannot be renamed (a mount point)
                 _move_contents(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+            if out.exists():  # the old report, once the new one is in place
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _swappable(out: Path) -> bool:
+    """Whether `out` can be replaced by a rename of a folder beside it: not a mount point, on the same
+    filesystem as its parent, in a parent we may write."""
+    try:
+        same = os.stat(out).st_dev == os.stat(out.parent).st_dev
+    except OSError:
+        return False
+    return same and not os.path.ismount(out) and os.access(out.parent, os.W_OK | os.X_OK)
+
+
+@contextmanager
+def _uninterrupted():
+    """SIGTERM and SIGINT held back for the block (a few renames), so a report is never left half-moved:
+    the signal arrives when the block is done."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):  # not on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _swap(out: Path, tmp: Path, old: Path) -> bool:
     """Replace `out` by `tmp` with two renames; False when `out` cannot be renamed (e.g. a mount point)."""
-    try:
-        os.replace(out, old)
-    except OSError:
-        return False
-    os.replace(tmp, out)
+    with _uninterrupted():
+        try:
+            os.replace(out, old)
+        except OSError:
+            return False
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old, out)  # the old report back
+            raise
     return True
 
 
 def _move_contents(tmp: Path, out: Path) -> None:
-    """Publish into the folder `out` itself: its old report entries out, the new ones in.
+    """Publish into the folder `out` itself: the new entries in, then the old report entries out.
 
+    The old entries (only plain names of the old manifest) are first renamed into a folder inside `out`,
+    then the new ones renamed in, then the old ones deleted: a failure half-way puts the old ones back.
     The marker lists old and new entries while this runs (marked incomplete), so a crash half-way leaves
     a folder the next run recognises as its own and replaces.
     """
-    old = read_marker(out) or {"files": []}
+    marker = read_marker(out)
+    old = marker or {"files": []}
     new = json.loads((tmp / REPORT_MARKER).read_text())
+    entries = [p.name for p in tmp.iterdir() if p.name != REPORT_MARKER]
     files = sorted(set(old["files"]) | set(new["files"]))
-    _write_marker(out, {**new, "files": files, "complete": False})
-    for name in old["files"]:
-        target = out / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-    for entry in tmp.iterdir():
-        if entry.name != REPORT_MARKER:
-            os.replace(entry, out / entry.name)
-    _write_marker(out, new)
+    aside = out / f"{INSIDE_OLD}-{os.getpid()}"
+    moved_old, moved_new = [], []
+    with _uninterrupted():
+        _write_marker(out, {**new, "files": files, "complete": False})
+        aside.mkdir()
+        (aside / PARTIAL_MARKER).write_text("the report sft-vs-rlhf is replacing\n")
+        try:
+            for name in old["files"]:
+                if plain_name(name) and name != REPORT_MARKER and os.path.lexists(out / name):
+                    os.replace(out / name, aside / name)
+                    moved_old.append(name)
+            for name in entries:
+                os.replace(tmp / name, out / name)
+                moved_new.append(name)
+        except BaseException:  # everything back as it was
+            back = [(out / n, tmp / n) for n in moved_new] + [(aside / n, out / n) for n in moved_old]
+            restored = True
+            for src, dst in back:
+                try:
+                    os.replace(src, dst)
+                except OSError:
+                    restored = False
+            with suppress(OSError):
+                if marker is None:
+                    (out / REPORT_MARKER).unlink(missing_ok=True)
+                else:
+                    _write_marker(out, marker)
+            if restored:
+                shutil.rmtree(aside, ignore_errors=True)
+            raise
+        _write_marker(out, new)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def mark(folder: Path) -> None:
@@ -260,6 +339,7 @@ def list_in_marker(folder: Path, names) -> None:
     """Add `names` to the manifest of `folder`'s marker (keeping its other fields), so entries a rebuild
     adds (report.html to a folder an earlier version wrote) are ours to replace; no marker, no change."""
     marker = read_marker(folder)
+    names = [n for n in names if plain_name(n)]
     if marker is None or set(names) <= set(marker["files"]):
         return
     _write_marker(
@@ -268,6 +348,5 @@ def list_in_marker(folder: Path, names) -> None:
 
 
 def _write_marker(folder: Path, data: dict) -> None:
-    tmp = folder / f"{REPORT_MARKER}.tmp"
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, folder / REPORT_MARKER)
+    """The marker, written whole (a new file renamed over it: never through a link at its name)."""
+    write_file(folder / REPORT_MARKER, json.dumps(data, indent=1) + "\n")

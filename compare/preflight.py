@@ -15,6 +15,7 @@ import json
 import math
 import random
 import re
+import shutil
 from pathlib import Path
 
 from compare import limits
@@ -28,15 +29,27 @@ from compare.tasks import TASKS
 
 REPORT_MARKER = ".sft-vs-rlhf-report"  # in every folder `run` writes: only such a folder is ever replaced
 PARTIAL_MARKER = ".sft-vs-rlhf-partial"  # in a report folder while it is being written
+# inside a report folder that cannot be swapped whole (a mount point): the new report being written and
+# the old one being replaced, each `<name>-<pid>/` with the partial marker; and the marker being written
+INSIDE_TMP, INSIDE_OLD = ".sft-vs-rlhf-new", ".sft-vs-rlhf-old"
+_INSIDE = re.compile(r"\.sft-vs-rlhf-(?:new|old)-[0-9]+")
+_MARKER_TMP = re.compile(re.escape(f".{REPORT_MARKER}.tmp-") + r"[0-9]+-[0-9a-f]{8}")
 # what a report folder of an earlier version (a marker without a manifest) holds
 REPORT_FILES = ["failed_runs.csv", "index.md", "plots", "provenance.json", "report.html", "report.md",
                 "results.csv", "samples.csv", "suite.yaml", "training_logs.csv"]  # fmt: skip
 
 
+def plain_name(name) -> bool:
+    """A name of an entry directly inside a folder: no path separator, not `.` or `..`, nothing else."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 def read_marker(folder: Path) -> dict | None:
-    """The marker of a folder the harness wrote ({files: its entries, complete}), or None if there is none."""
+    """The marker of a folder the harness wrote ({files: its entries, complete}), or None if there is none
+    (a link in its place is none). Its manifest keeps only plain names: nothing outside the folder is
+    ever named by it."""
     path = folder / REPORT_MARKER
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
@@ -45,7 +58,24 @@ def read_marker(folder: Path) -> dict | None:
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):  # an earlier version's marker
         subfolders = [p.name for p in folder.iterdir() if (p / REPORT_MARKER).is_file()]
         return {"files": REPORT_FILES + subfolders, "complete": True}
-    return data
+    return {**data, "files": [name for name in data["files"] if plain_name(name)]}
+
+
+def _our_leftover(entry: Path) -> bool:
+    """Something a publish into this very folder left when it was killed (ours to clear)."""
+    if _INSIDE.fullmatch(entry.name):
+        return entry.is_dir() and not entry.is_symlink() and (entry / PARTIAL_MARKER).is_file()
+    return bool(_MARKER_TMP.fullmatch(entry.name)) and not entry.is_dir()
+
+
+def clear_leftovers_inside(out: Path) -> None:
+    """Remove what a killed publish into `out` itself left there (call it holding the folder's lock)."""
+    for entry in out.iterdir():
+        if _our_leftover(entry):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def preflight(suites: list[Suite], out: Path | None = None, cache_root: Path | None = None) -> None:
@@ -351,15 +381,18 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
 # -- the stage cache and the report folder -------------------------------------------------------------------
 def check_cache_dir(root: Path) -> None:
     """The cache folder must be a folder we can write, and either new, empty, or a stage cache already."""
-    from compare.cache import LEFTOVER, LOCKS, LOGS, STAGE_NAME
+    from compare.cache import LEFTOVER, LOCKS, LOGS, QUARANTINE, STAGE_NAME
 
     if root.exists() and not root.is_dir():
         raise SuiteError(f"--cache-dir {root}: exists and is not a folder")
+    for own in (LOCKS, LOGS, QUARANTINE):  # the harness writes into them: never through a link
+        if (root / own).is_symlink() or ((root / own).exists() and not (root / own).is_dir()):
+            raise SuiteError(f"--cache-dir {root}: {own} is a link or not a folder; the harness writes there")
     if root.is_dir():
         foreign = [
             p.name
             for p in root.iterdir()
-            if p.name not in (LOCKS, LOGS)
+            if p.name not in (LOCKS, LOGS, QUARANTINE)
             and not STAGE_NAME.fullmatch(p.name)
             and not LEFTOVER.fullmatch(p.name)
         ]
@@ -403,13 +436,17 @@ def check_out_folder(out: Path, cache_root: Path) -> None:
         raise SuiteError(f"--out {out}: exists and is not a folder")
     marker = read_marker(out)
     if marker is None:
-        if any(out.iterdir()):
+        if any(not _our_leftover(p) for p in out.iterdir()):
             raise SuiteError(
                 f"--out {out}: this folder is not empty and was not written by sft-vs-rlhf (no "
                 f"{REPORT_MARKER}); nothing in it was touched: choose a new or empty folder"
             )
         return
-    theirs = sorted(p.name for p in out.iterdir() if p.name not in {*marker["files"], REPORT_MARKER})
+    theirs = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name not in {*marker["files"], REPORT_MARKER} and not _our_leftover(p)
+    )
     if theirs:
         shown = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
         raise SuiteError(

@@ -2,6 +2,11 @@
 
 One stage at a time in this process, or many at once as Ray tasks (`compare/executor.py`); either way
 through `attempt`, under the stage's lock, failures recorded and isolated the same way.
+
+Every cached stage a run uses is checked before it is used (`StageCache.check`: sizes always, hashes the
+first time a process reads it) and held for the run (`StageCache.hold`); a stage that fails its check,
+or that a stage reading it finds broken, is moved aside into the cache's quarantine and computed again,
+said in one line naming it.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from compare.cache import StageCache
+from compare.cache import PARENT, STAGE_NAME, StageCache, real_folder, write_file
 from compare.plan import Run, Stage, stage_order
 from compare.stages import RECIPE_STAGES, SPECS, Job
 from compare.stages.common import Context, read_jsonl
-from compare.suite.errors import first_line
+from compare.suite.errors import SuiteError, first_line
 from compare.tracking import run_tags
 
 
@@ -89,10 +94,10 @@ def execute(
     cache.clear_stale()
     _waited = False
     outcome = Outcome()
-    todo = [s for s in stage_order([root for r in runs for root in r.roots]) if not cache.is_complete(s.name)]
+    owners = stage_owners(runs)
+    todo = usable_or_todo(runs, cache, outcome, owners)
     if not todo:
         return outcome
-    owners = stage_owners(runs)
     if jobs is None and address is None:
         from compare.executor import default_jobs
 
@@ -108,7 +113,8 @@ def execute(
     bar = tqdm(total=len(todo), desc="stages", unit="stage", disable=not on_terminal, dynamic_ncols=True)
     pending = list(todo) if not parallel else _by_priority(todo)
     running: dict[str, Stage] = {}
-    finished = 0
+    finished, total = 0, len(todo)
+    again: set[tuple[str, str]] = set()  # (stage, its input) computed again because the stage found it broken
 
     def status(kind: str | None = None) -> None:
         failed = len(outcome.failures)
@@ -154,18 +160,38 @@ def execute(
 
                         info = {**_stage_info(stage), "runs": [r.label for r in owners.get(stage.name, [])]}
                         log = cache.record_failure(stage.name, info, result["crash"])
-                        result = {"error": crash_reason(result["crash"]), "log": str(log)}
+                        result = {"error": crash_reason(result["crash"]), "log": str(log or "")}
+                    cause, where = None, ""
+                    if "broken_input" in result:  # the input is to blame, not the stage: compute it again
+                        dep = next(d for d in stage.inputs.values() if d and d.name == result["broken_input"])
+                        first = (stage.name, dep.name) not in again
+                        again.add((stage.name, dep.name))
+                        queued = {s.name for s in pending}
+                        if first and (dep.name in queued or set_aside(cache, dep, result["problem"], owners)):
+                            added = [s for s in (dep, stage) if s.name not in queued]
+                            pending += added
+                            finished -= 1  # the stage runs again, after its input
+                            total += dep in added
+                            bar.total = total
+                            continue
+                        cause = dep
+                        where = (
+                            "computed again, it is still broken" if not first else "another process holds it"
+                        )
+                        where = f"stage {dep.kind} {dep.key}: {where}"
                     if "error" in result:
-                        reason, log = result["error"], Path(result["log"])
-                        outcome.failures[stage.name] = Failure(stage, reason, log)
+                        reason, log = result["error"], Path(result["log"]) if result.get("log") else None
+                        outcome.failures[stage.name] = Failure(stage, reason, log, cause)
+                        where = where or (f"log: {log}" if log else "no log (it could not be written)")
                         tqdm.write(
                             f"error: stage {stage.kind} {stage.key} failed ({who}): {reason}; not cached; "
-                            f"log: {log}",
+                            f"{where}",
                             file=sys.stderr,
                         )
                         if ctx.verbose and result.get("trace"):
                             print(result["trace"], file=sys.stderr, end="")
                     else:
+                        cache.hold(stage.name)  # read by this run from now on: nobody removes it meanwhile
                         if result["ran"]:
                             outcome.timings[stage.name] = result["seconds"]
                         if not on_terminal:  # one line per finished stage where no bar is drawn
@@ -175,7 +201,7 @@ def execute(
                                 else "done by another process"
                             )
                             print(
-                                f"[{finished}/{len(todo)}] {stage.kind} ({who}): {ran}",
+                                f"[{finished}/{total}] {stage.kind} ({who}): {ran}",
                                 file=sys.stderr,
                                 flush=True,
                             )
@@ -186,6 +212,81 @@ def execute(
         bar.close()
         pool.close()
     return outcome
+
+
+# -- the cached stages a run reads: checked, held, and set aside when broken -------------------------------
+def report_reads(runs: list[Run]) -> dict[str, tuple[str, ...]]:
+    """The files `collect` reads of each stage, by stage name: they must be there for a stage to count."""
+    reads: dict[str, tuple[str, ...]] = {}
+    for run in runs:
+        reads[run.eval.name] = ("metrics.json", "samples.jsonl")
+        reads[run.demonstrator.name] = ("metrics.json",)
+    return reads
+
+
+def usable_or_todo(runs: list[Run], cache: StageCache, outcome: Outcome, owners: dict) -> list[Stage]:
+    """The stages to compute, inputs first: those not complete, and those that fail their check (moved
+    aside, one line each). Every other stage is held for the run. A broken stage that cannot be moved
+    (another process reads it) fails, and takes its dependents with it."""
+    reads = report_reads(runs)
+    todo = []
+    for stage in stage_order([root for r in runs for root in r.roots]):
+        if cache.is_complete(stage.name):
+            problem = cache.check(stage.name, needs=reads.get(stage.name, ()))
+            if problem is None and cache.hold(stage.name):
+                continue
+            if problem is not None and not set_aside(cache, stage, problem, owners):
+                reason = f"broken ({problem}) and in use by another process, so not moved; run again later"
+                outcome.failures[stage.name] = Failure(stage, reason, None)
+                continue
+        todo.append(stage)
+    return todo
+
+
+def set_aside(cache: StageCache, stage: Stage, problem: str, owners: dict) -> bool:
+    """Move a broken stage into the cache's quarantine, saying so in one line; False if it cannot be
+    moved now (another process holds it)."""
+    where = cache.set_aside(stage.name)
+    if where is None and cache.is_complete(stage.name):
+        tqdm.write(f"error: stage {stage.kind} {stage.key} is broken: {problem}; another process holds it, "
+                   "so it was not moved", file=sys.stderr)  # fmt: skip
+        return False
+    moved = f"moved to {where}" if where is not None else "gone meanwhile"
+    who = describe_runs(owners.get(stage.name, []))
+    tqdm.write(f"warning: stage {stage.kind} {stage.key} ({who}) is broken: {problem}; {moved}; "
+               "computing it again", file=sys.stderr)  # fmt: skip
+    return True
+
+
+def _broken_input(cache: StageCache, inputs: dict[str, Path], error: BaseException | None = None):
+    """(name, what is wrong) of the first input stage (or a folder its adapter is stored on) that fails
+    its check; with `error`, what a stage raised: also an input written before markers held a manifest
+    whose path the error names (a file missing there). None when every input is whole."""
+    folders = []
+    for path in inputs.values():
+        folder = Path(path) if path is not None else None
+        while folder is not None and folder.parent == cache.root and folder not in folders:
+            folders.append(folder)
+            try:
+                parent = (
+                    json.loads((folder / PARENT).read_text())["parent"]
+                    if (folder / PARENT).is_file()
+                    else None
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                parent = None
+            folder = cache.root / parent if isinstance(parent, str) and STAGE_NAME.fullmatch(parent) else None
+    for folder in folders:
+        if cache.is_complete(folder.name):
+            problem = cache.check(folder.name)
+            if problem is not None:
+                return folder.name, problem
+    if isinstance(error, OSError | ValueError):
+        named = f"{error} {getattr(error, 'filename', '') or ''}"
+        for folder in folders:
+            if str(folder) in named and not cache.has_manifest(folder.name):
+                return folder.name, f"{folder}: {first_line(error)}"
+    return None
 
 
 def _stage_info(stage: Stage) -> dict:
@@ -302,15 +403,27 @@ def attempt(
 
         torch.set_num_threads(ctx.threads)
     start = time.time()
+    broken = _broken_input(cache, inputs)  # every input checked before it is read
     try:
-        seed_everything(info["params"])
-        ran = _run_stage(spec, name, info, inputs, cache, ctx)
+        if broken is None:
+            seed_everything(info["params"])
+            ran = _run_stage(spec, name, info, inputs, cache, ctx)
     except Exception as e:  # any stage error: this stage is not cached, its dependents are skipped
-        log = cache.record_failure(name, {**info, "runs": labels}, e)
+        broken = _broken_input(cache, inputs, e)
+        if broken is None:
+            log = cache.record_failure(name, {**info, "runs": labels}, e)
+            return {
+                "error": f"{type(e).__name__}: {first_line(e)}",
+                "log": str(log or ""),
+                "trace": traceback.format_exc(),
+            }
+    if broken is not None:  # the input is to blame: the run moves it aside and computes it again
+        kind, _, key = broken[0].rpartition("-")
         return {
-            "error": f"{type(e).__name__}: {first_line(e)}",
-            "log": str(log),
-            "trace": traceback.format_exc(),
+            "error": f"input {kind} {key} is broken: {broken[1]}",
+            "log": "",
+            "broken_input": broken[0],
+            "problem": broken[1],
         }
     return {"ran": ran, "seconds": time.time() - start}
 
@@ -374,8 +487,10 @@ def _run_stage(spec, name: str, info: dict, inputs: dict[str, Path], cache: Stag
         wait_for_everyone()
         return True
     try:
-        with cache.lock(name, on_wait=_say_waiting_once):
-            if cache.is_complete(name):
+        # while another process computes it, wait; once it is complete (and held by the runs reading it)
+        # use it without the lock
+        with cache.lock(name, on_wait=_say_waiting_once, done=lambda: cache.is_complete(name)) as locked:
+            if not locked or cache.is_complete(name):
                 return False
             with cache.writing(name, info) as out:
                 _call(spec, params, out, inputs, ctx)
@@ -410,6 +525,25 @@ def collect(runs: list[Run], cache: StageCache):
     import pandas as pd
 
     results, samples, logs = [], [], []
+
+    def read(stage: Stage, file: str, parse, *args):
+        path = cache.path(stage.name) / file
+        try:
+            return parse(path, *args)
+        except (OSError, ValueError, TypeError, KeyError) as e:  # checked at the start; broken since
+            where = cache.set_aside(stage.name)
+            moved = f"moved to {where}; run again to compute it again" if where else "it was not moved"
+            raise SuiteError(
+                f"stage {stage.kind} {stage.key}: {path}: cannot be read ({first_line(e)}); {moved}"
+            ) from None
+
+    def json_file(path: Path):
+        return json.loads(path.read_text())
+
+    def gold_of_splits(path: Path, metrics: dict) -> dict:
+        gold = json_file(path)
+        return {split: gold[split] for split in metrics}
+
     for run in runs:
         meta = {
             "arm": run.arm,
@@ -420,16 +554,15 @@ def collect(runs: list[Run], cache: StageCache):
             "n_labels": run.n_labels,
             **{f"grid.{k}": v for k, v in run.point.items() if k != "seed"},
         }
-        folder = cache.path(run.eval.name)
-        metrics = json.loads((folder / "metrics.json").read_text())
-        demonstrator = json.loads((cache.path(run.demonstrator.name) / "metrics.json").read_text())
+        metrics = read(run.eval, "metrics.json", json_file)
+        gold = read(run.demonstrator, "metrics.json", gold_of_splits, metrics)
         for split, m in metrics.items():
-            results.append({**meta, "split": split, **m, "demonstrator_gold": demonstrator[split]})
-        samples.extend({**meta, **row} for row in read_jsonl(folder / "samples.jsonl"))
+            results.append({**meta, "split": split, **m, "demonstrator_gold": gold[split]})
+        samples.extend({**meta, **row} for row in read(run.eval, "samples.jsonl", read_jsonl))
         for stage in stage_order([run.eval]):  # the arm's own training stages, inputs first
             history = cache.path(stage.name) / "log_history.json"
             if stage.kind in RECIPE_STAGES and history.exists():
-                for entry in json.loads(history.read_text()):
+                for entry in read(stage, "log_history.json", json_file):
                     logs.append({**meta, "stage": stage.kind, **entry})
     results_df = pd.DataFrame(results)
     for col in ("proxy_reward", "rm_accuracy"):
@@ -493,9 +626,7 @@ def report_is_current(out: Path, cache: StageCache, inputs: str) -> bool:
 def remember_report(out: Path, cache: StageCache, inputs: str) -> None:
     """Record what the report just published to `out` was made of, for `report_is_current`."""
     record = _report_record(out, cache)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(f"{record.name}.tmp-{os.getpid()}")
-    tmp.write_text(
-        json.dumps({"out": str(Path(out).resolve()), "inputs": inputs, "files": _folder_state(out)})
+    real_folder(record.parent)
+    write_file(
+        record, json.dumps({"out": str(Path(out).resolve()), "inputs": inputs, "files": _folder_state(out)})
     )
-    os.replace(tmp, record)

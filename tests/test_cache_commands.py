@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from compare.cache import MARKER, PARENT, StageCache
+from compare.cache import LOCKS, MARKER, PARENT, StageCache
 from compare.cache_commands import human_age, human_size, plan_prune
 from compare.cli import main
 from compare.plan import plan_runs, stage_order
@@ -41,9 +41,11 @@ def key(n: int) -> str:
 
 
 def make_stage(root, kind, k, size=1000, parent=None, age_days=0.0, adapter=False):
-    """A complete stage folder as the cache writes one: its files, a parent note if stored on one, its marker."""
+    """A complete stage folder as the cache writes one: its files, a parent note if stored on one, its marker
+    (written before markers held a manifest); and the cache's `.locks`, which every run makes."""
     folder = root / f"{kind}-{k}"
     folder.mkdir(parents=True)
+    (root / LOCKS).mkdir(exist_ok=True)
     (folder / ("adapter_model.safetensors" if adapter or parent else "data.bin")).write_bytes(b"x" * size)
     if parent:
         (folder / PARENT).write_text(json.dumps({"parent": parent}))

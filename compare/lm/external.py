@@ -142,7 +142,7 @@ def count_parameters(source: Source) -> int | None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:  # a local folder, or a hub id whose config is already in the local hub cache
-        config = AutoConfig.from_pretrained(source.path, local_files_only=True)
+        config = AutoConfig.from_pretrained(source.path, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError):
         return None
     with torch.device("meta"):
@@ -208,8 +208,10 @@ def materialize(source: Source, out: Path) -> None:
 
     from compare.lm.loading import ensure_pad_token, save_model
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **source.load_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.load_kwargs, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, dtype=torch.float32, **source.load_kwargs, trust_remote_code=False
+    )
     if source.gguf_file:  # the weights are dequantised already: save them as the plain tensors they are
         model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
         if hasattr(model.config, "quantization_config"):

@@ -1,7 +1,9 @@
 """Loading and saving models: any causal LM or reward model folder (or hub id), with a pad token.
 
 Every stage loads its inputs through here, so each model has a pad token distinct from EOS
-(docs/ppo.md row 1) and sits on the device the run uses.
+(docs/ppo.md row 1) and sits on the device the run uses. No load runs code from the folder it reads
+(`NO_REMOTE_CODE`): a config or tokenizer that asks for its own Python code (`auto_map`) is refused
+with transformers' one-line error, never run and never asked about on the terminal.
 
 A stage trained with LoRA (`lora_r`) stores its adapter, not a merged copy of its model: the folder
 holds peft's `adapter_config.json` and `adapter_model.safetensors` (for a reward model, the trained
@@ -30,6 +32,9 @@ PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MAX_CHAIN = 64  # adapters on adapters: far more than any recipe has
 STARTED_FROM = "_stage_folder"  # attribute of a model loaded from a local folder: that folder
+# every `from_pretrained` of a model, config or tokenizer: code shipped in a folder (a stage of the cache,
+# a user's model) is never run; transformers raises instead of asking "Do you wish to run the custom code?"
+NO_REMOTE_CODE = {"trust_remote_code": False}
 
 
 class ChainError(RuntimeError):
@@ -92,7 +97,7 @@ def _from_pretrained(path: str | Path, cls, config_kwargs: dict | None = None, *
     """
     config_kwargs = config_kwargs or {}
     if not stored_as_adapter(path):
-        model = cls.from_pretrained(path, **config_kwargs, **kwargs)
+        model = cls.from_pretrained(path, **config_kwargs, **{**kwargs, **NO_REMOTE_CODE})
         if Path(path).is_dir():
             setattr(model, STARTED_FROM, Path(path))
         return model
@@ -104,11 +109,11 @@ def _from_pretrained(path: str | Path, cls, config_kwargs: dict | None = None, *
     head_in_adapter = any(_adapter_task(f) == "SEQ_CLS" for f in folders[1:])
     if head_in_adapter and cls is AutoModelForCausalLM:
         raise ChainError(f"{path}: a reward model (an adapter with a scalar head), not a policy")
-    config = AutoConfig.from_pretrained(top, **config_kwargs)
+    config = AutoConfig.from_pretrained(top, **config_kwargs, **NO_REMOTE_CODE)
     # a head that an adapter brings: the fresh one the first folder's load makes is overwritten, so it draws
     # nothing from the generator and its "newly initialised" report is no news
     with torch.random.fork_rng(devices=[]) if head_in_adapter else nullcontext(), _quiet(head_in_adapter):
-        model = cls.from_pretrained(folders[0], config=config, **kwargs)
+        model = cls.from_pretrained(folders[0], config=config, **{**kwargs, **NO_REMOTE_CODE})
     with torch.random.fork_rng(devices=[]):  # peft initialises the adapter's weights before loading them
         for folder in folders[1:]:
             adapter = PeftConfig.from_pretrained(folder)
@@ -161,7 +166,7 @@ def load_policy(path: str | Path, **kwargs):
     """A causal LM and its tokenizer from a folder or hub id; a pad token distinct from EOS is ensured."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **{**kwargs, **NO_REMOTE_CODE})
     model = load_causal_lm(path, **kwargs)
     ensure_pad_token(model, tokenizer)
     model.to(device()).eval()
@@ -171,7 +176,7 @@ def load_policy(path: str | Path, **kwargs):
 def load_reward_model(path: str | Path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
     model = load_classifier(path)
     model.to(device()).eval()
     return model, tokenizer
@@ -223,7 +228,7 @@ def adapter_parent(model, out: Path) -> str | None:
     start = Path(start)
     if start.resolve().is_relative_to(Path(out).resolve()):
         return None
-    vocab = getattr(AutoConfig.from_pretrained(start).get_text_config(), "vocab_size", None)
+    vocab = getattr(AutoConfig.from_pretrained(start, **NO_REMOTE_CODE).get_text_config(), "vocab_size", None)
     if vocab != base.get_input_embeddings().num_embeddings:
         return None
     if start.resolve().parent == Path(out).resolve().parent:

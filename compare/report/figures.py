@@ -348,7 +348,7 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
                 if fit.peak_inside:
                     ax.axvline(fit.d_peak, color="C0", linestyle=":", linewidth=1)
                     note = f"fitted gold peaks at KL {fit.kl_peak:.2f}, inside the range measured"
-                elif fit.d_peak < fit.d_min:
+                elif fit.gold(grid[-2:])[1] < fit.gold(grid[-2:])[0]:
                     note = "fitted gold falls over the whole range measured"
                 else:
                     note = "fitted gold still rises at the largest KL reached"

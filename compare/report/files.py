@@ -169,6 +169,8 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
     The figures are drawn into a folder beside `plots/` and both pages into temporary files; all are
     swapped in only once everything is built, so a failure half-way leaves the old report as it was.
     """
+    from compare.cache import write_file
+
     suite, results, samples, logs, prov, failed = read_saved(folder)
     for name in REBUILT:
         path, kind = folder / name, "a folder" if name == "plots" else "a file"
@@ -180,6 +182,8 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
         folder / ".report.html.tmp": folder / "report.html",
     }
     for leftover in (new_plots, old_plots):
+        if leftover.is_symlink():  # never followed: the link itself goes
+            leftover.unlink()
         shutil.rmtree(leftover, ignore_errors=True)
     new_plots.mkdir()
     try:
@@ -196,8 +200,8 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
         text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
         page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles)
         md_tmp, html_tmp = pages
-        md_tmp.write_text(text)
-        html_tmp.write_text(page, encoding="utf-8")
+        write_file(md_tmp, text)  # whole, and never through a link at that name
+        write_file(html_tmp, page)
         if (folder / "plots").exists():
             os.replace(folder / "plots", old_plots)
         os.replace(new_plots, folder / "plots")

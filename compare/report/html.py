@@ -39,6 +39,7 @@ VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
 # samples.csv columns of the gold reward's parts, in [0, 1], when the task writes them (older folders don't)
 GOLD_PARTS = (("repetition", "repetition"), ("off_topic", "off topic"), ("malformed", "malformed"))
 IMAGE = re.compile(r"!\[(.*)\]\((.*)\)")
+ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # markdown's backslash escape of an ASCII punctuation character
 # a table cell that is a number ("0.61 ± 0.03", "256 (on-policy)"): kept on one line
 NUMBER = re.compile(r"[-+−]?(\d+\.?\d*|\.\d+)( ± |$| \()")
 MAX_SAMPLES = 60_000  # samples the page carries (the example's 23,040 make about 2.5 MB of it)
@@ -170,7 +171,11 @@ def inline(text: str) -> str:
 
 
 def _bold(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(text))
+    """Escaped text with **bold**; a markdown backslash escape (`\\#`, `\\<`: `render.quoted_text`) is the
+    character itself, never markup (held in a private-use character meanwhile)."""
+    held = ESCAPED.sub(lambda m: chr(0xE000 + ord(m[1])), text)
+    html = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(held))
+    return re.sub("[\ue021-\ue07e]", lambda m: escape(chr(ord(m[0]) - 0xE000)), html)
 
 
 def slug(heading: str) -> str:

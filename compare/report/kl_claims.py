@@ -259,17 +259,18 @@ def _fitted_peak(curves: pd.DataFrame) -> str:
     if len(curves) < 3:
         return ""
     fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"], r0=float(curves["gold"].iloc[0]))
+    if not fit.fitted:
+        return ""
+    if not fit.drawable:
+        return " (Gao et al.'s form would turn where no check was made: no fit reported)"
     if fit.peak_inside:
         return f" (the fitted gold curve peaks at KL ≈ {fit.kl_peak:.2f})"
-    if fit.concave and fit.d_peak < fit.d_min:
-        return " (the fitted gold curve falls over the whole KL range measured; no check shows its peak)"
-    if fit.concave:
+    end = fit.gold(np.array([0.99 * fit.d_max, fit.d_max]))
+    if end[1] >= end[0]:
         return (
             f" (the fitted gold curve still rises at the largest KL reached, {float(curves['kl'].max()):.2f})"
         )
-    if fit.fitted:
-        return " (Gao et al.'s form does not fit: β ≤ 0)"
-    return ""
+    return " (the fitted gold curve falls over the whole KL range measured)"
 
 
 def peak_minus_final_gold(rows: pd.DataFrame) -> dict[int, float]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pandas as pd
 
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
@@ -22,6 +25,25 @@ from compare.suite import Suite
 from compare.tasks import TASKS
 
 FINDINGS_POINTER = "(`make findings`: reports/findings/)"
+# in a user's text, outside `code`: what would make markdown of it (escapes, HTML and entities, links and
+# images, table cells); and at a paragraph's start, what would make a heading, a quote, a list or a rule
+_MARKUP = re.compile(r"([\\<&\[\]|])")
+_BLOCK_START = re.compile(r"^(?:([#>+*=-])|([0-9]{1,9})([.)]))")
+
+
+def quoted_text(text: str) -> str:
+    """A user's text (a suite's description) as plain markdown paragraphs: the lines of each paragraph
+    joined, control characters dropped, markdown's punctuation escaped outside `code`, so nothing in it
+    becomes a heading, a table, a list, a link, an image or HTML in report.md or report.html."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        line = "".join(c for c in " ".join(block.split()) if unicodedata.category(c)[0] != "C")
+        parts = re.split(r"(`[^`]+`)", line)
+        line = "".join(part if i % 2 else _MARKUP.sub(r"\\\1", part) for i, part in enumerate(parts))
+        line = _BLOCK_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", line)
+        if line:
+            paragraphs.append(line)
+    return "\n\n".join(paragraphs)
 
 
 def describe_base(suite: Suite) -> str:
@@ -50,7 +72,7 @@ def render_markdown(
     lines = [
         f"# Report: {suite.name}",
         "",
-        suite.description.strip(),
+        quoted_text(suite.description),
         "",
         *key_results(results, roles, claims, ceiling, FINDINGS_POINTER),
         "## Setup",

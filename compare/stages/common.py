@@ -266,7 +266,10 @@ def point_reference_at_start(model, tokenizer, path: str, out: Path) -> None:
 
     from compare.lm.loading import save_model, stored_as_adapter
 
-    if stored_as_adapter(path) or model.config.vocab_size != AutoConfig.from_pretrained(path).vocab_size:
+    if (
+        stored_as_adapter(path)
+        or model.config.vocab_size != AutoConfig.from_pretrained(path, trust_remote_code=False).vocab_size
+    ):
         path = str(out / "start")
         save_model(model, tokenizer, Path(path))
     model.config._name_or_path = path

@@ -173,7 +173,10 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
     rm = None
     if reward == "model":
         rm_path = str(inputs["reward_model"])
-        if AutoTokenizer.from_pretrained(rm_path).get_vocab() != tokenizer.get_vocab():
+        if (
+            AutoTokenizer.from_pretrained(rm_path, trust_remote_code=False).get_vocab()
+            != tokenizer.get_vocab()
+        ):
             raise ValueError(f"the reward model at {rm_path} must share the policy's tokenizer")
         rm = load_classifier(rm_path).requires_grad_(False)
         value = load_classifier(rm_path)  # a critic that knows the reward

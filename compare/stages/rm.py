@@ -26,7 +26,7 @@ def train_reward_model(settings: RewardSettings, seed: int, out: Path, inputs: d
     from trl import RewardConfig, RewardTrainer
 
     path = str(inputs["model"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = load_classifier(path, num_labels=1)  # the policy's body (an adapter chain too), a fresh head
     ensure_pad_token(model, tokenizer)
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")

@@ -9,6 +9,7 @@ field per recipe stage, typed by that stage's own settings model.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from pydantic import (
@@ -49,6 +50,19 @@ def _folder_name(v: str, what: str) -> str:
     if problem:
         raise ValueError(f"a {what} name is a folder name (reports/<name>/) and {problem}")
     return v
+
+
+def _arm_name_problem(name: str) -> str | None:
+    """An arm's name is a cell of the report's tables and a label of its figures: no `|` (a table's column
+    separator) and no control or line-separator character (a newline ends a table row)."""
+    if not name.strip():
+        return "is empty"
+    if "|" in name:
+        return "holds '|', which separates the report's table columns"
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        return f"holds the control character {bad!r}"
+    return None
 
 
 class Annotator(Strict):
@@ -489,6 +503,10 @@ class Suite(Strict):
     def _some_arms(cls, v: dict[str, Arm]) -> dict[str, Arm]:
         if not v:
             raise ValueError("a suite needs at least one arm")
+        for name in v:
+            problem = _arm_name_problem(name)
+            if problem:
+                raise ValueError(f"arm name {name!r} {problem}")
         return v
 
     @field_validator("grid")

@@ -95,7 +95,7 @@ def load_scorer(path: str):
 
     from compare.lm.loading import device, load_classifier
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = load_classifier(path)  # a hub id, a folder, or a judge stored as a LoRA adapter
     if tokenizer.pad_token is None:  # GPT-2-style classifiers: padding is masked, any token will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
