@@ -169,14 +169,16 @@ def _failed_row(run, outcome) -> dict:
 
 
 def write_collection(folder: Path, collection, suites, runs, cache: StageCache, outcome) -> None:
+    from compare.report.render import quoted_text  # a user's text never becomes markup
+
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {collection.name}", "", collection.description.strip(), ""]
+    lines = [f"# {collection.name}", "", quoted_text(collection.description), ""]
     for suite in suites:
         if not any(complete(r, cache) for r in runs[suite.name]):
             lines.append(f"- {suite.name}: every run failed, no report")
             continue
         write_suite(folder / suite.name, suite, runs[suite.name], cache, outcome)
-        lines.append(f"- [{suite.name}]({suite.name}/report.md): {suite.description.strip()}")
+        lines.append(f"- [{suite.name}]({suite.name}/report.md): {quoted_text(suite.description)}")
     if collection.findings:
         write_findings_report(folder, collection, [s for s in suites if (folder / s.name).is_dir()])
         lines[4:4] = ["The findings, every claim on a discovery and a confirmation half of the seeds: "

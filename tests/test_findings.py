@@ -107,7 +107,7 @@ def test_micro_findings_collection_through_the_benchmark(tmp_path):
     folder holds report.md and report.html with the claim's row on both halves."""
     (tmp_path / "curated.yaml").write_text(textwrap.dedent(MICRO_SUITE.format(seeds=list(range(10)))))
     (tmp_path / "f.yaml").write_text(
-        "name: f\ndescription: micro findings\nfindings: true\nsuites: [curated.yaml]\n"
+        "name: f\ndescription: '# micro findings <b>x</b>'\nfindings: true\nsuites: [curated.yaml]\n"
     )
     out, cache = tmp_path / "out", tmp_path / "cache"
     done = subprocess.run(
@@ -125,7 +125,11 @@ def test_micro_findings_collection_through_the_benchmark(tmp_path):
     assert "## Each suite's key figures" in text and (out / "curated" / "report.md").is_file()
     page = (out / "report.html").read_text()
     assert "<h2>Every claim, on both halves</h2>" in page and "http" not in page.split("<body>")[1][:2000]
-    assert "[report.md](report.md)" in (out / "index.md").read_text()
+    index = (out / "index.md").read_text()
+    assert "[report.md](report.md)" in index
+    for page in (index, text):  # a description never becomes a heading or HTML
+        assert sum(line.startswith("# ") for line in page.splitlines()) == 1 and "\\# micro findings" in page
+    assert "<b>x</b>" not in (out / "report.html").read_text()
     # a second benchmark run refuses the warm cache: it would not be a cold run
     again = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "findings_time.py"), str(tmp_path / "f.yaml"),

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from compare.report.claims import check_claims
+from compare.report.render import quoted_text
 from compare.report.roles import Roles
 from compare.report.stats import holm, seeds_to_decide
 from compare.report.tables import table_cell
@@ -132,7 +133,7 @@ def findings_markdown(collection, findings: list[Finding], figures: dict[str, li
     lines = [
         f"# Findings: {collection.name}",
         "",
-        collection.description.strip(),
+        quoted_text(collection.description),
         "",
         "## Key results",
         "",
