@@ -158,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_suite(
             args.suite,
             args.overrides,
-            args.out,
-            cache,
-            args.verbose,
-            args.threads,
-            args.jobs,
-            args.ray_address,
-            report_to,
-            args.tracking_dir,
+            out=args.out,
+            cache=cache,
+            verbose=args.verbose,
+            threads=args.threads,
+            jobs=args.jobs,
+            ray_address=args.ray_address,
+            report_to=report_to,
+            tracking_dir=args.tracking_dir,
         )
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -49,6 +49,7 @@ EXIT_RUNS_FAILED = 3
 def run_suite(
     path: Path | str,
     overrides: list[str] | None = None,
+    *,
     out: Path | None = None,
     cache: StageCache | None = None,
     verbose: bool = False,

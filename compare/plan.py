@@ -302,11 +302,6 @@ def split_budget(
     return n_demos, n_comparisons, n_labels
 
 
-def allocate(units: float, cost: Cost, share: float, demos: bool, comparisons: bool) -> tuple[int, int]:
-    """How many demonstrations and comparisons `units` buy when a share goes to demonstrations."""
-    return split_budget(units, cost, share, demos, comparisons, False)[:2]
-
-
 def default_share(arm: Arm) -> float:
     if arm.demonstration_share is not None:
         return arm.demonstration_share

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from compare.cli import main
-from compare.plan import allocate, default_share, plan_runs, stage_order
+from compare.plan import default_share, plan_runs, split_budget, stage_order
 from compare.suite import load_suite, load_suites
 from compare.suite.schema import Arm, Cost
 
@@ -25,13 +25,17 @@ def write(tmp_path, text, name="suite.yaml"):
     return path
 
 
-def test_allocate_budget_arithmetic():
+def test_split_budget_arithmetic():
     cost = Cost(demonstration=4, comparison=1)
-    assert allocate(256, cost, 1.0, True, False) == (64, 0)
-    assert allocate(256, cost, 0.0, False, True) == (0, 256)
-    assert allocate(10, cost, 0.5, True, True) == (1, 6)  # 5 units -> 1 demo (4); 6 left -> 6 comparisons
-    assert allocate(3, cost, 1.0, True, False) == (0, 0)
-    assert allocate(7, Cost(demonstration=2.5, comparison=1.5), 1.0, True, False) == (2, 0)
+    assert split_budget(256, cost, 1.0, True, False, False) == (64, 0, 0)
+    assert split_budget(256, cost, 0.0, False, True, False) == (0, 256, 0)
+    assert split_budget(10, cost, 0.5, True, True, False) == (
+        1,
+        6,
+        0,
+    )  # 5 units -> 1 demo (4); 6 left -> 6 comparisons
+    assert split_budget(3, cost, 1.0, True, False, False) == (0, 0, 0)
+    assert split_budget(7, Cost(demonstration=2.5, comparison=1.5), 1.0, True, False, False) == (2, 0, 0)
 
 
 def test_default_share():
@@ -101,10 +105,16 @@ BAD = [
     (MICRO.replace("seed: [0, 1]", "seed: [0, 1]\n  stages.dpo.beta: [-1]"), "stages.dpo.beta"),
     ("name: x\n", "arms: required key is missing"),
     # fewer episodes than one rollout batch: refused at load, not a TypeError half-way through PPO
-    (MICRO.replace("{recipe: [dpo]}", "{recipe: [rm, ppo]}") + "stages:\n  ppo: {episodes: 16, rollout_batch_size: 64}\n",
-     "episodes (16) must be at least rollout_batch_size (64)"),
-    (MICRO.replace("{recipe: [dpo]}", "{recipe: [rm, ppo]}") + "stages:\n  ppo: {rollout_batch_size: 4, minibatches: 4}\n",
-     "rollout_batch_size (4) must hold at least 2 responses per minibatch"),
+    (
+        MICRO.replace("{recipe: [dpo]}", "{recipe: [rm, ppo]}")
+        + "stages:\n  ppo: {episodes: 16, rollout_batch_size: 64}\n",
+        "episodes (16) must be at least rollout_batch_size (64)",
+    ),
+    (
+        MICRO.replace("{recipe: [dpo]}", "{recipe: [rm, ppo]}")
+        + "stages:\n  ppo: {rollout_batch_size: 4, minibatches: 4}\n",
+        "rollout_batch_size (4) must hold at least 2 responses per minibatch",
+    ),
 ]
 
 

@@ -13,7 +13,6 @@ from enum import Enum
 
 from compare.oracle import View
 
-SPLITS = ("train", "id", "ood")
 # a task with no realistic labellers of its own (a dataset's labels are already human): no biases
 NO_BIASES = {
     "temperature": 0.25,
