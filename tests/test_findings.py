@@ -125,6 +125,7 @@ def test_micro_findings_collection_through_the_benchmark(tmp_path):
     assert "## Each suite's key figures" in text and (out / "curated" / "report.md").is_file()
     page = (out / "report.html").read_text()
     assert "<h2>Every claim, on both halves</h2>" in page and "http" not in page.split("<body>")[1][:2000]
+    assert '<a href="curated/report.md">curated</a>' in page  # the suite's own report, beside it
     index = (out / "index.md").read_text()
     assert "[report.md](report.md)" in index
     for page in (index, text):  # a description never becomes a heading or HTML

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -28,6 +29,7 @@ from compare.report.stats import holm, seeds_to_decide
 from compare.report.tables import table_cell
 from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, NOT_MEASURED, SUPPORTED, Claim
 
+SUITE_LINK = re.compile(r"\[([A-Za-z0-9_.-]+)\]\(([A-Za-z0-9_.-]+)/report\.md\)")
 MARK = {SUPPORTED: "▲ supported", CONTRADICTED: "▼ contradicted", INCONCLUSIVE: "○ inconclusive",
         NOT_MEASURED: "– not measured"}  # fmt: skip
 # the figures that show what each claim compares, shown under the suite that decides it (when drawn)
@@ -131,7 +133,7 @@ def findings_markdown(collection, findings: list[Finding], figures: dict[str, li
     flipped = [f for f in findings if f.discovery.decided and not f.replicated]
     never = [f for f in findings if not f.discovery.decided and f.whole.verdict != NOT_MEASURED]
     lines = [
-        f"# Findings: {collection.name}",
+        "# Findings" if collection.name == "findings" else f"# Findings: {collection.name}",
         "",
         quoted_text(collection.description),
         "",
@@ -225,6 +227,9 @@ def findings_html(markdown: str, folder: Path) -> str:
 
     title, intro, sections = markdown_sections(markdown, figure)
     body = "".join(f'<section id="{slug}">{html}</section>' for _, slug, html in sections)
+    # each suite's own report, a link beside this page (suite names are plain folder names); report.md,
+    # which the repository's copy of the findings keeps (its report.html, with every sample, it does not)
+    body = SUITE_LINK.sub(r'<a href="\2/report.md">\1</a>', body)
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
