@@ -184,7 +184,7 @@ def gold_by_split_svg(
     legend, legend_h = _legend(items, left, 14, width - left)
     row = 10 + 9 * len(splits)
     frame = Frame(
-        left, 14 + legend_h + 6 + (14 if scale else 0), width - left - 30, row * len(groups), xticks, [0, 1]
+        left, 14 + legend_h + 6 + (26 if scale else 0), width - left - 30, row * len(groups), xticks, [0, 1]
     )
     body = [*legend]
     for i, (label, _, _) in enumerate(groups):
@@ -201,12 +201,17 @@ def gold_by_split_svg(
     if xticks[0] < 0 < xticks[-1]:
         body.append(f'<line class="zero" x1="{_num(frame.x(0))}" x2="{_num(frame.x(0))}" y1="{_num(frame.top)}" '
                     f'y2="{_num(frame.top + frame.height)}"/>')  # fmt: skip
-    for key, value in scale.items():  # the gold scale, labelled above the frame
+    # the gold scale, labelled above the frame on two alternating rows, anchored away from the edges
+    for i, (key, value) in enumerate(sorted(scale.items(), key=lambda kv: kv[1])):
         x = _num(frame.x(value))
+        anchor = "end" if frame.x(value) > frame.left + 0.8 * frame.width else (
+            "start" if frame.x(value) < frame.left + 0.2 * frame.width else "middle"
+        )  # fmt: skip
+        y = frame.top - 4 - 12 * (i % 2)
         body.append(_mark(
-            f'<line class="reference" x1="{x}" x2="{x}" y1="{_num(frame.top - 12)}" y2="{_num(frame.top + frame.height)}" '
+            f'<line class="reference" x1="{x}" x2="{x}" y1="{_num(y + 2)}" y2="{_num(frame.top + frame.height)}" '
             f'stroke="#777" stroke-dasharray="{REFERENCE_DASH[key]}"/>'
-            f'<text class="legend" x="{x}" y="{_num(frame.top - 14)}" text-anchor="middle">{REFERENCE_NAMES[key]}</text>',
+            f'<text class="legend" x="{x}" y="{_num(y)}" text-anchor="{anchor}">{REFERENCE_NAMES[key]}</text>',
             f"{REFERENCE_NAMES[key]}: gold {value:.3f}",
         ))  # fmt: skip
     for i, (label, _, _) in enumerate(groups):
