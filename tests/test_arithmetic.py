@@ -464,6 +464,7 @@ eval: {samples_per_prompt: 2, max_new_tokens: 16}
 """
 
 
+@pytest.mark.slow
 def test_micro_suite_with_the_options(tmp_path):
     """The options through a whole run: worked demonstrations, a row per split, GRPO on the verifier."""
     import pandas as pd

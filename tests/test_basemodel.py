@@ -429,6 +429,7 @@ def test_run_refuses_a_base_too_large_before_training(tiny_gpt2_dir, tmp_path, m
 
 
 # -- 4. a micro suite end to end on the GGUF file -----------------------------------------------------------
+@pytest.mark.slow
 def test_micro_suite_on_a_gguf_base(gguf_model, tmp_path):
     from transformers import AutoTokenizer
 

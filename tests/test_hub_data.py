@@ -466,6 +466,7 @@ def run_suite(tmp_path, text) -> pd.DataFrame:
     return pd.read_csv(out / "results.csv")
 
 
+@pytest.mark.slow
 def test_imdb_micro_suite_end_to_end(tmp_path, imdb_dir, classifier_dir):
     """The built-in tiny base, pretrained on the dataset's texts; gold from the classifier."""
     text = imdb_suite(imdb_dir, classifier_dir).replace("base: {model: gpt2}", f"base: {{{TINY}}}")
@@ -475,6 +476,7 @@ def test_imdb_micro_suite_end_to_end(tmp_path, imdb_dir, classifier_dir):
     assert results["gold_reward"].between(0, 1).all() and results["demonstrator_gold"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_preferences_micro_suite_with_a_trained_judge(tmp_path, preference_dirs):
     """The built-in tiny base, pretrained on the dataset's texts; PPO reads the held-out judge as gold."""
     text = preference_suite(preference_dirs["hh"]).replace(

@@ -499,6 +499,7 @@ eval: {samples_per_prompt: 2, max_new_tokens: 8}
 """
 
 
+@pytest.mark.slow
 def test_every_new_method_end_to_end(tmp_path):
     path = tmp_path / "micro_methods.yaml"
     path.write_text(textwrap.dedent(MICRO_METHODS))

@@ -176,6 +176,7 @@ eval: {samples_per_prompt: 2, max_new_tokens: 16}
 """
 
 
+@pytest.mark.slow
 def test_micro_suite_runs(tmp_path):
     assert "sentiment_en" in TASKS
     suite = tmp_path / "micro.yaml"

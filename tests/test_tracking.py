@@ -122,6 +122,7 @@ def tracked_run(tmp_path_factory):
     return suite, root / "tb"
 
 
+@pytest.mark.slow
 def test_every_training_stage_has_its_curves(tracked_run):
     suite, tb = tracked_run
     stages = {
@@ -137,6 +138,7 @@ def test_every_training_stage_has_its_curves(tracked_run):
         assert "- arm: " in tags and "- seed: " in tags, name
 
 
+@pytest.mark.slow
 def test_tags_name_the_runs(tracked_run):
     suite, tb = tracked_run
     runs = plan_runs(load_suite(suite))
