@@ -215,7 +215,7 @@ def _name(f: Finding) -> str:
 
 def findings_html(markdown: str, folder: Path) -> str:
     """The same report as one self-contained page: its figures embedded as data: URLs."""
-    from compare.report.html import CSP, _asset, markdown_sections
+    from compare.report.html import markdown_sections, page
 
     def figure(title: str, target: str) -> str:
         path = folder / target
@@ -230,15 +230,7 @@ def findings_html(markdown: str, folder: Path) -> str:
     # each suite's own report, a link beside this page (suite names are plain folder names); report.md,
     # which the repository's copy of the findings keeps (its report.html, with every sample, it does not)
     body = SUITE_LINK.sub(r'<a href="\2/report.md">\1</a>', body)
-    return (
-        "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head>\n<body>"
-        f'<header><div class="head-text"><h1>{escape(title)}</h1>{intro}</div></header>\n'
-        f"<main>{body}</main>\n<script>{_asset('report.js')}</script>\n</body></html>\n"
-    )
+    return page(title, f'<div class="head-text"><h1>{escape(title)}</h1>{intro}</div>', body)
 
 
 def write_findings(folder: Path, collection, suites_data: list[tuple]) -> None:

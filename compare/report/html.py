@@ -76,18 +76,27 @@ def render_html(
     toc = "".join(f'<li><a href="#{slug}">{escape(heading)}</a></li>' for heading, slug, _ in sections)
     body = "".join(f'<section id="{slug}">{html}</section>' for _, slug, html in sections)
     payload = script_json(samples_payload(samples, roles.names, roles=roles))
+    header = (
+        f'<div class="head-text"><h1>{escape(title)}</h1>{intro}'
+        f'<div class="key-results" id="key-results">{"".join(key)}</div>{_glance(claims)}'
+        f'<nav aria-label="sections"><ol>{toc}</ol></nav></div>{_glance_chart(results, roles, scale)}'
+    )
+    extra = (
+        '<div id="tooltip" role="tooltip" hidden></div>\n'
+        f'<script type="application/json" id="report-samples">{payload}</script>\n'
+    )
+    return page(title, header, body, extra)
+
+
+def page(title: str, header: str, body: str, extra: str = "") -> str:
+    """One self-contained page: the report's style and script inlined, a policy that forbids fetching."""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_asset('report.css')}</style></head>\n<body>"
-        f'<header><div class="head-text"><h1>{escape(title)}</h1>{intro}'
-        f'<div class="key-results" id="key-results">{"".join(key)}</div>{_glance(claims)}'
-        f'<nav aria-label="sections"><ol>{toc}</ol></nav></div>{_glance_chart(results, roles, scale)}'
-        f"</header>\n<main>{body}</main>\n"
-        '<div id="tooltip" role="tooltip" hidden></div>\n'
-        f'<script type="application/json" id="report-samples">{payload}</script>\n'
+        f"<header>{header}</header>\n<main>{body}</main>\n{extra}"
         f"<script>{_asset('report.js')}</script>\n</body></html>\n"
     )
 
