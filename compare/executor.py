@@ -6,7 +6,7 @@ every server of it bound to the loopback address only, and the process's own SIG
 `sft-vs-rlhf` then exits 143 with one line); `--ray-address ADDR` joins an existing cluster. Each task
 asks for the resources its stage needs: CPUs (torch's threads inside the task follow them), a GPU when
 the cluster has them, and for an external base model the memory its training stages need
-(`compare.lm.external.memory_needed`).
+(`compare.preflight.memory_needed`).
 
 Every node reads and writes the same stage cache, so the cache folder must be one shared path: a task
 on each node reads a probe file this process wrote there, and writes one back, before anything runs.
@@ -91,7 +91,7 @@ class Resources:
 def stage_memory(kind: str, params: dict, parameters: int | None) -> int | None:
     """Bytes a training stage of a base with `parameters` parameters needs at its peak (as preflight's
     memory check computes it), or None for a stage that declares no memory or a base of unknown size."""
-    from compare.lm.external import memory_needed
+    from compare.preflight import memory_needed
     from compare.stages import SPECS
 
     spec = SPECS[kind]

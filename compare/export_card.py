@@ -24,6 +24,7 @@ class Located:
     reward_model: Any  # the arm's reward model Stage, or None
     data: dict[str, list]  # exported dataset name -> the stages holding its rows, inputs first
 
+
 TRAINERS = {
     "demonstrations": "SFTTrainer",
     "comparisons": "DPOTrainer, RewardTrainer",

@@ -360,6 +360,36 @@ def check_lengths(suite: Suite, stages, path: Path) -> None:
         )
 
 
+# -- the memory estimate: bytes per parameter from each stage spec, against what the machine has -----------
+def stage_bytes(kind: str) -> tuple[int, int]:
+    """Bytes per base-model parameter that a stage holds at its peak (full fine-tuning, LoRA), in float32:
+    weights 4, gradients 4, AdamW state 8 for every trained copy, 4 for every frozen one (its spec's
+    `memory`). With LoRA the adapters are small and the frozen base serves as the reference."""
+    return SPECS[kind].memory
+
+
+def memory_needed(parameters: int, stages: set[tuple[str, bool]]) -> float:
+    """Bytes the hungriest stage needs: `stages` holds (kind, uses LoRA) pairs."""
+    per_param = max(stage_bytes(kind)[1 if lora else 0] for kind, lora in stages)
+    return parameters * per_param * basemodel.OVERHEAD
+
+
+def too_large(source: basemodel.Source, stages: set[tuple[str, bool]]) -> str | None:
+    """Why the model will not fit (one sentence), or None when it fits or its size is unknown."""
+    parameters = basemodel.count_parameters(source)
+    if parameters is None or not stages:
+        return None
+    need, have = memory_needed(parameters, stages), basemodel.available_memory()
+    if need <= have:
+        return None
+    full = sorted(k for k, lora in stages if not lora and stage_bytes(k)[1] < stage_bytes(k)[0])
+    hint = f"; train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}" if full else ""
+    return (
+        f"{parameters / 1e6:,.1f}M parameters need about {need / basemodel.GB:.3g} GB to train here, "
+        f"but {have / basemodel.GB:.3g} GB is available{hint}, or pick a smaller model"
+    )
+
+
 def check_memory(suite: Suite, path: Path | str | None = None) -> None:
     """Say before loading anything that the base model will not fit (its parameter count, not its weights)."""
     path = path or suite.source
@@ -373,7 +403,7 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
             if spec.memory is not None:
                 stages.add((kind, spec.lora(getattr(settings, kind))))
     base = suite.base
-    problem = basemodel.too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
+    problem = too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
     if problem:
         raise SuiteError(f"{path}: base: {base.model or base.package}: {problem}")
 

@@ -24,6 +24,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from compare.errors import SuiteError
+
 # name in --report-to -> the module it needs (the package to install has the same name)
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 DEFAULT = "tensorboard"
@@ -31,8 +33,6 @@ DEFAULT = "tensorboard"
 
 def parse_report_to(text: str) -> tuple[str, ...]:
     """`tensorboard`, `wandb,mlflow`, ... -> the trackers, each known and installed (else one-line error)."""
-    from compare.suite.errors import SuiteError  # compare.suite imports the stages, which import this
-
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names or names == ("none",):
         return ()

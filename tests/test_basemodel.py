@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from compare import preflight as memory_estimate
 from compare.cache import MARKER
 from compare.cli import main
 from compare.lm import external as basemodel
@@ -340,16 +341,18 @@ def test_memory_needed_by_hand():
     full_rlhf = {("sft", False), ("rm", False), ("ppo", False), ("eval", False)}
     lora_rlhf = {("sft", True), ("rm", True), ("ppo", True), ("eval", False)}
     # PPO holds policy + value trained (16 + 16 bytes a parameter) and reference + reward model (4 + 4)
-    assert basemodel.memory_needed(million, full_rlhf) == pytest.approx(40 * 1.25 * million)
+    assert memory_estimate.memory_needed(million, full_rlhf) == pytest.approx(40 * 1.25 * million)
     # LoRA: the frozen weights only (ppo: 12), and evaluation holds three models (12)
-    assert basemodel.memory_needed(million, lora_rlhf) == pytest.approx(12 * 1.25 * million)
-    assert basemodel.memory_needed(million, {("sft", False), ("dpo", False)}) == pytest.approx(
+    assert memory_estimate.memory_needed(million, lora_rlhf) == pytest.approx(12 * 1.25 * million)
+    assert memory_estimate.memory_needed(million, {("sft", False), ("dpo", False)}) == pytest.approx(
         20 * 1.25 * million
     )
-    assert basemodel.memory_needed(million, {("sft", True), ("dpo", True)}) == pytest.approx(
+    assert memory_estimate.memory_needed(million, {("sft", True), ("dpo", True)}) == pytest.approx(
         4 * 1.25 * million
     )
-    assert basemodel.memory_needed(2 * million, {("rloo", False)}) == pytest.approx(24 * 1.25 * 2 * million)
+    assert memory_estimate.memory_needed(2 * million, {("rloo", False)}) == pytest.approx(
+        24 * 1.25 * 2 * million
+    )
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +379,7 @@ def test_too_large_says_the_size_and_suggests_lora(config_only_dir, monkeypatch)
     source = basemodel.resolve(str(path), None, None)
     # room for 20 bytes a parameter: full SFT + DPO needs 25 (with overhead), LoRA everywhere 15
     monkeypatch.setenv("SFT_VS_RLHF_MEMORY_GB", str(parameters * 20 / GB))
-    problem = basemodel.too_large(source, {("sft", False), ("dpo", False), ("eval", False)})
+    problem = memory_estimate.too_large(source, {("sft", False), ("dpo", False), ("eval", False)})
     assert problem is not None and "\n" not in problem
     assert f"{parameters / 1e6:,.1f}M parameters" in problem
     assert (
@@ -384,11 +387,12 @@ def test_too_large_says_the_size_and_suggests_lora(config_only_dir, monkeypatch)
         and f"{parameters * 20 / GB:.3g} GB is available" in problem
     )
     assert "LoRA" in problem and "dpo" in problem and "sft" in problem
-    assert basemodel.too_large(source, {("sft", True), ("dpo", False), ("eval", False)}) is not None
-    assert basemodel.too_large(source, {("sft", True), ("dpo", True), ("eval", False)}) is None
+    assert memory_estimate.too_large(source, {("sft", True), ("dpo", False), ("eval", False)}) is not None
+    assert memory_estimate.too_large(source, {("sft", True), ("dpo", True), ("eval", False)}) is None
     # a model of unknown size is not refused
     assert (
-        basemodel.too_large(basemodel.Source("no-such-org/no-such-model", "x.gguf"), {("ppo", False)}) is None
+        memory_estimate.too_large(basemodel.Source("no-such-org/no-such-model", "x.gguf"), {("ppo", False)})
+        is None
     )
 
 
@@ -396,7 +400,7 @@ def test_lora_hint_names_only_stages_that_have_lora(config_only_dir, monkeypatch
     path, parameters = config_only_dir
     monkeypatch.setenv("SFT_VS_RLHF_MEMORY_GB", str(parameters * 20 / GB))
     stages = {("sft", False), ("dpo", False), ("eval", False)}
-    problem = basemodel.too_large(basemodel.resolve(str(path), None, None), stages)
+    problem = memory_estimate.too_large(basemodel.resolve(str(path), None, None), stages)
     assert problem is not None and "LoRA" in problem
     hint = problem[problem.index("LoRA") :]
     assert "sft" in hint and "dpo" in hint and "eval" not in hint

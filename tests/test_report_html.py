@@ -177,7 +177,9 @@ def test_nothing_is_fetched_from_anywhere(example):
     assert links and all(link.startswith(("data:", "#")) for link in links), set(links) - {"#"}
     assert not re.search(r"https?://|url\(|@import", page)
     assert "default-src 'none'" in page  # and the page's own policy forbids it
-    assert page.count('src="data:image/png;base64,') == 4  # the figures not drawn as SVG (with the shift gaps)
+    assert (
+        page.count('src="data:image/png;base64,') == 4
+    )  # the figures not drawn as SVG (with the shift gaps)
 
 
 def test_figures_carry_their_numbers(example):

@@ -150,21 +150,6 @@ def count_parameters(source: Source) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
-def stage_bytes(kind: str) -> tuple[int, int]:
-    """Bytes per base-model parameter that a stage holds at its peak (full fine-tuning, LoRA), in float32:
-    weights 4, gradients 4, AdamW state 8 for every trained copy, 4 for every frozen one (its spec's
-    `memory`). With LoRA the adapters are small and the frozen base serves as the reference."""
-    from compare.stages import SPECS
-
-    return SPECS[kind].memory
-
-
-def memory_needed(parameters: int, stages: set[tuple[str, bool]]) -> float:
-    """Bytes the hungriest stage needs: `stages` holds (kind, uses LoRA) pairs."""
-    per_param = max(stage_bytes(kind)[1 if lora else 0] for kind, lora in stages)
-    return parameters * per_param * OVERHEAD
-
-
 def available_memory() -> float:
     """Bytes available to training: the GPU's memory when there is one, else the machine's free memory.
 
@@ -183,22 +168,6 @@ def available_memory() -> float:
     except OSError:
         pass
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-def too_large(source: Source, stages: set[tuple[str, bool]]) -> str | None:
-    """Why the model will not fit (one sentence), or None when it fits or its size is unknown."""
-    parameters = count_parameters(source)
-    if parameters is None or not stages:
-        return None
-    need, have = memory_needed(parameters, stages), available_memory()
-    if need <= have:
-        return None
-    full = sorted(k for k, lora in stages if not lora and stage_bytes(k)[1] < stage_bytes(k)[0])
-    hint = f"; train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}" if full else ""
-    return (
-        f"{parameters / 1e6:,.1f}M parameters need about {need / GB:.3g} GB to train here, "
-        f"but {have / GB:.3g} GB is available{hint}, or pick a smaller model"
-    )
 
 
 def materialize(source: Source, out: Path) -> None:

@@ -1,7 +1,8 @@
-"""The suite: its schema (`schema.py`, no I/O), reading and validating a file (`loading.py`), its errors.
+"""The suite: its schema (`schema.py`, no I/O), reading and validating a file (`loading.py`), the grid and
+the budget as pure functions of a suite (`grid.py`), its errors.
 
-`load_suite` and `load_suites` are imported on first use: loading needs the planner, which needs the
-schema, so an eager import here would be circular for a module that imports the planner first.
+`load_suite` and `load_suites` are imported on first use: loading reads YAML and the limits, which most
+importers of the schema never need.
 """
 
 from compare.suite.errors import SuiteError, one_line

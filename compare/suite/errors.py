@@ -8,9 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-
-class SuiteError(Exception):
-    """A problem with a suite file (or with what it asks of this machine), said in one line."""
+from compare.errors import SuiteError, first_line  # noqa: F401  (the suite's errors, re-exported)
 
 
 def error_at(loc: tuple[str, ...], message: str, value: Any, title: str = "Suite") -> ValidationError:
@@ -38,9 +36,3 @@ def one_line(path: Path | str, err: ValidationError, prefix: str = "") -> SuiteE
         msg = f"{msg} (got {e['input']!r})"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return SuiteError(f"{path}: {where}: {msg}{more}")
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message, for a one-line error ("(no message)" if it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "(no message)"

@@ -22,7 +22,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from compare import limits
-from compare.plan import (
+from compare.suite.errors import SuiteError, one_line
+from compare.suite.grid import (
     apply_point,
     arm_allocation,
     arm_settings,
@@ -31,7 +32,6 @@ from compare.plan import (
     grid_size,
     set_path,
 )
-from compare.suite.errors import SuiteError, one_line
 from compare.suite.schema import Collection, Suite
 
 
