@@ -119,7 +119,7 @@ def base_parameters(suite) -> int | None:
 def _stage_task(*args):
     """Runs in a Ray worker: one stage, through the same code as in the main process."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from compare.runner import attempt
+    from compare.stage_run import attempt
 
     return attempt(*args)
 
