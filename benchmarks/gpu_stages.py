@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="suite override")
     args = parser.parse_args()
 
-    from compare import runner
+    from compare import stage_run as runner  # where one stage is called (`_call`)
     from compare.cli import main as cli
 
     cuda = torch.cuda.is_available()
