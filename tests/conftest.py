@@ -18,7 +18,7 @@ torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust on a 
 # `slow` (end-to-end: whole micro suites, the benchmarks' smoke runs, the browser, the notebook).
 # `pytest -m "not slow"` runs the first two. A test marked slow by hand stays slow whatever its module.
 UNIT = {"test_stats", "test_claims", "test_claims_known", "test_metrics", "test_oracle", "test_reviews",
-        "test_ppo_math", "test_diversity", "test_config", "test_suite_limits", "test_report",
+        "test_ppo_math", "test_diversity", "test_suite", "test_suite_limits", "test_report",
         "test_report_roles", "test_report_html"}  # fmt: skip
 SLOW = {"test_benchmarks", "test_end_to_end", "test_findings", "test_notebook", "test_executor",
         "test_integrity", "test_safety", "test_cache_commands", "test_browser", "test_export"}  # fmt: skip
