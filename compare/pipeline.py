@@ -188,14 +188,15 @@ def write_collection(folder: Path, collection, suites, runs, cache: StageCache, 
 
 
 def write_findings_report(folder: Path, collection, suites) -> None:
-    """The findings report over the suites' saved results (`compare/report/findings.py`)."""
+    """The findings report over the suites' saved results and logs (`compare/report/findings.py`); their
+    samples, the largest files, are not read."""
     from compare.report import read_saved
     from compare.report.findings import write_findings
     from compare.report.roles import Roles
 
     data = []
     for suite in suites:
-        saved, results, _, logs, _, _ = read_saved(folder / suite.name)
+        saved, results, _, logs, _, _ = read_saved(folder / suite.name, samples=False)
         data.append((saved, results, logs, Roles.of(saved, set(results["arm"]))))
     write_findings(folder, collection, data)
 

@@ -79,7 +79,12 @@ def test_ood_gap_claim():
 
 def test_shift_claim_names_its_split_and_the_suite_that_decides_it():
     frame = gaps(0.3, 0.1, "ood_opener")
-    claims = check_claims(frame, pd.DataFrame(), ROLES, task="reviews")
+    from compare.tasks import TASKS
+
+    reviews = TASKS["reviews"]
+    recipes = {arm: kind.recipe for arm, kind in ROLES.arms.items()}
+    roles = Roles(recipes, None, reviews.split_specs, reviews.gold_ceiling, reviews.shift_suite)
+    claims = check_claims(frame, pd.DataFrame(), roles)
     opener = next(c for c in claims if c.key == "shift:ood_opener[dpo]")
     assert opener.verdict == SUPPORTED and opener.suite == "generalization.yaml"
     assert next(c for c in claims if c.key.startswith("shift:ood_format")).verdict == NOT_MEASURED

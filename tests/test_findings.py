@@ -46,7 +46,7 @@ def curated(effect_first: float, effect_second: float) -> pd.DataFrame:
 
 
 def one(results) -> object:
-    found = corrected(suite_findings("curated", results, pd.DataFrame(), ROLES, "reviews"))
+    found = corrected(suite_findings("curated", results, pd.DataFrame(), ROLES))
     assert [f.whole.key for f in found] == ["curated"]  # only the claims whose home is this suite
     return found[0]
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from compare.metrics import mean_ci
 from compare.report.figures import objective
+from compare.report.key_results import SCALE_NAMES
 from compare.report.roles import Roles
 from compare.report.series import frontier_points, policy_groups
 from compare.report.tables import grid_cell, grid_heading
@@ -174,7 +175,7 @@ def gold_by_split_svg(
     found = [(m, 0.0 if math.isnan(h) else h) for m, h, n in stats.values() if n]
     if not found:
         return None
-    scale = {k: v for k, v in (scale or {}).items() if k in REFERENCE_NAMES}
+    scale = {k: v for k, v in (scale or {}).items() if k in REFERENCE_DASH}
     lows = [m - h for m, h in found] + list(scale.values())
     highs = [m + h for m, h in found] + list(scale.values())
     xticks = nice_ticks(min(lows), max(highs))
@@ -211,8 +212,8 @@ def gold_by_split_svg(
         body.append(_mark(
             f'<line class="reference" x1="{x}" x2="{x}" y1="{_num(y + 2)}" y2="{_num(frame.top + frame.height)}" '
             f'stroke="#777" stroke-dasharray="{REFERENCE_DASH[key]}"/>'
-            f'<text class="legend" x="{x}" y="{_num(y)}" text-anchor="{anchor}">{REFERENCE_NAMES[key]}</text>',
-            f"{REFERENCE_NAMES[key]}: gold {value:.3f}",
+            f'<text class="legend" x="{x}" y="{_num(y)}" text-anchor="{anchor}">{SCALE_NAMES[key]}</text>',
+            f"{SCALE_NAMES[key]}: gold {value:.3f}",
         ))  # fmt: skip
     for i, (label, _, _) in enumerate(groups):
         for j, split in enumerate(splits):
@@ -233,8 +234,7 @@ def gold_by_split_svg(
     return _svg(width, frame.top + frame.height + 42, body, "Gold reward per policy on the evaluation splits")
 
 
-REFERENCE_NAMES = {"base": "base model", "demonstrator": "demonstrator", "ceiling": "best possible"}
-REFERENCE_DASH = {"base": "2 2", "demonstrator": "6 3", "ceiling": "8 3 2 3"}
+REFERENCE_DASH = {"base": "2 2", "demonstrator": "6 3", "ceiling": "8 3 2 3"}  # the gold scale's lines
 
 
 def _scatter(
@@ -255,7 +255,7 @@ def _scatter(
     arms = list(dict.fromkeys(p[0] for p in points))
     legend, legend_h = _legend([(roles.label(a), arm_colour(roles, a), roles.is_oracle(a)) for a in arms],
                                70, 14, 600)  # fmt: skip
-    levels = {k: v for k, v in (levels or {}).items() if k in REFERENCE_NAMES}
+    levels = {k: v for k, v in (levels or {}).items() if k in REFERENCE_DASH}
     xs, ys = [p[1] for p in points], [p[2] for p in points] + list(levels.values())
     frame = Frame(70, 14 + legend_h + 8, 560, 320, nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys)))
     body = [*legend, *frame.axes(xlabel, ylabel)]
@@ -265,8 +265,8 @@ def _scatter(
             f'<line class="reference" x1="{_num(frame.left)}" x2="{_num(frame.left + frame.width)}" y1="{y}" '
             f'y2="{y}" stroke="#777" stroke-dasharray="{REFERENCE_DASH[key]}"/>'
             f'<text class="legend" x="{_num(frame.left + frame.width + 4)}" y="{y}" dominant-baseline="middle">'
-            f"{REFERENCE_NAMES[key]}</text>",
-            f"{REFERENCE_NAMES[key]}: gold {value:.3f}",
+            f"{SCALE_NAMES[key]}</text>",
+            f"{SCALE_NAMES[key]}: gold {value:.3f}",
         ))  # fmt: skip
     if lines:
         for arm in arms:

@@ -31,6 +31,7 @@ from compare.report.roles import Column, Roles
 from compare.report.series import (
     curve,
     fmt,
+    id_gap,
     per_seed,
     summary,
     sweep_values,
@@ -87,17 +88,15 @@ def generalisation_statements(results: pd.DataFrame, roles: Roles) -> list[str]:
     lines = []
     splits = set(results["split"])
     for arm in roles.policies:
-        ids = per_seed(results, arm, "gold_reward", "id")
         parts = []
         for split in roles.shifts:
             if split not in splits:
                 continue
-            gap = paired_difference(ids, per_seed(results, arm, "gold_reward", split))
-            if gap.n:
-                parts.append(f"ID − {roles.split_label(split)} gold gap {fmt(gap.mean, gap.half_width)}")
+            mean, half, n = mean_ci(list(id_gap(results, arm, split).values()))
+            if n:
+                parts.append(f"ID − {roles.split_label(split)} gold gap {fmt(mean, half)}")
         if parts:
-            n = paired_difference(ids, per_seed(results, arm, "gold_reward", "ood")).n
-            lines.append(f"**{arm}**: " + "; ".join(parts) + f" (n={n}).")
+            lines.append(f"**{arm}**: " + "; ".join(parts) + f" (n={len(id_gap(results, arm, 'ood'))}).")
     return lines
 
 
@@ -141,15 +140,13 @@ HOME_SUITE = {
 }
 
 
-def check_claims(
-    results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, task: str | None = None
-) -> list[Claim]:
+def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> list[Claim]:
     """The claims table, each verdict also after Holm's correction over the claims tested; `roles`
-    selects among the arms that have results (`Roles.of(suite, present)`), `task` names the suite's task
-    (its shifts' claims name the suite that decides them)."""
+    selects among the arms that have results (`Roles.of(suite, present)`) and knows the task (its shifts'
+    claims name the suite that decides them)."""
     sft = roles.imitation
     rl = preference_arms(roles)
-    shift_home = _shift_suite(task)
+    shift_home = roles.shift_suite
     per_rl = [
         claim
         for pref, kind in rl or [(None, "")]
@@ -177,7 +174,7 @@ def check_claims(
         _claim_forgetting(results, roles),
         _claim_curated_demonstrations(results, roles),
     ]
-    ordered = sorted(claims, key=lambda c: _ORDER.index(c.key.split("[")[0].split(":")[0]))
+    ordered = sorted(claims, key=lambda c: _ORDER.index(c.family))
     return correct([_with_home(c, shift_home) for c in ordered])
 
 
@@ -185,14 +182,14 @@ def _one_row_when_unmeasured(claims: list[Claim]) -> list[Claim]:
     """A claim that no RL arm can measure is one row, not one per arm."""
     out, seen = [], set()
     for claim in claims:
-        base = claim.key.split("[")[0]
+        base = claim.base_key
         if claim.verdict == NOT_MEASURED:
             if base in seen:
                 continue
             claim = replace(claim, key=base)
         seen.add(base)
         out.append(claim)
-    measured = {c.key.split("[")[0] for c in out if c.verdict != NOT_MEASURED}
+    measured = {c.base_key for c in out if c.verdict != NOT_MEASURED}
     return [c for c in out if c.verdict != NOT_MEASURED or c.key not in measured]
 
 
@@ -201,18 +198,10 @@ _ORDER = ["data_needs", "noise", "ood", "shift", "diversity", "beyond_demonstrat
           "forgetting", "curated"]  # fmt: skip
 
 
-def _shift_suite(task: str | None) -> str:
-    from compare.tasks import TASKS
-
-    cls = TASKS.get(task) if task else None
-    return getattr(cls, "shift_suite", "") or ""
-
-
 def _with_home(claim: Claim, shift_home: str) -> Claim:
     if claim.suite:
         return claim
-    base = claim.key.split("[")[0]
-    home = shift_home if base == "ood" or base.startswith("shift:") else HOME_SUITE.get(base, "")
+    home = shift_home if claim.family in ("ood", "shift") else HOME_SUITE.get(claim.base_key, "")
     return replace(claim, suite=home)
 
 
@@ -410,13 +399,7 @@ def _gap_claim(
 ) -> Claim:
     """Decided on each seed's ID − `split` gold gap, SFT's minus the preference arm's (positive: RLHF
     holds up better)."""
-    gap = {
-        arm: {
-            s: v - per_seed(results, arm, "gold_reward", split).get(s, math.nan)
-            for s, v in per_seed(results, arm, "gold_reward", "id").items()
-        }
-        for arm in (sft, pref)
-    }
+    gap = {arm: id_gap(results, arm, split) for arm in (sft, pref)}
     d = paired_difference(gap[sft], gap[pref])
     evidence = f"gap {sft} {summary(gap[sft])}, {pref} {summary(gap[pref])}; " + diff_text(
         d, sft, pref, "gap"

@@ -17,13 +17,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from compare.metrics import mean_ci
-from compare.report.key_results import gold_scale
+from compare.report.key_results import SCALE_NAMES, gold_scale
 from compare.report.roles import Column, Roles
 from compare.report.series import (
     curve,
     frontier_points,
     heldout_curves,
     heldout_points,
+    id_gap,
     policy_groups,
     strength_columns,
     sweep_values,
@@ -88,19 +89,16 @@ def _clipped(mean: float, half: float) -> list[list[float]]:
     return [[min(half, max(mean, 0.0))], [half]]
 
 
-REFERENCES = {
-    "base": ("base model", ":"),
-    "demonstrator": ("demonstrator", "--"),
-    "ceiling": ("best possible", "-."),
-}
+REFERENCE_STYLE = {"base": ":", "demonstrator": "--", "ceiling": "-."}  # the gold scale's lines
 
 
 def reference_lines(ax, scale: dict[str, float], horizontal: bool = True) -> None:
     """The gold reward's scale drawn across a chart: the base model, the demonstrator, the best possible
     completion (`key_results.gold_scale`), each labelled at the right edge."""
-    for key, (name, style) in REFERENCES.items():
+    for key, style in REFERENCE_STYLE.items():
         if key not in scale:
             continue
+        name = SCALE_NAMES[key]
         ax.axhline(scale[key], color="grey", linestyle=style, linewidth=0.9, zorder=0)
         ax.annotate(f"{name} {scale[key]:.2f}", (1.0, scale[key]), xycoords=("axes fraction", "data"),
                     xytext=(3, 0), textcoords="offset points", fontsize="small", va="center", color="dimgrey")  # fmt: skip
@@ -340,18 +338,18 @@ def overoptimisation(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, pa
         if not math.isnan(r0):
             ax.plot([0.0], [r0], "D", color="C2", label="start policy's gold (d = 0)")
             fit = (fit_rl if form == "rl" else fit_bon)(d, gold, r0=r0)
-            if fit.fitted and not fit.drawable:  # it would turn where no point shows it: draw no curve
-                note = "no fit drawn: it would turn where nothing was measured"
-            elif fit.fitted:
+            if fit.shape not in (None, "undrawn"):  # a curve only where it turns with the data
                 grid = np.linspace(0.0, d.max(), 200)
                 ax.plot(grid, fit.gold(grid), "-", color="C0", alpha=0.6, label="gold fit (Gao et al.)")
-                if fit.peak_inside:
-                    ax.axvline(fit.d_peak, color="C0", linestyle=":", linewidth=1)
-                    note = f"fitted gold peaks at KL {fit.kl_peak:.2f}, inside the range measured"
-                elif fit.gold(grid[-2:])[1] < fit.gold(grid[-2:])[0]:
-                    note = "fitted gold falls over the whole range measured"
-                else:
-                    note = "fitted gold still rises at the largest KL reached"
+            if fit.shape == "peak":
+                ax.axvline(fit.d_peak, color="C0", linestyle=":", linewidth=1)
+            note = {
+                None: "",
+                "undrawn": "no fit drawn: it would turn where nothing was measured",
+                "peak": f"fitted gold peaks at KL {fit.kl_peak:.2f}, inside the range measured",
+                "falls": "fitted gold falls over the whole range measured",
+                "rises": "fitted gold still rises at the largest KL reached",
+            }[fit.shape]
         title = f"{arm}: {'during training' if form == 'rl' else 'across n'}"
         ax.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
         ax.set_xlabel("√KL to the start (nats^½)")
@@ -464,10 +462,8 @@ def shift_gaps(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     width = 0.8 / len(shifts)
     for j, split in enumerate(shifts):
         means, halves = [], []
-        for _, _, rows in groups:
-            ids = rows[rows["split"] == "id"].groupby("seed")["gold_reward"].mean()
-            other = rows[rows["split"] == split].groupby("seed")["gold_reward"].mean()
-            mean, half, _ = mean_ci(list((ids - other).dropna()))
+        for _, arm, rows in groups:
+            mean, half, _ = mean_ci(list(id_gap(rows, arm, split).values()))
             means.append(mean)
             halves.append(0.0 if math.isnan(half) else half)
         xs = [i + (j - (len(shifts) - 1) / 2) * width for i in range(len(groups))]
@@ -485,13 +481,11 @@ def report_figures(
     logs: pd.DataFrame,
     roles: Roles,
     out: Path,
-    ceiling: float | None = None,
     ext: str = ".png",
 ) -> dict:
     """Every figure of the report, by axis: {axis: [(title, path or None)]}; a figure without data is None.
-    `ceiling`: the task's best possible gold reward, drawn with the base model's and the demonstrator's;
     `ext`: the file type (".png" for the pages; ".svg" or ".pdf" for `slide_figures`)."""
-    scale = gold_scale(results, roles, ceiling)
+    scale = gold_scale(results, roles)  # drawn on the gold charts
     return {
         "objective": [
             ("Gold reward vs KL to the base model (ID prompts)", gold_vs_kl(results, roles, out / f"gold_vs_kl{ext}", scale)),
@@ -527,14 +521,12 @@ SLIDES = ("gold_by_arm", "gold_vs_kl", "overoptimisation", "learning_curves", "f
 SLIDE_STYLE = {"font.size": 17, "axes.titlesize": "large", "lines.markersize": 8, "lines.linewidth": 2.0}
 
 
-def slide_figures(
-    results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path, fmt: str, ceiling: float | None = None
-) -> list[Path]:
+def slide_figures(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles, out: Path, fmt: str) -> list[Path]:
     """The key figures as vector files (`fmt`: "svg" or "pdf") with type large enough to read on a
     1280 × 720 slide: every text is sized relative to the base font (17 pt instead of 10)."""
     out.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(SLIDE_STYLE):
-        drawn = report_figures(results, logs, roles, out, ceiling, ext=f".{fmt}")
+        drawn = report_figures(results, logs, roles, out, ext=f".{fmt}")
     kept = []
     for _, path in (f for figs in drawn.values() for f in figs):
         if path is None:

@@ -27,7 +27,6 @@ from compare.report.html import render_html
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
 from compare.suite import Suite, one_line
-from compare.tasks import TASKS
 
 
 class ReportError(Exception):
@@ -110,8 +109,10 @@ def read_csv_checked(
     return frame
 
 
-def read_saved(folder: Path):
-    """Every file a report is built from, each checked; raises ReportError (one line) on the first problem."""
+def read_saved(folder: Path, samples: bool = True):
+    """Every file a report is built from, each checked; raises ReportError (one line) on the first problem.
+    `samples=False` leaves samples.csv unread (the biggest file; None in its place), for readers of the
+    results and logs alone, such as the findings report."""
     suite_path = folder / "suite.yaml"
     if not suite_path.exists():
         raise ReportError(f"{suite_path}: missing (not a report folder written by `run`)")
@@ -129,9 +130,16 @@ def read_saved(folder: Path):
         folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"), fields=True
     )
     _numbers_only(results, folder / "results.csv", text=("arm", "split"))
-    samples = read_csv_checked(
-        folder / "samples.csv", ("arm", "seed", "split"), rows=False, keep_default_na=False, na_values=[""]
-    )
+    if samples:
+        samples = read_csv_checked(
+            folder / "samples.csv",
+            ("arm", "seed", "split"),
+            rows=False,
+            keep_default_na=False,
+            na_values=[""],
+        )
+    else:
+        samples = None
     logs_path = folder / "training_logs.csv"
     logs = pd.DataFrame()
     if logs_path.exists() and logs_path.stat().st_size > 1:
@@ -188,15 +196,14 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
     new_plots.mkdir()
     try:
         roles = Roles.of(suite, set(results["arm"]))  # selections among the arms that have results
-        ceiling = getattr(TASKS.get(suite.task.name), "gold_ceiling", None)
-        drawn = report_figures(results, logs, roles, new_plots, ceiling)
+        drawn = report_figures(results, logs, roles, new_plots)
         if slides:
-            slide_figures(results, logs, roles, new_plots / "slides", slides, ceiling)
+            slide_figures(results, logs, roles, new_plots / "slides", slides)
         figures = {
             axis: [(title, path and folder / "plots" / path.name) for title, path in figs]
             for axis, figs in drawn.items()
         }
-        claims = check_claims(results, logs, roles, suite.task.name)
+        claims = check_claims(results, logs, roles)
         text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
         page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles)
         md_tmp, html_tmp = pages

@@ -27,11 +27,9 @@ from compare.report.render import quoted_text
 from compare.report.roles import Roles
 from compare.report.stats import holm, seeds_to_decide
 from compare.report.tables import table_cell
-from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, NOT_MEASURED, SUPPORTED, Claim
+from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, MARKERS, NOT_MEASURED, SUPPORTED, Claim
 
 SUITE_LINK = re.compile(r"\[([A-Za-z0-9_.-]+)\]\(([A-Za-z0-9_.-]+)/report\.md\)")
-MARK = {SUPPORTED: "▲ supported", CONTRADICTED: "▼ contradicted", INCONCLUSIVE: "○ inconclusive",
-        NOT_MEASURED: "– not measured"}  # fmt: skip
 # the figures that show what each claim compares, shown under the suite that decides it (when drawn)
 CLAIM_FIGURES = {
     "data_needs": ("learning_curves",), "noise": ("noise", "demonstrator_quality"),
@@ -75,11 +73,11 @@ def home_of(claim: Claim) -> str:
     return claim.suite.removesuffix(".yaml")
 
 
-def suite_findings(name: str, results, logs, roles: Roles, task: str | None) -> list[Finding]:
+def suite_findings(name: str, results, logs, roles: Roles) -> list[Finding]:
     """The claims whose home is this suite, on each half and on all seeds (before any correction)."""
     first, second = halves(results["seed"].unique())
     checks = {
-        seeds: {c.key: c for c in check_claims(_only(results, seeds), _only(logs, seeds), roles, task)}
+        seeds: {c.key: c for c in check_claims(_only(results, seeds), _only(logs, seeds), roles)}
         for seeds in (first, second, first + second)
     }
     whole = checks[first + second]
@@ -171,8 +169,8 @@ def findings_markdown(collection, findings: list[Finding], figures: dict[str, li
             "| " + " | ".join([
                 table_cell(f.whole.claim), table_cell(f.whole.compared or "–"),
                 f"[{f.suite}]({f.suite}/report.md) ({_seeds(f.discovery_seeds)} / {_seeds(f.confirmation_seeds)})",
-                f"**{MARK[f.discovery.verdict]}**", f"**{MARK[f.confirmed if f.discovery.decided else f.confirmation.verdict]}**",
-                "**yes**" if f.replicated else "no", _effect(f.whole), f"**{MARK[f.corrected]}**",
+                f"**{MARKERS[f.discovery.verdict]}**", f"**{MARKERS[f.confirmed if f.discovery.decided else f.confirmation.verdict]}**",
+                "**yes**" if f.replicated else "no", _effect(f.whole), f"**{MARKERS[f.corrected]}**",
                 _seeds_to_decide(f),
             ]) + " |"
         )  # fmt: skip
@@ -208,9 +206,7 @@ def _seeds_to_decide(f: Finding) -> str:
 
 
 def _name(f: Finding) -> str:
-    text = f.whole.claim.split(" (")[0].split(":")[0].rstrip(".")
-    arm = f.whole.key.split("[", 1)[1].rstrip("]") if "[" in f.whole.key else ""
-    return f"“{text}”" + (f" [{arm}, {f.suite}]" if arm else f" [{f.suite}]")
+    return f"{f.whole.short} [{f.whole.arm + ', ' if f.whole.arm else ''}{f.suite}]"
 
 
 def findings_html(markdown: str, folder: Path) -> str:
@@ -240,15 +236,12 @@ def write_findings(folder: Path, collection, suites_data: list[tuple]) -> None:
     `folder/<suite name>/` is already written."""
     found = []
     for suite, results, logs, roles in suites_data:
-        found += suite_findings(suite.name, results, logs, roles, suite.task.name)
+        found += suite_findings(suite.name, results, logs, roles)
     found = corrected(found)
     figures = {}
     for suite, *_ in suites_data:
         wanted = [
-            name
-            for f in found
-            if f.suite == suite.name
-            for name in CLAIM_FIGURES.get(f.whole.key.split("[")[0].split(":")[0], ())
+            name for f in found if f.suite == suite.name for name in CLAIM_FIGURES.get(f.whole.family, ())
         ]
         plots = folder / suite.name / "plots"
         figures[suite.name] = [

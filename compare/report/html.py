@@ -32,7 +32,6 @@ from compare.report.render import render_markdown
 from compare.report.roles import Roles
 from compare.report.tables import grid_cell, grid_heading
 from compare.suite import Suite
-from compare.tasks import TASKS
 
 ASSETS = Path(__file__).with_name("assets")
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
@@ -52,7 +51,7 @@ def render_html(
     """The whole page. `figures` is `report_figures`' answer: {axis: [(title, path of the PNG or None)]}."""
     roles = roles or Roles.of(suite, set(results["arm"]))
     text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
-    scale = gold_scale(results, roles, getattr(TASKS.get(suite.task.name), "gold_ceiling", None))
+    scale = gold_scale(results, roles)
     pngs = {path.name: path for figs in figures.values() for _, path in figs if path is not None}
 
     def figure(title: str, target: str) -> str:

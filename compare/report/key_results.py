@@ -20,7 +20,12 @@ from compare.report.verdicts import CONTRADICTED, LEVEL, NOT_MEASURED, SUPPORTED
 FEW_SEEDS = 5  # below this many seeds per cell, say that little can be decided
 
 
-def gold_scale(results: pd.DataFrame, roles: Roles, ceiling: float | None) -> dict[str, float]:
+# the gold scale's levels and how the report names them (charts and tables print the short names)
+SCALE_NAMES = {"base": "base model", "demonstrator": "demonstrator", "ceiling": "best possible",
+               "oracle": "oracle arm"}  # fmt: skip
+
+
+def gold_scale(results: pd.DataFrame, roles: Roles) -> dict[str, float]:
     """The reference levels of the gold reward on ID prompts: {"base", "demonstrator", "ceiling",
     "oracle"}, each present only when known."""
     levels = {}
@@ -29,8 +34,8 @@ def gold_scale(results: pd.DataFrame, roles: Roles, ceiling: float | None) -> di
         levels["base"] = float(ids.loc[ids["arm"] == roles.base, "gold_reward"].mean())
     if "demonstrator_gold" in ids and ids["demonstrator_gold"].notna().any():
         levels["demonstrator"] = float(ids["demonstrator_gold"].dropna().mean())
-    if ceiling is not None:
-        levels["ceiling"] = float(ceiling)
+    if roles.gold_ceiling is not None:
+        levels["ceiling"] = float(roles.gold_ceiling)
     oracle_rows = ids[ids["arm"].isin(roles.oracles)]
     if not oracle_rows.empty:
         levels["oracle"] = float(oracle_rows["gold_reward"].mean())
@@ -58,13 +63,11 @@ def gold_comparisons(results: pd.DataFrame, roles: Roles) -> list[tuple[str, str
     return [(label, ref, d, p) for (label, ref, d), p in zip(pairs, adjusted)]
 
 
-def key_results(
-    results: pd.DataFrame, roles: Roles, claims: list[Claim], ceiling: float | None, findings: str = ""
-) -> list[str]:
+def key_results(results: pd.DataFrame, roles: Roles, claims: list[Claim], findings: str = "") -> list[str]:
     """The section's markdown lines."""
     lines = ["## Key results", ""]
     seeds = results["seed"].nunique()
-    scale = gold_scale(results, roles, ceiling)
+    scale = gold_scale(results, roles)
     named = {"base": f"the base model ({roles.base})", "demonstrator": "the demonstrator",
              "ceiling": "the best possible completion", "oracle": "the oracle arm (PPO on the gold reward)"}  # fmt: skip
     if scale:
@@ -131,18 +134,15 @@ def _claims_line(claims: list[Claim]) -> str:
     )
     if supported or contradicted:
         text += "; ".join(
-            [f"supported: {', '.join(_short(c) for c in supported)}"] * bool(supported)
-            + [f"contradicted: {', '.join(_short(c) for c in contradicted)}"] * bool(contradicted)
+            [f"supported: {', '.join(_label(c) for c in supported)}"] * bool(supported)
+            + [f"contradicted: {', '.join(_label(c) for c in contradicted)}"] * bool(contradicted)
         )
     else:
         text += "none decided"
     if lost:
-        text += f"; {len(lost)} more significant before the correction only ({', '.join(_short(c) for c in lost)})"
+        text += f"; {len(lost)} more significant before the correction only ({', '.join(_label(c) for c in lost)})"
     return text + ". The claims table below reads each one."
 
 
-def _short(claim: Claim) -> str:
-    """The claim's statement up to its first parenthesis or colon, with the arm it was checked for."""
-    text = claim.claim.split(" (")[0].split(":")[0].rstrip(".")
-    arm = claim.key.split("[", 1)[1].rstrip("]") if "[" in claim.key else ""
-    return f"“{text}”" + (f" [{arm}]" if arm else "")
+def _label(claim: Claim) -> str:
+    return claim.short + (f" [{claim.arm}]" if claim.arm else "")

@@ -28,6 +28,7 @@ from compare.report.verdicts import (
     Claim,
     Decision,
     decide,
+    decide_any,
     diff_text,
     missing,
     reading,
@@ -235,8 +236,7 @@ def claim_overoptimisation(logs, roles: Roles) -> Claim:
             )
         label, d = min(tests, key=lambda t: t[1].p_value if not math.isnan(t[1].p_value) else 2.0)
         falls = [lb for lb, t in tests if decide(t, can_contradict=False).verdict == SUPPORTED]
-        p = min(1.0, d.p_value * len(tests)) if not math.isnan(d.p_value) else math.nan
-        decision = Decision(SUPPORTED if falls else INCONCLUSIVE, p)
+        decision = decide_any([t for _, t in tests], can_contradict=False)  # each setting a test
         evidence = (
             f"{arm}: held-out gold at the best step (chosen on the other seeds) minus at the end of training, "
             + "; ".join(parts)
@@ -259,18 +259,13 @@ def _fitted_peak(curves: pd.DataFrame) -> str:
     if len(curves) < 3:
         return ""
     fit = fit_rl(np.sqrt(np.clip(curves["kl"], 0, None)), curves["gold"], r0=float(curves["gold"].iloc[0]))
-    if not fit.fitted:
-        return ""
-    if not fit.drawable:
-        return " (Gao et al.'s form would turn where no check was made: no fit reported)"
-    if fit.peak_inside:
-        return f" (the fitted gold curve peaks at KL ≈ {fit.kl_peak:.2f})"
-    end = fit.gold(np.array([0.99 * fit.d_max, fit.d_max]))
-    if end[1] >= end[0]:
-        return (
-            f" (the fitted gold curve still rises at the largest KL reached, {float(curves['kl'].max()):.2f})"
-        )
-    return " (the fitted gold curve falls over the whole KL range measured)"
+    return {
+        None: "",
+        "undrawn": " (Gao et al.'s form would turn where no check was made: no fit reported)",
+        "peak": f" (the fitted gold curve peaks at KL ≈ {fit.kl_peak:.2f})",
+        "rises": f" (the fitted gold curve still rises at the largest KL reached, {float(curves['kl'].max()):.2f})",
+        "falls": " (the fitted gold curve falls over the whole KL range measured)",
+    }[fit.shape]
 
 
 def peak_minus_final_gold(rows: pd.DataFrame) -> dict[int, float]:

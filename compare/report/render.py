@@ -8,7 +8,7 @@ import unicodedata
 import pandas as pd
 
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
-from compare.report.key_results import gold_scale, key_results
+from compare.report.key_results import SCALE_NAMES, gold_scale, key_results
 from compare.report.roles import Roles
 from compare.report.tables import (
     data_table,
@@ -20,9 +20,8 @@ from compare.report.tables import (
     splits_table,
     table_cell,
 )
-from compare.report.verdicts import CORRECTION, NOT_MEASURED
+from compare.report.verdicts import CORRECTION, MARKERS, NOT_MEASURED
 from compare.suite import Suite
-from compare.tasks import TASKS
 
 FINDINGS_POINTER = "(`make findings`: reports/findings/)"
 # in a user's text, outside `code`: what would make markdown of it (escapes, HTML and entities, links and
@@ -68,13 +67,12 @@ def render_markdown(
     ann = suite.task.annotator
     budgets = sorted(results["budget"].unique().tolist())
     splits = list(dict.fromkeys(results["split"]))  # in the order the evaluator wrote them
-    ceiling = getattr(TASKS.get(suite.task.name), "gold_ceiling", None)
     lines = [
         f"# Report: {suite.name}",
         "",
         quoted_text(suite.description),
         "",
-        *key_results(results, roles, claims, ceiling, FINDINGS_POINTER),
+        *key_results(results, roles, claims, FINDINGS_POINTER),
         "## Setup",
         "",
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
@@ -111,7 +109,7 @@ def render_markdown(
         "as such), which is an upper bound, not a competitor. RM score is the reward model's opinion (runs "
         "with a reward model only). A reward model evaluated alone is not a policy: it is in the "
         "reward-model table below."
-        + (f" Gold scale: {_scale_text(results, roles, ceiling)}." if ceiling is not None else ""),
+        + (f" Gold scale: {_scale_text(results, roles)}." if roles.gold_ceiling is not None else ""),
         "",
         main_table(results, roles),
         "",
@@ -212,18 +210,8 @@ def failed_section(failed: pd.DataFrame | None) -> list[str]:
     return lines + [""]
 
 
-def _scale_text(results, roles: Roles, ceiling: float | None) -> str:
-    names = {
-        "base": "base model",
-        "demonstrator": "demonstrator",
-        "ceiling": "best possible",
-        "oracle": "oracle arm",
-    }
-    return ", ".join(f"{names[k]} {v:.2f}" for k, v in gold_scale(results, roles, ceiling).items())
-
-
-MARKERS = {"supported": "▲ supported", "contradicted": "▼ contradicted", "inconclusive": "○ inconclusive",
-           "not measured": "– not measured"}  # fmt: skip
+def _scale_text(results, roles: Roles) -> str:
+    return ", ".join(f"{SCALE_NAMES[k]} {v:.2f}" for k, v in gold_scale(results, roles).items())
 
 
 def claims_section(claims, n_failed: int = 0) -> list[str]:

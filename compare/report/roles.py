@@ -116,20 +116,26 @@ class Roles:
         recipes: Mapping[str, Sequence[str]],
         present: Iterable[str] | None = None,
         splits: Sequence[Split] | None = None,
+        gold_ceiling: float | None = None,
+        shift_suite: str = "",
     ):
         self.arms = {name: ArmKind(name, tuple(recipe)) for name, recipe in recipes.items()}
         self.names = list(self.arms)  # suite order: the order of every table and figure
         keep = None if present is None else set(present)
         self._candidates = [a for a in self.names if keep is None or a in keep]
         self.splits = {s.name: s for s in (builtin_splits() if splits is None else splits)}
+        self.gold_ceiling = gold_ceiling  # the task's best possible gold reward (the report's scale)
+        self.shift_suite = shift_suite  # the shipped suite that decides the claims on the task's shifts
 
     @classmethod
     def of(cls, suite, present: Iterable[str] | None = None) -> Roles:
         from compare.tasks import TASKS
 
         task = TASKS.get(suite.task.name)
-        splits = task.split_specs if task is not None else None
-        return cls({name: arm.recipe for name, arm in suite.arms.items()}, present, splits)
+        recipes = {name: arm.recipe for name, arm in suite.arms.items()}
+        if task is None:
+            return cls(recipes, present)
+        return cls(recipes, present, task.split_specs, task.gold_ceiling, task.shift_suite)
 
     # -- the task's splits, by role ---------------------------------------------------------------------
     def split_label(self, split: str) -> str:

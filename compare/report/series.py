@@ -26,6 +26,13 @@ def per_seed(results: pd.DataFrame, arm: str, metric: str, split: str = "id", **
     return rows.groupby("seed")[metric].mean().to_dict()
 
 
+def id_gap(results: pd.DataFrame, arm: str, split: str, metric: str = "gold_reward") -> dict[int, float]:
+    """{seed: ID minus `split`} of one arm's `metric`, over the seeds that have both: how much a named
+    shift costs it (the OOD and shift claims compare these gaps, seed by seed)."""
+    ids, other = per_seed(results, arm, metric, "id"), per_seed(results, arm, metric, split)
+    return {s: ids[s] - other[s] for s in ids.keys() & other.keys()}
+
+
 def fmt(mean: float, half: float) -> str:
     return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 

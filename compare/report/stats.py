@@ -158,6 +158,20 @@ class GaoFit:
             return True
         return turns.size == 1 and self.concave and self.peak_inside
 
+    @property
+    def shape(self) -> str | None:
+        """What the fitted curve does over the measured range, for the report to say: "undrawn" (it would
+        turn where nothing was measured), "peak" (a peak inside), "falls" or "rises" at the largest d;
+        None when it could not be fitted."""
+        if not self.fitted:
+            return None
+        if not self.drawable:
+            return "undrawn"
+        if self.peak_inside:
+            return "peak"
+        end = self.gold(np.array([0.995 * self.d_max, self.d_max]))
+        return "falls" if end[1] < end[0] else "rises"
+
     def gold(self, d: npt.ArrayLike) -> np.ndarray:
         """The fitted gold reward at d (d > 0 for the RL form; 0 gives r0)."""
         d = np.asarray(d, dtype=float)

@@ -24,6 +24,8 @@ SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
     "not measured",
 )
 VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
+MARKERS = {SUPPORTED: "▲ supported", CONTRADICTED: "▼ contradicted", INCONCLUSIVE: "○ inconclusive",
+           NOT_MEASURED: "– not measured"}  # fmt: skip
 LEVEL = 0.05  # two-sided, per test and family-wise after the correction
 CORRECTION = "Holm (1979) step-down, family-wise error 5% over the claims this report tests"
 
@@ -46,11 +48,13 @@ def decide(diff: Difference | None, positive_supports: bool = True, can_contradi
     return Decision(CONTRADICTED if can_contradict else INCONCLUSIVE, diff.p_value)
 
 
-def decide_any(diffs: list[Difference], positive_supports: bool = True) -> Decision:
-    """Several tests of one claim (e.g. one per budget): supported when some test supports it and none
-    contradicts it, contradicted the other way round, inconclusive when none decides or they disagree.
-    The p-value is the smallest of the deciding side's, times the number of tests (Bonferroni)."""
-    verdicts = [decide(d, positive_supports) for d in diffs]
+def decide_any(
+    diffs: list[Difference], positive_supports: bool = True, can_contradict: bool = True
+) -> Decision:
+    """Several tests of one claim (e.g. one per budget, one per setting): supported when some test supports
+    it and none contradicts it, contradicted the other way round, inconclusive when none decides or they
+    disagree. The p-value is the smallest of the deciding side's, times the number of tests (Bonferroni)."""
+    verdicts = [decide(d, positive_supports, can_contradict) for d in diffs]
     sides = {v.verdict for v in verdicts} & {SUPPORTED, CONTRADICTED}
     if len(sides) != 1:
         ps = [d.p_value for d in diffs if not math.isnan(d.p_value)]
@@ -91,6 +95,26 @@ class Claim:
     @property
     def decided(self) -> bool:
         return self.verdict in (SUPPORTED, CONTRADICTED)
+
+    @property
+    def base_key(self) -> str:
+        """The key without the arm it was checked for: `shift:ood_format[ppo]` -> `shift:ood_format`."""
+        return self.key.split("[")[0]
+
+    @property
+    def family(self) -> str:
+        """The claim without its arm or split: `shift:ood_format[ppo]` -> `shift`."""
+        return self.base_key.split(":")[0]
+
+    @property
+    def arm(self) -> str:
+        """The arm that stood for RLHF, for claims checked once per kind of RLHF; else ""."""
+        return self.key.split("[", 1)[1].rstrip("]") if "[" in self.key else ""
+
+    @property
+    def short(self) -> str:
+        """The statement up to its first parenthesis or colon, quoted."""
+        return "“" + self.claim.split(" (")[0].split(":")[0].rstrip(".") + "”"
 
 
 def correct(claims: list[Claim]) -> list[Claim]:
