@@ -13,6 +13,25 @@ from compare.tasks.reviews import Reviews
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and robust on a shared 2-core machine
 
+
+# The smallest whole suite (base, SFT, DPO; one seed): for the tests that need any end-to-end run.
+SMALL_SUITE = """
+name: small
+task: {train_prompts: 32, eval_prompts: 2}
+base:
+  tiny: {n_layer: 1, n_head: 2, n_embd: 16, corpus_size: 300, steps: 20, batch_size: 16}
+budget: {units: 32, cost: {demonstration: 4, comparison: 1}}
+stages:
+  sft: {epochs: 1, batch_size: 8}
+  dpo: {epochs: 1, batch_size: 8}
+arms:
+  base: {recipe: []}
+  sft: {recipe: [sft]}
+  dpo: {recipe: [dpo]}
+grid: {seed: [0]}
+eval: {samples_per_prompt: 2, max_new_tokens: 8, examples: 1}
+"""
+
 # The three tiers of shared/STYLE.md, one marker each: `unit` (pure functions against hand-computed
 # values, hand-made results), `smoke` (a stage, a loader or a task on a tiny model built in the test) and
 # `slow` (end-to-end: whole micro suites, the benchmarks' smoke runs, the browser, the notebook).

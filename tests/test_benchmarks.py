@@ -13,23 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import SMALL_SUITE
+
 ROOT = Path(__file__).resolve().parents[1]
-MICRO = """
-name: bench_micro
-task: {train_prompts: 32, eval_prompts: 2}
-base:
-  tiny: {n_layer: 1, n_head: 2, n_embd: 16, corpus_size: 300, steps: 20, batch_size: 16}
-budget: {units: 32, cost: {demonstration: 4, comparison: 1}}
-stages:
-  sft: {epochs: 1, batch_size: 8}
-  dpo: {epochs: 1, batch_size: 8}
-arms:
-  base: {recipe: []}
-  sft: {recipe: [sft]}
-  dpo: {recipe: [dpo]}
-grid: {seed: [0]}
-eval: {samples_per_prompt: 2, max_new_tokens: 8, examples: 1}
-"""
+MICRO = SMALL_SUITE
 
 
 def script(name: str, *args: str, timeout: int = 600) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SMALL_SUITE
 
 from compare import cache as cache_module
 from compare import pipeline
@@ -38,23 +39,7 @@ from compare.suite import load_suites
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = """
-name: small
-description: a small suite for the integrity tests
-task: {train_prompts: 32, eval_prompts: 2}
-base:
-  tiny: {n_layer: 1, n_head: 2, n_embd: 16, corpus_size: 300, steps: 20, batch_size: 16}
-budget: {units: 32, cost: {demonstration: 4, comparison: 1}}
-stages:
-  sft: {epochs: 1, batch_size: 8}
-  dpo: {epochs: 1, batch_size: 8}
-arms:
-  base: {recipe: []}
-  sft: {recipe: [sft]}
-  dpo: {recipe: [dpo]}
-grid: {seed: [0]}
-eval: {samples_per_prompt: 2, max_new_tokens: 8, examples: 1}
-"""
+SMALL = SMALL_SUITE
 
 
 class Built:

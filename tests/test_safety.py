@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SMALL_SUITE
 
 from compare.cache import MARKER, StageCache
 from compare.cli import main
@@ -28,22 +29,7 @@ from compare.preflight import PARTIAL_MARKER, REPORT_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL = """
-name: small
-task: {train_prompts: 32, eval_prompts: 2}
-base:
-  tiny: {n_layer: 1, n_head: 2, n_embd: 16, corpus_size: 300, steps: 20, batch_size: 16}
-budget: {units: 32, cost: {demonstration: 4, comparison: 1}}
-stages:
-  sft: {epochs: 1, batch_size: 8}
-  dpo: {epochs: 1, batch_size: 8}
-arms:
-  base: {recipe: []}
-  sft: {recipe: [sft]}
-  dpo: {recipe: [dpo]}
-grid: {seed: [0]}
-eval: {samples_per_prompt: 2, max_new_tokens: 8, examples: 1}
-"""
+SMALL = SMALL_SUITE
 
 
 @pytest.fixture
