@@ -74,7 +74,8 @@ def load_suites(
             seeds = suite.grid.get("seed", [0])
             if len(set(seeds)) < 10:
                 raise SuiteError(
-                    f"{path.parent / member}: grid.seed: {len(set(seeds))} seeds; a findings collection decides "
+                    f"{path.parent / member}: grid.seed: {len(set(seeds))} seed{'s' if len(set(seeds)) != 1 else ''}; a findings "
+                    "collection decides "
                     "each claim on a discovery and a confirmation half of at least 5 seeds each: give 10 or more"
                 )
     runs = sum(grid_size(s)[1] for s in suites)
