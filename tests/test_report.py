@@ -32,3 +32,15 @@ def test_slide_figures_are_vector_and_slide_shaped(tmp_path):
     assert (folder / "plots" / "gold_vs_kl.png").is_file()  # the page's figures are still there
     assert main(["report", str(folder), "--figures", "pdf"]) == 0
     assert (folder / "plots" / "slides" / "gold_vs_kl.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_no_negative_zero_in_numbers():
+    """A KL estimate of -0.0004 prints as 0.000, not -0.000; real negatives keep their sign."""
+    from compare.report.series import fmt, num
+    from compare.report.tables import fmt_ci
+
+    assert num(-0.0004) == "0.000" and num(-0.0004, signed=True) == "+0.000"
+    assert num(-0.0006) == "-0.001" and num(0.25, signed=True) == "+0.250"
+    assert fmt(-0.0001, float("nan")) == "0.000"
+    assert fmt_ci([-0.0004, -0.0003, -0.0005]).startswith("0.000 ± ")
+    assert fmt_ci([-0.0004, 0.002, -0.002], nonnegative=True).startswith("0.000 (0.000 to ")

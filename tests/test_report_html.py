@@ -109,8 +109,18 @@ def altered(tmp_path_factory) -> Path:
         + ["malformed", "repetition", "off_topic"]
     )
     samples.to_csv(folder / "samples.csv", index=False)
+    prov = json.loads((folder / "provenance.json").read_text())
+    prov["description_from"] = "common/parent.yaml"  # the suite kept an included file's description
+    (folder / "provenance.json").write_text(json.dumps(prov))
     rebuild_report(folder)
     return folder
+
+
+def test_an_inherited_description_is_flagged(altered, example):
+    note = "this description comes from the included file `common/parent.yaml`"
+    assert note in (altered / "report.md").read_text()
+    assert "this description comes from the included file" in (altered / "report.html").read_text()
+    assert "included file" not in (example / "report.md").read_text()
 
 
 def test_the_page_holds_every_table_of_report_md(example):

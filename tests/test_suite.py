@@ -156,6 +156,44 @@ def test_arm_scoped_grid_key_sweeps_one_arm(tmp_path):
         load_suite(write(tmp_path, bad, "bad.yaml"))
 
 
+def test_include_replaces_arms_and_grid_merges_the_rest(tmp_path):
+    """An including file that names arms gets exactly those arms; its grid is its own; stages merge."""
+    write(tmp_path, MICRO.replace("name: micro", "name: parent\ndescription: a parent's model")
+          + "  budget.units: [32, 64]\nstages:\n  dpo: {beta: 0.3}\n", "parent.yaml")  # fmt: skip
+    child = write(tmp_path, "include: parent.yaml\nname: child\narms:\n  sft: {recipe: [sft]}\n"
+                  "grid: {seed: [3]}\nstages:\n  sft: {epochs: 1}\n", "child.yaml")  # fmt: skip
+    suite = load_suite(child)
+    assert list(suite.arms) == ["sft"] and suite.grid == {"seed": [3]}
+    assert suite.stages.dpo.beta == 0.3 and suite.stages.sft.epochs == 1
+    # the description was inherited: the suite says from where (the report warns), unless it sets its own
+    assert suite.description == "a parent's model" and suite.description_from == "parent.yaml"
+    own = write(tmp_path, "include: parent.yaml\nname: own\ndescription: mine\n", "own.yaml")
+    assert load_suite(own).description_from is None and list(load_suite(own).arms) == ["sft", "dpo"]
+    # through two includes the first file that wrote the description is named
+    write(tmp_path, "include: child.yaml\nname: grandchild\n", "grandchild.yaml")
+    assert load_suite(tmp_path / "grandchild.yaml").description_from == "parent.yaml"
+    assert load_suite(child, ["description=set here"]).description_from is None
+
+
+def test_labels_line_names_where_labels_come_from():
+    from compare.report.render import labels_line
+    from compare.suite.schema import Suite
+
+    simulated = Suite.model_validate({"name": "s", "arms": {"sft": {"recipe": ["sft"]}}})
+    assert labels_line(simulated).startswith("annotator: simulated, Bradley–Terry on the gold margin")
+    human = Suite.model_validate(
+        {
+            "name": "h",
+            "arms": {"sft": {"recipe": ["sft"]}},
+            "task": {"name": "preferences", "annotator": {"flip_rate": 0.1},
+                     "data": {"path": "my/prefs", "judge": "my/judge"}},
+        }
+    )  # fmt: skip
+    line = labels_line(human)
+    assert line.startswith("comparisons: the human labels of `my/prefs`, 10% of them flipped")
+    assert "Bradley" not in line
+
+
 def test_include_and_collection(tmp_path):
     write(tmp_path, "budget: {units: 64}\nstages:\n  dpo: {beta: 0.3}\n", "common.yaml")
     path = write(tmp_path, "include: common.yaml\nstages:\n  sft: {epochs: 1}\n" + MICRO)

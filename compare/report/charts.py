@@ -20,7 +20,7 @@ from compare.metrics import mean_ci
 from compare.report.figures import objective
 from compare.report.key_results import SCALE_NAMES
 from compare.report.roles import Roles
-from compare.report.series import frontier_points, policy_groups
+from compare.report.series import fmt, frontier_points, num, policy_groups
 from compare.report.tables import grid_cell, grid_heading
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -228,7 +228,7 @@ def gold_by_split_svg(
                 f'y2="{_num(y)}" stroke="{colour}" stroke-width="1.6"/>'
                 + _point(frame.x(mean), y, colour, r=3.5)
             )
-            interval = f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+            interval = fmt(mean, half)
             tip = f"{label} · {roles.split_label(split)}: gold {interval} (95% CI, n={n})"
             body.append(_mark(shapes, tip))
     return _svg(width, frame.top + frame.height + 42, body, "Gold reward per policy on the evaluation splits")
@@ -301,7 +301,7 @@ def gold_vs_kl_svg(results: pd.DataFrame, roles: Roles, scale: dict | None = Non
     points = []
     for _, r in sorted(rows.iterrows(), key=lambda kv: order.get(kv[1]["arm"], len(order))):
         tip = (
-            f"{roles.label(r['arm'])}, seed {r['seed']}{_point_label(r, grid)}: KL {r['kl_to_base']:.3f}, "
+            f"{roles.label(r['arm'])}, seed {r['seed']}{_point_label(r, grid)}: KL {num(r['kl_to_base'])}, "
             f"gold {r['gold_reward']:.3f}"
         )
         points.append((r["arm"], float(r["kl_to_base"]), float(r["gold_reward"]), tip))
@@ -317,7 +317,7 @@ def frontier_svg(results: pd.DataFrame, roles: Roles) -> str | None:
         found = sorted(frontier_points(results, roles, arm))
         if len(found) >= 2:
             points += [
-                (arm, k, g, f"{roles.label(arm)}: KL {k:.3f}, gold {g:.3f} (mean over seeds)")
+                (arm, k, g, f"{roles.label(arm)}: KL {num(k)}, gold {g:.3f} (mean over seeds)")
                 for k, g in found
             ]
     return _scatter(points, roles, "KL(policy ‖ base), nats (sampled, ID)", "gold reward (ID, mean over seeds)",

@@ -47,7 +47,10 @@ def write_report(
     if failed:
         pd.DataFrame(failed).to_csv(out / FAILED_RUNS, index=False)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
-    (out / "provenance.json").write_text(json.dumps(provenance(stage_seconds), indent=1))
+    prov = provenance(stage_seconds)
+    if suite.description_from:  # the report warns that the description may describe another suite
+        prov["description_from"] = suite.description_from
+    (out / "provenance.json").write_text(json.dumps(prov, indent=1))
     rebuild_report(out)
 
 

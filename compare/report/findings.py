@@ -25,6 +25,7 @@ import pandas as pd
 from compare.report.claims import check_claims
 from compare.report.render import quoted_text
 from compare.report.roles import Roles
+from compare.report.series import num
 from compare.report.stats import holm, seeds_to_decide
 from compare.report.tables import table_cell
 from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, MARKERS, NOT_MEASURED, SUPPORTED, Claim
@@ -122,7 +123,7 @@ def _effect(claim: Claim) -> str:
     if d is None or d.n == 0:
         return "–"
     half = "" if math.isnan(d.half_width) else f" ± {d.half_width:.3f}"
-    return f"{d.mean:+.3f}{half} (n={d.n})"
+    return f"{num(d.mean, True)}{half} (n={d.n})"
 
 
 def findings_markdown(collection, findings: list[Finding], figures: dict[str, list[Path]]) -> str:

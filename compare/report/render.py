@@ -57,6 +57,33 @@ def describe_base(suite: Suite) -> str:
     )
 
 
+def labels_line(suite: Suite) -> str:
+    """Where the comparisons' labels come from: the dataset's people, or the simulated annotator."""
+    from compare.tasks import TASKS
+    from compare.tasks.task import has_human_labels
+
+    ann = suite.task.annotator
+    task = TASKS.get(suite.task.name)
+    if task is not None and has_human_labels(task):
+        data = getattr(suite.task, "data", None)
+        source = f" of `{data.path}`" if getattr(data, "path", None) else ""
+        flips = f", {ann.flip_rate:.0%} of them flipped" if ann.flip_rate else ""
+        return f"comparisons: the human labels{source}{flips} (no simulated annotator)"
+    biases = "".join(
+        f", {label} {value:g}"
+        for label, value in (
+            ("length bias", ann.length_bias),
+            ("style bias", ann.style_bias),
+            ("position bias", ann.position_bias),
+        )
+        if value
+    )
+    return (
+        f"annotator: simulated, Bradley–Terry on the gold margin, temperature {ann.temperature:g}, flip "
+        f"rate {ann.flip_rate:g}{biases}"
+    )
+
+
 def render_markdown(
     suite: Suite, results, samples, prov: dict, figures, claims, failed=None, roles: Roles | None = None
 ) -> str:
@@ -64,30 +91,28 @@ def render_markdown(
     base = describe_base(suite)
     seeds = sorted(results["seed"].unique().tolist())
     cost = suite.budget.cost
-    ann = suite.task.annotator
     budgets = sorted(results["budget"].unique().tolist())
     splits = list(dict.fromkeys(results["split"]))  # in the order the evaluator wrote them
+    inherited = prov.get("description_from")
     lines = [
         f"# Report: {suite.name}",
         "",
         quoted_text(suite.description),
         "",
+        *(
+            [
+                f"> **Note:** this description comes from the included file `{inherited}`; the suite file "
+                "sets none of its own, so it may describe another model or dataset.",
+                "",
+            ]
+            if inherited and suite.description
+            else []
+        ),
         *key_results(results, roles, claims, FINDINGS_POINTER),
         "## Setup",
         "",
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
-        f"{suite.task.demonstrator_quality:g}; annotator: Bradley–Terry on the gold margin, temperature "
-        f"{ann.temperature:g}, flip rate {ann.flip_rate:g}"
-        + "".join(
-            f", {label} {value:g}"
-            for label, value in (
-                ("length bias", ann.length_bias),
-                ("style bias", ann.style_bias),
-                ("position bias", ann.position_bias),
-            )
-            if value
-        )
-        + ".",
+        f"{suite.task.demonstrator_quality:g}; {labels_line(suite)}.",
         f"- **Base model (every arm starts here):** {base}.",
         f"- **Budget:** {', '.join(f'{b:g}' for b in budgets)} annotation units per arm; a demonstration costs "
         f"{cost.demonstration:g} units, a comparison {cost.comparison:g}, a binary label {cost.label:g}.",

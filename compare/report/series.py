@@ -33,8 +33,16 @@ def id_gap(results: pd.DataFrame, arm: str, split: str, metric: str = "gold_rewa
     return {s: ids[s] - other[s] for s in ids.keys() & other.keys()}
 
 
+def num(value: float, signed: bool = False) -> str:
+    """A number to three decimals, never "-0.000" (a value that rounds to zero prints as 0.000)."""
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    if text[0] == "-" and float(text) == 0:
+        return "+0.000" if signed else "0.000"
+    return text
+
+
 def fmt(mean: float, half: float) -> str:
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+    return num(mean) if math.isnan(half) else f"{num(mean)} ± {half:.3f}"
 
 
 def summary(values: dict[int, float]) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from compare.metrics import mean_ci
 from compare.plan import arm_budget, default_share
 from compare.report.roles import Column, Roles
-from compare.report.series import fmt, per_seed, policy_groups
+from compare.report.series import fmt, num, per_seed, policy_groups
 from compare.report.stats import paired_difference
 from compare.stages import RECIPE_STAGES
 from compare.suite import Suite
@@ -66,10 +66,10 @@ def fmt_ci(values, nonnegative: bool = False) -> str:
     if n == 0 or math.isnan(mean):
         return "–"
     if n == 1 or math.isnan(half):
-        return f"{mean:.3f}"
+        return num(mean)
     if nonnegative and mean - half < 0:
-        return f"{mean:.3f} ({max(0.0, mean - half):.3f} to {mean + half:.3f})"
-    return f"{mean:.3f} ± {half:.3f}"
+        return f"{num(mean)} ({max(0.0, mean - half):.3f} to {num(mean + half)})"
+    return f"{num(mean)} ± {half:.3f}"
 
 
 def table_cell(text: str) -> str:

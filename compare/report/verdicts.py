@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from compare.report.series import fmt
+from compare.report.series import fmt, num
 from compare.report.stats import Difference, holm
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
@@ -143,7 +143,7 @@ def reading(diff: Difference, subject: str, bigger: str, smaller: str, other: st
         return f"{subject} and {other} share no seeds: nothing to compare."
     word = bigger if diff.mean >= 0 else smaller
     sure = (
-        f"significant at {diff.n} seeds (95% interval {diff.low:+.3f} to {diff.high:+.3f})"
+        f"significant at {diff.n} seeds (95% interval {num(diff.low, True)} to {num(diff.high, True)})"
         if diff.significant
         else f"not significant at {diff.n} seed{'s' if diff.n != 1 else ''}"
     )

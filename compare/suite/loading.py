@@ -3,8 +3,11 @@
 The `grid` sweeps any setting of the suite: each key is a dotted path into the suite (`budget.units`,
 `stages.dpo.beta`, `task.annotator.flip_rate`) or `seed`, each value a list; runs are every arm at every
 point of the grid's cross product. A key `arms.<arm>.stages.<stage>.<setting>` sweeps one arm's setting
-without multiplying the other arms. `include: other.yaml` starts a file from another file's settings
-(this file's keys win); a file with `suites: [...]` is a `Collection` of suites run together.
+without multiplying the other arms. `include: other.yaml` starts a file from another file's settings by
+the rule of `INCLUDE_REPLACES`: `arms` and `grid` (and `name`, `description`) are taken whole from the
+including file when it names them, every other key (`task`, `base`, `budget`, `stages`, `eval`) is merged
+key by key, this file's values winning. A file with `suites: [...]` is a `Collection` of suites run
+together.
 
 Inputs that would exhaust the machine or fail late are refused here, before anything runs
 (compare/limits.py): YAML alias bombs and duplicate keys, include cycles, inf and nan, seeds numpy
@@ -59,6 +62,7 @@ def load_suites(
     """A suite file, or a collection of them: (the collection or None, the validated suites)."""
     path = Path(path)
     data = _read_yaml(path)
+    data.pop("_description_from", None)
     if "suites" not in data:
         return None, [load_suite(path, overrides)]
     try:
@@ -146,8 +150,20 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
                 f"{chain[0]}: include: more than {limits.MAX_INCLUDE_DEPTH} files in one include chain "
                 f"({_shown(chain[0], chain[0])} -> ... -> {_shown(target, chain[0])})"
             )
-        data = _merge(_read_yaml(target, chain), data)
+        included_data = _read_yaml(target, chain)
+        if "description" in included_data and "description" not in data:
+            data["_description_from"] = included_data.get("_description_from", _shown(target, chain[0]))
+        elif "description" in data:
+            included_data.pop("_description_from", None)
+        data = {**_merge(included_data, {k: v for k, v in data.items() if k not in INCLUDE_REPLACES}),
+                **{k: v for k, v in data.items() if k in INCLUDE_REPLACES}}  # fmt: skip
     return data
+
+
+# Top-level keys an including file replaces whole rather than merges into the included file's: a file
+# that lists its arms gets exactly those arms (not the included file's too), a file with a grid sweeps
+# exactly its grid. To add an arm to an included file's arms, list them all.
+INCLUDE_REPLACES = frozenset({"name", "description", "arms", "grid"})
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -163,6 +179,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
     """Read, override (`key.path=value`, value parsed as YAML) and validate a suite file."""
     path = Path(path)
     data = _read_yaml(path)
+    description_from = data.pop("_description_from", None)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -186,6 +203,8 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         raise one_line(path, err) from None
     validate_runs(suite, path)
     suite._source = str(path)
+    if description_from and not any(item.startswith("description=") for item in overrides or []):
+        suite._description_from = description_from
     return suite
 
 

@@ -488,10 +488,17 @@ class Suite(Strict):
         default_factory=Evaluation, description="Evaluation settings, the same for every arm."
     )
     _source: str = PrivateAttr("suite")  # the file it was read from, for messages (not part of the suite)
+    _description_from: str | None = PrivateAttr(None)  # the included file whose description it kept
 
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def description_from(self) -> str | None:
+        """The included file this suite's description came from, when the suite file sets none itself:
+        the report warns that it may describe another model or dataset."""
+        return self._description_from
 
     @field_validator("name")
     @classmethod

@@ -157,3 +157,9 @@ class Task:
 def has_verifier(task: type[Task]) -> bool:
     """Whether a task class gives a verifier (overrides `Task.verifier_rewards`)."""
     return task.verifier_rewards is not Task.verifier_rewards
+
+
+def has_human_labels(task: type[Task]) -> bool:
+    """Whether a task class's comparisons are its dataset's human labels (overrides
+    `Task.fixed_comparisons`) rather than the simulated annotator's."""
+    return task.fixed_comparisons is not Task.fixed_comparisons
