@@ -139,11 +139,16 @@ def check_files(suite: Suite, path: Path) -> None:
     try:
         TASKS[suite.task.name].check_data(data.model_dump(), local_only=True)
     except ValueError as e:
-        setting, sep, message = str(e).partition(": ")
-        if not (sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", setting)):
-            setting, message = "", str(e)
-        key = "task.data" + (f".{setting}" if setting else "")
-        raise SuiteError(f"{path}: {key}: {message}") from None
+        raise _data_error(path, e) from None
+
+
+def _data_error(path: Path, e: ValueError) -> SuiteError:
+    """A dataset task's error ("ood.split: ...") as the suite's, keyed under task.data."""
+    setting, sep, message = str(e).partition(": ")
+    if not (sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", setting)):
+        setting, message = "", str(e)
+    key = "task.data" + (f".{setting}" if setting else "")
+    return SuiteError(f"{path}: {key}: {message}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,9 +165,16 @@ def _check_dataset_task(suite: Suite, path: Path) -> None:
     data = suite.task.data
     if data is None:
         return
+    if not is_local(data.path):
+        return
+    task = _dataset_task(json.dumps(suite.task.model_dump(), sort_keys=True))
+    try:  # every evaluation split has prompts left: an error names the setting or filter that emptied it
+        for split in task.splits_with(suite.task.model_dump()):
+            task.prompts(split)
+    except ValueError as e:
+        raise _data_error(path, e) from None
     n_comparisons = max(arm_allocation(suite, arm)[1] for arm in suite.arms.values())
-    if n_comparisons and is_local(data.path):  # a dataset's own labels: are there enough of them?
-        task = _dataset_task(json.dumps(suite.task.model_dump(), sort_keys=True))
+    if n_comparisons:  # a dataset's own labels: are there enough of them?
         try:
             task.fixed_comparisons(n_comparisons, random.Random(0))
         except ValueError as e:

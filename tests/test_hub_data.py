@@ -504,6 +504,26 @@ def test_preference_ood_from_another_split(preference_dirs, judge_dir):
         Preferences.check_data(data)
 
 
+def test_an_ood_filter_that_leaves_nothing_names_the_filter(tmp_path, judge_dir):
+    """With no `data.ood`, OOD is the test split's prompts longer than the median training prompt: a test
+    split of short prompts leaves none, and the error names that filter and what to set instead."""
+    from datasets import Dataset, DatasetDict
+
+    short = [t for t in preference_triples(32, 40) if not t[0].startswith("my friends")]
+    splits = {"train": preference_triples(40), "test": short}
+    path = tmp_path / "short_test"
+    DatasetDict({k: Dataset.from_list(preference_rows(v, "prompt")) for k, v in splits.items()}).save_to_disk(
+        str(path)
+    )
+    task = Preferences(data=preference_data(path, judge_dir), seed=0, train_prompts=16, eval_prompts=4)
+    with pytest.raises(DataError, match=r"^ood: the length filter .* leaves no OOD prompt: .*set task.data.ood"):
+        task.prompts("ood")
+    # preflight says it under the setting, not as a budget problem
+    text = preference_suite(path, "gpt2", f"judge: {judge_dir}").replace("prompt: null", "prompt: prompt")
+    with pytest.raises(SuiteError, match=r": task.data.ood: the length filter"):
+        preflight([load_suite(write(tmp_path, text))])
+
+
 def test_data_files_folder_reads_like_a_saved_dataset(tmp_path, imdb_dir, imdb_task):
     """A folder of jsonl files (datasets.load_dataset) gives the same task as the save_to_disk folder."""
     from datasets import load_from_disk

@@ -165,6 +165,7 @@ class Preferences(Task):
     def _pairs(self) -> dict[str, list[Pair]]:
         """Pairs by split: "train" (the pool), "id" and "ood" (held out)."""
         train, test = self._read(self.data, "train_split"), self._read(self.data, "test_split")
+        median = None
         if self.data.get("ood"):
             ood = self._read(ood_source(self.data), "ood.split")
         else:  # OOD by length: prompts longer than the median training prompt
@@ -174,6 +175,12 @@ class Preferences(Task):
                 [p for p in test if len(p.prompt.split()) <= median],
                 [p for p in test if len(p.prompt.split()) > median],
             )
+            if not ood:
+                raise DataError(
+                    f"ood: the length filter (used when task.data.ood is not set) leaves no OOD prompt: no "
+                    f"prompt of test split {self.data['test_split']!r} is longer than the median training "
+                    f"prompt ({median:g} words); set task.data.ood to a split of OOD prompts"
+                )
         rng = random.Random(f"preferences-prompts-{self.seed}")
         pool = rng.sample(train, len(train))[: self.n_train_prompts]
         seen = {p.prompt for p in pool}
@@ -183,9 +190,13 @@ class Preferences(Task):
         }
         for split, pairs in held_out.items():
             if not pairs:
-                raise DataError(
-                    f"test_split: no {split.upper()} prompt is left (every one is a training prompt or none is long)"
+                where = (
+                    f"ood.split: every prompt of split {self.data['ood']['split']!r}"
+                    if split == "ood" and self.data.get("ood")
+                    else f"test_split: every {split.upper()} prompt of split {self.data['test_split']!r}"
+                    + (f" (those up to the median training prompt's {median:g} words)" if median else "")
                 )
+                raise DataError(f"{where} is also a training prompt: no {split.upper()} prompt is left")
         return {"train": pool, **held_out}
 
     def prompts(self, split: str) -> list[str]:
