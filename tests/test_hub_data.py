@@ -516,7 +516,9 @@ def test_an_ood_filter_that_leaves_nothing_names_the_filter(tmp_path, judge_dir)
         str(path)
     )
     task = Preferences(data=preference_data(path, judge_dir), seed=0, train_prompts=16, eval_prompts=4)
-    with pytest.raises(DataError, match=r"^ood: the length filter .* leaves no OOD prompt: .*set task.data.ood"):
+    with pytest.raises(
+        DataError, match=r"^ood: the length filter .* leaves no OOD prompt: .*set task.data.ood"
+    ):
         task.prompts("ood")
     # preflight says it under the setting, not as a budget problem
     text = preference_suite(path, "gpt2", f"judge: {judge_dir}").replace("prompt: null", "prompt: prompt")
