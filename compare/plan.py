@@ -166,6 +166,18 @@ def base_stage(suite: Suite) -> Stage:
     return Stage("base", {"task": task_params(suite, "base"), "tiny": suite.base.tiny.model_dump()})
 
 
+def teacher_stage(suite: Suite, kind: str, own, start: Stage, seed: int, gold: dict) -> Stage:
+    """The teacher of a distilling stage: recipe stage `kind` (one that buys no annotation and needs no
+    reward model, `StageSpec.check_teacher`) trained from `start` with its settings `own`, built as
+    `build_run` builds it for an arm whose recipe it ends, so the two name the same stage."""
+    params: dict[str, Any] = {"train": own.model_dump(), "seed": seed}
+    inputs: dict[str, Stage] = {"model": start}
+    if RECIPE_STAGES[kind].reads_task:
+        params["task"] = task_params(suite, "online")
+        inputs.update(gold)
+    return Stage(kind, params, inputs)
+
+
 def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     """The stages of one arm at one grid point, from its recipe and what each stage's spec needs."""
     arm = suite.arms[arm_name]
@@ -227,6 +239,9 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
         if spec.reads_task:  # online: rolls out on the task's prompts; the gold reward for checks
             params["task"] = task_params(suite, "online")
             inputs.update(gold)
+        if spec.teacher:  # learns from a policy trained from the same start (distillation)
+            own_teacher = getattr(settings, spec.teacher)
+            inputs["teacher"] = teacher_stage(suite, spec.teacher, own_teacher, policy, seed, gold)
         stage = Stage(kind, params, inputs)
         if spec.produces is Produces.REWARD_MODEL:
             reward_model = stage

@@ -181,6 +181,13 @@ def _check_dataset_task(suite: Suite, path: Path) -> None:
             raise SuiteError(f"{path}: budget.units: {e}") from None
 
 
+def trained_kinds(arm: Arm) -> list[str]:
+    """The stage kinds a run of the arm trains: its recipe, then the teachers its stages learn from
+    (`StageSpec.teacher`, built by the plan from the suite's settings of that kind)."""
+    teachers = [RECIPE_STAGES[kind].teacher for kind in arm.recipe if RECIPE_STAGES[kind].teacher]
+    return list(dict.fromkeys([*arm.recipe, *teachers]))
+
+
 # -- sizes: what each grid point asks of the machine -------------------------------------------------------
 def _setting_key(arm_name: str, arm: Arm, kind: str, field: str) -> str:
     """The key a stage setting of an arm comes from: the arm's own override, else the suite's stages."""
@@ -196,7 +203,7 @@ def _tiny_bytes(suite: Suite) -> tuple[float, float]:
     batch's activations (attention scores and MLP) and the tokenised pretraining corpus."""
     t = suite.base.tiny
     parameters = t.n_layer * (12 * t.n_embd**2 + 13 * t.n_embd) + (TINY_VOCABULARY + t.n_positions) * t.n_embd
-    kinds = {kind for arm in suite.arms.values() for kind in arm.recipe} | {"eval"}
+    kinds = {kind for arm in suite.arms.values() for kind in trained_kinds(arm)} | {"eval"}
     per_parameter = max([16] + [SPECS[k].memory[0] for k in kinds if SPECS[k].memory])
     weights = parameters * per_parameter * basemodel.OVERHEAD
     activations = (
@@ -312,7 +319,7 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
             key, pairs, limits.MAX_SELF_BLEU_PAIRS, said, "(it grows with the square of samples per prompt)"
         )
 
-        for kind in arm.recipe:  # online stages: what they generate, from their spec
+        for kind in trained_kinds(arm):  # online stages: what they generate, from their spec
             spec = RECIPE_STAGES[kind]
             if spec.workload is None:
                 continue
@@ -359,7 +366,7 @@ def check_lengths(suite: Suite, stages, path: Path) -> None:
     positions = suite.base.tiny.n_positions
     wanted = [("eval.max_new_tokens", suite.eval.max_new_tokens)]
     for name, arm in suite.arms.items():
-        for kind in arm.recipe:
+        for kind in trained_kinds(arm):
             n = getattr(getattr(stages[name], kind), "max_new_tokens", None)
             if n is not None:
                 wanted.append((_setting_key(name, arm, kind, "max_new_tokens"), n))
@@ -410,7 +417,7 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
     stages = {("eval", False)}
     for arm in suite.arms.values():
         settings = arm_settings(suite, arm)
-        for kind in arm.recipe:
+        for kind in trained_kinds(arm):
             spec = RECIPE_STAGES[kind]
             if spec.memory is not None:
                 stages.add((kind, spec.lora(getattr(settings, kind))))

@@ -36,7 +36,7 @@ def gold_scale(results: pd.DataFrame, roles: Roles) -> dict[str, float]:
         levels["demonstrator"] = float(ids["demonstrator_gold"].dropna().mean())
     if roles.gold_ceiling is not None:
         levels["ceiling"] = float(roles.gold_ceiling)
-    oracle_rows = ids[ids["arm"].isin(roles.oracles)]
+    oracle_rows = ids[ids["arm"].isin(roles.gold_optimisers)]
     if not oracle_rows.empty:
         levels["oracle"] = float(oracle_rows["gold_reward"].mean())
     return levels

@@ -238,6 +238,14 @@ class Roles:
         return tuple(a for a in self.names if self.arms[a].oracle)
 
     @cached_property
+    def gold_optimisers(self) -> tuple[str, ...]:
+        """The oracle bounds that optimise the gold reward themselves (PPO on it), not the students of one
+        (`StageSpec.teacher`, distillation): the gold scale's oracle level."""
+        return tuple(
+            a for a in self.oracles if not any(RECIPE_STAGES[k].teacher for k in self.arms[a].recipe)
+        )
+
+    @cached_property
     def policies(self) -> list[str]:
         """The arms that are policies, in suite order: every arm but a reward model evaluated alone (its
         policy is the base model's; its accuracy is in the reward-model table)."""

@@ -22,6 +22,8 @@ def _discover() -> dict[str, StageSpec]:
             if spec.kind in specs:
                 raise TypeError(f"stage kind {spec.kind!r} is declared twice")
             specs[spec.kind] = spec
+    for spec in specs.values():
+        spec.check_teacher(specs)
     return specs
 
 

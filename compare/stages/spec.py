@@ -123,6 +123,10 @@ class StageSpec:
     strength: str | None = None  # the setting that sets how far it may move from its start (frontier)
     objective: tuple[str, str] | None = None  # (logged column, what it is) for "what each stage optimises"
     distributed: bool = False  # every process takes part under `accelerate launch` (data parallel)
+    # learns from another policy (distillation): the recipe stage kind whose policy, trained from this stage's
+    # start with the suite's settings of that kind, the plan gives it as its input "teacher" (the same stage
+    # an arm [..., teacher] trains, so the two share it); a teacher buys no annotation (`check_teacher`)
+    teacher: str | None = None
     # an internal stage that trains with a recipe stage's settings in params["train"] (judge: the reward
     # model's): their class, whose NEUTRAL settings stay out of its key as they do for recipe stages
     train_settings: type | None = None
@@ -148,3 +152,24 @@ class StageSpec:
             self.settings is None or self.strength not in self.settings.model_fields
         ):
             raise TypeError(f"stage {self.kind}: strength {self.strength!r} is not one of its settings")
+        if self.teacher is not None and not self.in_recipes:
+            raise TypeError(f"stage {self.kind}: only a recipe stage learns from a teacher")
+
+    def check_teacher(self, specs: dict[str, StageSpec]) -> None:
+        """Its teacher, once every spec is known: a recipe stage that trains a policy on nothing the budget
+        buys (no data, no reward model), so the plan can build it from the start alone."""
+        if self.teacher is None:
+            return
+        teacher = specs.get(self.teacher)
+        if (
+            teacher is None
+            or not teacher.in_recipes
+            or teacher.produces is not Produces.POLICY
+            or teacher.data is not None
+            or teacher.needs_reward_model is not False
+            or teacher.teacher is not None
+        ):
+            raise TypeError(
+                f"stage {self.kind}: teacher {self.teacher!r} must be a recipe stage that trains a policy "
+                "on no annotation and no reward model"
+            )
