@@ -3,6 +3,7 @@ teacher, the role, a smoke run on tiny models built here, and a micro suite end 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import textwrap
@@ -94,9 +95,18 @@ def test_plan_gives_distill_the_ppo_gold_policy_from_its_own_start():
 
 def test_a_teacher_must_buy_nothing():
     assert SPECS["distill"].teacher == "ppo_gold"
-    bad = distill.SPEC.__class__(**{**distill.SPEC.__dict__, "teacher": "sft"})
-    with pytest.raises(TypeError, match="teacher 'sft' must be a recipe stage that trains a policy"):
-        bad.check_teacher(SPECS)
+    # buys data, makes no policy, needs a reward model (grpo: when its settings say so), a student, internal
+    for kind in ("sft", "rm", "ppo", "grpo", "distill", "eval"):
+        bad = dataclasses.replace(distill.SPEC, teacher=kind)
+        with pytest.raises(TypeError, match=f"teacher '{kind}' must be a recipe stage that trains a policy"):
+            bad.check_teacher(SPECS)
+    distill.SPEC.check_teacher(SPECS)  # ppo_gold: reads the task, buys nothing
+
+
+def test_every_setting_is_documented():
+    assert all(f.description for f in DistillSettings.model_fields.values())
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        DistillSettings(beta=1.5)
 
 
 def test_distill_is_an_oracle_bound_and_not_the_gold_scales_oracle():
@@ -156,6 +166,17 @@ def test_distill_moves_the_student_to_its_teacher(tmp_path, task, tiny_policy_di
     )
     assert after < 0.5 * before, (before, after)
     assert not (tmp_path / "trainer").exists()
+
+
+def test_distill_with_lora_stores_its_adapter(tmp_path, tiny_policy_dir, peaked_teacher_dir):
+    settings = DistillSettings(episodes=16, batch_size=8, lr=1e-2, max_new_tokens=4, lora_r=4)
+    inputs = {"model": tiny_policy_dir, "teacher": peaked_teacher_dir}
+    run_stage("distill", {"train": settings.model_dump(), "seed": 0, "task": TASK}, tmp_path, inputs, CTX)
+    assert (tmp_path / "adapter_config.json").exists() and not (tmp_path / "model.safetensors").exists()
+    start, trained = load_policy(tiny_policy_dir)[0], load_policy(tmp_path)[0]  # merged onto its start
+    a, b = dict(start.base_model.named_parameters()), dict(trained.base_model.named_parameters())
+    assert not torch.equal(a["h.0.attn.c_attn.weight"], b["h.0.attn.c_attn.weight"])
+    assert torch.equal(a["wte.weight"], b["wte.weight"])  # LoRA leaves the embeddings
 
 
 def test_distill_scores_padded_prompts_at_their_own_positions(
@@ -230,3 +251,4 @@ def test_distill_arm_end_to_end(tmp_path):
     assert len(list((tmp_path / "cache").glob("ppo_gold-*"))) == 1
     report = (out / "report.md").read_text()
     assert "| **distill (oracle bound)** |" in report
+    assert "| distill | base → distill (teacher: ppo_gold) | 0 | 0 | 0 | 0 | 0 |" in report

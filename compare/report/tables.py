@@ -134,7 +134,12 @@ def data_table(suite: Suite, results: pd.DataFrame) -> str:
         d, c = int(rows["n_demonstrations"].iloc[0]), int(rows["n_comparisons"].iloc[0])
         # results.csv of older runs has no n_labels: the allocation of the saved suite
         labels = int(rows["n_labels"].iloc[0]) if "n_labels" in rows else arm_budget(suite, arm)[2]
-        recipe = " → ".join(["base", *arm.recipe])
+        # a stage that learns from a teacher (distillation) names it: that policy is part of what it got
+        steps = [
+            f"{k} (teacher: {RECIPE_STAGES[k].teacher})" if RECIPE_STAGES[k].teacher else k
+            for k in arm.recipe
+        ]
+        recipe = " → ".join(["base", *steps])
         share = f"{default_share(arm):g}" if arm.recipe else "–"
         spent = d * cost.demonstration + c * cost.comparison + labels * cost.label
         on_policy = any(RECIPE_STAGES[k].on_policy for k in arm.recipe)
