@@ -18,6 +18,7 @@ from compare.lm.sampling import left_pad, sample, token_logprobs
 from compare.lm.tiny import pretrain
 from compare.plan import build_run, stage_order
 from compare.preflight import trained_kinds
+from compare.report.figures import arm_style
 from compare.report.key_results import gold_scale
 from compare.report.roles import Roles
 from compare.runner import run_stage
@@ -122,6 +123,9 @@ def test_distill_is_an_oracle_bound_and_not_the_gold_scales_oracle():
         ]  # fmt: skip
     )
     assert gold_scale(results, roles)["oracle"] == 0.9  # PPO on gold alone, not the mean with its student
+    # drawn apart in the figures: both square, the first oracle black, the next grey
+    assert [arm_style(roles, a, i) for i, a in enumerate(roles.names)][1:] == [
+        ("C1", "o"), ("black", "s"), ("dimgray", "s")]  # fmt: skip
 
 
 # -- tier 2: a smoke run on tiny models built here ------------------------------------------------------------

@@ -198,7 +198,8 @@ def test_shipped_suites_keep_their_choices(path):
         assert roles.dpo == ("dpo" if "dpo" in arms else None)
         assert roles.online_rl == next((a for a in ("ppo", "sft_ppo", "rm_ppo") if a in arms), None)
         assert roles.reference == next((a for a in ("sft", "base") if a in arms), None)
-        assert roles.oracles == (("ppo_gold",) if "ppo_gold" in arms else ())
+        assert roles.oracles == tuple(a for a in ("ppo_gold", "distill") if a in arms)  # distill: methods
+        assert roles.gold_optimisers == (("ppo_gold",) if "ppo_gold" in arms else ())
 
 
 # -- strength columns ------------------------------------------------------------------------------------

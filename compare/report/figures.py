@@ -138,6 +138,17 @@ def gold_by_split(results: pd.DataFrame, roles: Roles, path: Path, scale: dict |
     return _save(fig, path)
 
 
+ORACLE_SHADES = ("black", "dimgray", "darkgray")
+
+
+def arm_style(roles: Roles, arm: str, i: int) -> tuple[str, str]:
+    """(colour, marker) of the `i`-th arm in a figure: oracle bounds square, the first black, others grey
+    (a suite may have several: PPO on gold and the student distilled from it); other arms round, C{i}."""
+    if roles.is_oracle(arm):
+        return ORACLE_SHADES[roles.oracles.index(arm) % len(ORACLE_SHADES)], "s"
+    return f"C{i % 10}", "o"
+
+
 def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None) -> Path:
     fig = Figure(figsize=(8.0, 4.8))
     ax = fig.subplots()
@@ -147,8 +158,7 @@ def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | No
         if math.isnan(g) or math.isnan(k):
             continue
         k = max(k, 0.0)
-        marker = "s" if roles.is_oracle(arm) else "o"
-        colour = "black" if roles.is_oracle(arm) else f"C{i % 10}"
+        colour, marker = arm_style(roles, arm, i)
         ax.errorbar(k, g, xerr=_clipped(k, kh), yerr=gh, fmt=marker, capsize=3, label=label, color=colour)
     reference_lines(ax, {k: v for k, v in (scale or {}).items() if k != "base"})
     ax.set_xlabel("KL(policy ‖ base), nats per completion (sampled)")
@@ -252,7 +262,7 @@ def diversity_vs_gold(results: pd.DataFrame, roles: Roles, path: Path) -> Path |
     gold, div = _group_means(groups, "gold_reward"), _group_means(groups, metric)
     for i, ((label, g, gh), (_, d, dh), (_, arm, _)) in enumerate(zip(gold, div, groups)):
         if not (math.isnan(g) or math.isnan(d)):
-            colour, marker = ("black", "s") if roles.is_oracle(arm) else (f"C{i % 10}", "o")
+            colour, marker = arm_style(roles, arm, i)
             ax.errorbar(d, g, xerr=_clipped(d, dh), yerr=gh, fmt=marker, capsize=3, label=label, color=colour)
     ax.set_xlabel(f"{metric.replace('_', ' ')} (higher = more diverse)")
     ax.set_ylabel("gold reward (ID)")
@@ -382,7 +392,7 @@ def forgetting(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (x, label) in zip(axes, panels):
         for i, arm in enumerate(roles.policies):
-            color = "black" if roles.is_oracle(arm) else f"C{i % 10}"  # one colour per arm in both panels
+            color = arm_style(roles, arm, i)[0]  # one colour per arm in both panels
             rows = results[results["arm"] == arm]
             at_id, prior = rows[rows["split"] == "id"], rows[rows["split"] == prior_split.name]
             if prior.empty or at_id[x].isna().all():
