@@ -10,7 +10,7 @@ The student samples, the teacher scores every token, the loss is the per-token r
                 `batch_size` prompts, then sample again from the updated student
 
 TRL 1.16's `DistillationTrainer` does exactly this with `beta` = 1 (its generalised Jensen-Shannon
-divergence: 0 is forward KL, 1 reverse KL; its tests and `tests/test_distill.py` pin the convention). It
+divergence: 0 is forward KL, 1 reverse KL; `tests/test_distill.py` pins the convention). It
 computes the reverse KL over the whole vocabulary at each position: the exact expectation of Thinking
 Machines' one-sample estimate log pi_s(y_t) - log pi_t(y_t), with the prefix held fixed (their discount
 of zero: each position is trained to pick its next token, not to steer later ones). The trainer is used
