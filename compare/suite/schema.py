@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from compare import limits
-from compare.stages import RECIPE_STAGES, Data, Produces
+from compare.stages import DATA_KINDS, RECIPE_STAGES, DataKind, Produces
 from compare.stages.rm import RewardSettings
 from compare.suite.errors import error_at
 from compare.tasks import TASKS
@@ -374,15 +374,17 @@ class BaseModelSettings(Strict):
         return self.model is not None or self.package is not None
 
 
-class Cost(Strict):
-    demonstration: float = Field(4.0, gt=0, description="Annotation units one demonstration costs.")
-    comparison: float = Field(1.0, gt=0, description="Annotation units one comparison costs.")
-    label: float = Field(
-        0.5,
-        gt=0,
-        description="Annotation units one binary label (thumbs up or down on one completion, KTO) costs; "
-        "default half a comparison: one completion to read instead of two.",
-    )
+def _cost_model() -> type[Strict]:
+    """One field per kind of feedback (`compare/stages/spec.py:DataKind`): its cost."""
+    fields = {
+        kind.cost: (float, Field(kind.cost_default, gt=0, description=kind.cost_help))
+        for kind in DATA_KINDS.values()
+    }
+    doc = "The cost model: annotation units one item of each kind of feedback costs."
+    return create_model("Cost", __base__=Strict, __doc__=doc, **fields)
+
+
+Cost = _cost_model()
 
 
 class Budget(Strict):
@@ -390,16 +392,17 @@ class Budget(Strict):
     cost: Cost = Field(default_factory=Cost, description="The cost model.")
 
 
-# one field per recipe stage, typed by the stage's own settings (compare/stages/<kind>.py)
-Stages = create_model(
-    "Stages",
-    __base__=Strict,
-    __doc__="Hyper-parameters of each recipe stage: `stages.<kind>` takes that stage's settings.",
-    **{
+def _stages_model() -> type[Strict]:
+    """One field per recipe stage, typed by the stage's own settings (compare/stages/<kind>.py)."""
+    fields = {
         kind: (spec.settings, Field(default_factory=spec.settings, description=spec.description))
         for kind, spec in RECIPE_STAGES.items()
-    },
-)
+    }
+    doc = "Hyper-parameters of each recipe stage: `stages.<kind>` takes that stage's settings."
+    return create_model("Stages", __base__=Strict, __doc__=doc, **fields)
+
+
+Stages = _stages_model()
 
 
 class Arm(Strict):
@@ -448,16 +451,10 @@ class Arm(Strict):
         return self
 
     @property
-    def needs_demonstrations(self) -> bool:
-        return any(RECIPE_STAGES[k].data is Data.DEMONSTRATIONS for k in self.recipe)
-
-    @property
-    def needs_comparisons(self) -> bool:
-        return any(RECIPE_STAGES[k].data is Data.COMPARISONS for k in self.recipe)
-
-    @property
-    def needs_labels(self) -> bool:
-        return any(RECIPE_STAGES[k].data is Data.LABELS for k in self.recipe)
+    def data_kinds(self) -> tuple[DataKind, ...]:
+        """The kinds of feedback its recipe trains on, in their declaration order (the budget buys these)."""
+        kinds = {RECIPE_STAGES[k].data for k in self.recipe}
+        return tuple(kind for kind in DATA_KINDS.values() if kind in kinds)
 
 
 class Evaluation(Strict):
@@ -579,3 +576,15 @@ class Collection(Strict):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         return _folder_name(v, "collection")
+
+
+def assemble() -> None:
+    """Fit `Stages` and `Cost` (and the models that hold them) to the stage specs and kinds of feedback as
+    they are now. The schema is assembled once at import, from `compare.stages`; a test that declares a
+    stage or a kind of feedback of its own, adding it to those dicts, calls this after adding it and
+    again after taking it away."""
+    for model, fresh in ((Stages, _stages_model()), (Cost, _cost_model())):
+        model.__pydantic_fields__.clear()
+        model.__pydantic_fields__.update(fresh.__pydantic_fields__)
+    for model in (Stages, Cost, Budget, Suite):
+        model.model_rebuild(force=True)
