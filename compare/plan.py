@@ -31,7 +31,8 @@ from compare.suite.grid import (  # noqa: F401  (the grid and the budget, pure f
     set_path,
     split_budget,
 )
-from compare.suite.schema import TASK_OPTIONS, Suite
+from compare.suite.schema import Suite
+from compare.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -99,40 +100,11 @@ class Run:
         return " ".join([self.arm] + [f"{k}={v}" for k, v in self.point.items()])
 
 
-# The task settings each stage reads; a stage's key holds only these, so sweeping a setting (say the
-# annotator's flip rate) does not re-run stages that never see it (demonstrations, SFT, their evaluation).
-TASK_FIELDS = {
-    "base": ("name", "seed", "eval_prompts"),  # the tiny base's corpus (a dataset task's `data` too)
-    "demos": ("name", "seed", "train_prompts", "demonstrator_quality", "demonstrator_habit"),
-    "comparisons": ("name", "seed", "train_prompts", "annotator", "annotator_pool"),
-    "online": ("name", "seed", "train_prompts", "eval_prompts"),
-    "prompts": ("name", "seed", "train_prompts"),  # the prompts an on-policy stage labels its samples for
-    "eval": ("name", "seed", "eval_prompts"),
-    "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality", "demonstrator_habit"),
-    "judge": ("name",),  # the held-out split a dataset task's judge is trained on
-}
-# The task options (TASK_OPTIONS) each stage reads, in its key only when set (at its default an option is
-# not in the dump): the corpus reads all of them, `templates` changes the training prompts,
-# `rule_variants` the evaluation splits, `worked_steps` what the demonstrator writes. The gold reward reads
-# every form of answer whatever the options, so a stage that only scores needs none of them.
-TASK_OPTION_FIELDS = {
-    "base": TASK_OPTIONS,
-    "demos": ("worked_steps", "templates"),
-    "comparisons": ("templates",),
-    "online": ("templates",),
-    "prompts": ("templates",),
-    "eval": ("rule_variants", "templates"),
-    "demonstrator": ("rule_variants", "worked_steps", "templates"),
-}
-
-
 def task_params(suite: Suite, use: str) -> dict[str, Any]:
+    """The task settings a stage reads (`Task.stage_fields[use]`, declared by the task): a stage's key
+    holds only these. An option at its default is not in the dump, so it is not in the key either."""
     settings = suite.task.model_dump()
-    # a dataset task's `data` block goes to every stage that reads the task; built-in tasks have none,
-    # and their stage keys stay as they were
-    fields = TASK_FIELDS[use] + (("data",) if settings["data"] is not None else ())
-    fields += tuple(k for k in TASK_OPTION_FIELDS.get(use, ()) if k in settings)
-    return {k: settings[k] for k in fields}
+    return {k: settings[k] for k in TASKS[suite.task.name].stage_fields[use] if k in settings}
 
 
 def judge_stage(suite: Suite, base: Stage) -> Stage | None:
