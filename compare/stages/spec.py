@@ -8,7 +8,8 @@ function that runs it. Planning, validation, the memory check, the runner and th
 nothing else lists stage names.
 
 Adding a training method is one module in `compare/stages/` that defines its settings, its run function
-and its `SPEC`, and one line in `compare/stages/__init__.py`'s module list.
+and its `SPEC` (the package finds it). A kind of feedback is a `DataKind`, declared beside the stage that
+produces it.
 """
 
 from __future__ import annotations
