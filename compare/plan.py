@@ -1,10 +1,10 @@
 """From a validated suite to runs and a deduplicated graph of stages: the grid, the budget, the keys.
 
 A run is one arm at one grid point. Its stages come from its recipe, wired by what each stage's spec
-says it consumes and produces (`compare/stages/spec.py`): a stage that trains on demonstrations gets the
-`demos` stage, one that trains on comparisons the `comparisons` stage sampled from the policy the first
-such stage starts from, an online stage the task's prompts (and the reward model before it), a
-selection stage only changes how the evaluator samples. A stage is identified by its kind, its own
+says it consumes and produces (`compare/stages/spec.py`): a stage that trains on a kind of feedback gets
+the stage its `DataKind` names as producer (demonstrations: `demos`; comparisons and binary labels sampled
+from the policy the first stage that trains on them starts from), an online stage the task's prompts
+(and the reward model before it), a selection stage only changes how the evaluator samples. A stage is identified by its kind, its own
 settings and its inputs' keys; two runs that need the same base model, demonstrations, comparisons or
 SFT warm start name the same stage, which runs once.
 """
