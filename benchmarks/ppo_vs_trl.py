@@ -225,7 +225,7 @@ def build_models(
     """Base model, comparisons and reward model, with the project's stages; cached in `work`.
 
     Each stage is called as the runner calls it (`compare.runner.run_stage`), with the parameters the
-    planner gives it (`compare/plan.py`: the task settings each stage reads, `TASK_FIELDS`).
+    planner gives it (the task settings each stage reads: the task's `stage_fields`, compare/tasks/task.py).
     """
     from compare.runner import run_stage
     from compare.stages import SPECS

@@ -193,16 +193,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _plan(suite, cache: StageCache) -> int:
     from compare.plan import plan_runs, stage_order
+    from compare.stages import DATA_KINDS
 
     runs = plan_runs(suite)
+    # each kind of feedback some run buys, named after the stage that buys it
+    kinds = [k for k in DATA_KINDS.values() if any(r.bought[k.name] for r in runs)]
     stages = stage_order([root for r in runs for root in r.roots])
     print(f"suite {suite.name}: {len(runs)} runs, {len(stages)} stages, cache {cache.root}")
     print("\nruns:")
     for run in runs:
         state = "cached" if cache.is_complete(run.eval.name) else "to run"
-        print(
-            f"  {run.label:<40} demos={run.n_demonstrations:<5} comparisons={run.n_comparisons:<5} [{state}]"
-        )
+        bought = "".join(f"{k.stage}={run.bought[k.name]:<5} " for k in kinds)
+        print(f"  {run.label:<40} {bought}[{state}]")
     print("\nstages:")
     for stage in stages:
         state = "cached" if cache.is_complete(stage.name) else "to run"

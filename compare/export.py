@@ -39,7 +39,6 @@ from typing import Any
 from compare import __version__
 from compare.cache import StageCache, default_cache_dir
 from compare.export_card import Located, model_card
-from compare.stages.data import DATA_STAGES, DATASETS
 from compare.suite import SuiteError
 
 
@@ -147,13 +146,14 @@ def data_sources(run) -> dict[str, list]:
     (online DPO), which keeps what it bought in its own folder.
     """
     from compare.plan import stage_order
-    from compare.stages import RECIPE_STAGES
+    from compare.stages import DATA_KINDS, RECIPE_STAGES
 
+    producers = {kind.stage: name for name, kind in DATA_KINDS.items()}
     found: dict[str, list] = {}
     for stage in stage_order([run.eval]):
         spec = RECIPE_STAGES.get(stage.kind)
-        if stage.kind in DATA_STAGES:
-            found.setdefault(DATA_STAGES[stage.kind], []).append(stage)
+        if stage.kind in producers:
+            found.setdefault(producers[stage.kind], []).append(stage)
         elif spec is not None and spec.on_policy and spec.data is not None:
             found.setdefault(spec.data.value, []).append(stage)
     return found
@@ -246,16 +246,15 @@ def export_reward_model(folder: Path, out: Path) -> None:
 
 def dataset_rows(name: str, folders: list[Path]) -> list[dict]:
     """The rows of one exported dataset, in TRL's columns, from the stage folders that hold them."""
+    from compare.stages import DATA_KINDS
     from compare.stages.common import read_jsonl
 
-    file, columns = DATASETS[name]
+    kind = DATA_KINDS[name]
     rows = []
     for folder in folders:
-        if (folder / file).is_file():
-            rows += [{c: row[c] for c in columns} for row in read_jsonl(folder / file)]
-    if name == "labels":
-        rows = [{**row, "label": bool(row["label"])} for row in rows]
-    return rows
+        if (folder / kind.file).is_file():
+            rows += [{c: row[c] for c in kind.columns} for row in read_jsonl(folder / kind.file)]
+    return [{**row, **{c: bool(row[c]) for c in kind.booleans}} for row in rows]
 
 
 def save_dataset(rows: list[dict], out: Path) -> None:

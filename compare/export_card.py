@@ -25,11 +25,6 @@ class Located:
     data: dict[str, list]  # exported dataset name -> the stages holding its rows, inputs first
 
 
-TRAINERS = {
-    "demonstrations": "SFTTrainer",
-    "comparisons": "DPOTrainer, RewardTrainer",
-    "labels": "KTOTrainer",
-}
 # results.csv columns shown on the cards, where the run has them, and what each is
 METRICS = {
     "gold_reward": "the task's true reward",
@@ -109,7 +104,7 @@ def model_card(found: Located, part: str, counts: dict[str, int], exported: str,
 
     from compare.lm.external import is_local
     from compare.plan import default_share
-    from compare.stages.data import DATASETS  # the exported data's columns, beside the stages that write them
+    from compare.stages import DATA_KINDS, SPECS  # the exported data's columns, beside their stages
 
     run, suite = found.run, found.run.suite
     arm = suite.arms[run.arm]
@@ -128,11 +123,7 @@ def model_card(found: Located, part: str, counts: dict[str, int], exported: str,
         "recipe": arm.recipe,
         "demonstration_share": default_share(arm),
         "budget": suite.budget.model_dump(),
-        "bought": {
-            "demonstrations": run.n_demonstrations,
-            "comparisons": run.n_comparisons,
-            "labels": run.n_labels,
-        },
+        "bought": dict(run.bought),
         "stages": {k: getattr(_settings(run), k).model_dump() for k in arm.recipe},
     }
     prov = found.provenance
@@ -153,9 +144,10 @@ def model_card(found: Located, part: str, counts: dict[str, int], exported: str,
     if policy:
         lines.append(policy_text(found))
     else:
+        data = SPECS[stage.kind].data
         lines.append(
             f"The reward model of arm {run.arm} (stage {stage.kind}), a scalar-head model trained on "
-            f"{run.n_comparisons} comparisons with TRL's RewardTrainer (Bradley–Terry loss)."
+            f"{run.bought[data.name]} {data.name} with TRL's RewardTrainer (Bradley–Terry loss)."
         )
     lines += [
         "",
@@ -193,7 +185,8 @@ def model_card(found: Located, part: str, counts: dict[str, int], exported: str,
     ]
     if counts:
         for name, n in counts.items():
-            lines.append(f"- `../data/{name}`: {n} rows ({', '.join(DATASETS[name][1])}; {TRAINERS[name]})")
+            kind = DATA_KINDS[name]
+            lines.append(f"- `../data/{name}`: {n} rows ({', '.join(kind.columns)}; {kind.trainers})")
     else:
         lines.append("The arm bought no annotations offline (nothing under `../data/`).")
     lines += [

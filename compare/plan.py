@@ -1,10 +1,10 @@
 """From a validated suite to runs and a deduplicated graph of stages: the grid, the budget, the keys.
 
 A run is one arm at one grid point. Its stages come from its recipe, wired by what each stage's spec
-says it consumes and produces (`compare/stages/spec.py`): a stage that trains on demonstrations gets the
-`demos` stage, one that trains on comparisons the `comparisons` stage sampled from the policy the first
-such stage starts from, an online stage the task's prompts (and the reward model before it), a
-selection stage only changes how the evaluator samples. A stage is identified by its kind, its own
+says it consumes and produces (`compare/stages/spec.py`): a stage that trains on a kind of feedback gets
+the stage its `DataKind` names as producer (demonstrations: `demos`; comparisons and binary labels sampled
+from the policy the first stage that trains on them starts from), an online stage the task's prompts
+(and the reward model before it), a selection stage only changes how the evaluator samples. A stage is identified by its kind, its own
 settings and its inputs' keys; two runs that need the same base model, demonstrations, comparisons or
 SFT warm start name the same stage, which runs once.
 """
@@ -19,10 +19,9 @@ from functools import cached_property
 from typing import Any
 
 from compare.lm.external import local_stamp
-from compare.stages import RECIPE_STAGES, SPECS, Data, Produces
+from compare.stages import RECIPE_STAGES, SPECS, DataKind, Produces
 from compare.suite.grid import (  # noqa: F401  (the grid and the budget, pure functions of a suite)
     apply_point,
-    arm_allocation,
     arm_budget,
     arm_point,
     arm_settings,
@@ -32,7 +31,8 @@ from compare.suite.grid import (  # noqa: F401  (the grid and the budget, pure f
     set_path,
     split_budget,
 )
-from compare.suite.schema import TASK_OPTIONS, Suite
+from compare.suite.schema import Suite
+from compare.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,9 @@ class Run:
     arm: str
     point: dict[str, Any]
     suite: Suite
-    n_demonstrations: int
-    n_comparisons: int
+    bought: dict[str, int]  # items of each kind of feedback (compare.stages.DATA_KINDS) its budget bought
     eval: Stage
     demonstrator: Stage  # the demonstrator's gold reward on the same evaluation prompts
-    n_labels: int = 0  # binary labels (thumbs up or down) the budget bought
 
     @property
     def roots(self) -> list[Stage]:
@@ -102,40 +100,11 @@ class Run:
         return " ".join([self.arm] + [f"{k}={v}" for k, v in self.point.items()])
 
 
-# The task settings each stage reads; a stage's key holds only these, so sweeping a setting (say the
-# annotator's flip rate) does not re-run stages that never see it (demonstrations, SFT, their evaluation).
-TASK_FIELDS = {
-    "base": ("name", "seed", "eval_prompts"),  # the tiny base's corpus (a dataset task's `data` too)
-    "demos": ("name", "seed", "train_prompts", "demonstrator_quality", "demonstrator_habit"),
-    "comparisons": ("name", "seed", "train_prompts", "annotator", "annotator_pool"),
-    "online": ("name", "seed", "train_prompts", "eval_prompts"),
-    "prompts": ("name", "seed", "train_prompts"),  # the prompts an on-policy stage labels its samples for
-    "eval": ("name", "seed", "eval_prompts"),
-    "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality", "demonstrator_habit"),
-    "judge": ("name",),  # the held-out split a dataset task's judge is trained on
-}
-# The task options (TASK_OPTIONS) each stage reads, in its key only when set (at its default an option is
-# not in the dump): the corpus reads all of them, `templates` changes the training prompts,
-# `rule_variants` the evaluation splits, `worked_steps` what the demonstrator writes. The gold reward reads
-# every form of answer whatever the options, so a stage that only scores needs none of them.
-TASK_OPTION_FIELDS = {
-    "base": TASK_OPTIONS,
-    "demos": ("worked_steps", "templates"),
-    "comparisons": ("templates",),
-    "online": ("templates",),
-    "prompts": ("templates",),
-    "eval": ("rule_variants", "templates"),
-    "demonstrator": ("rule_variants", "worked_steps", "templates"),
-}
-
-
 def task_params(suite: Suite, use: str) -> dict[str, Any]:
+    """The task settings a stage reads (`Task.stage_fields[use]`, declared by the task): a stage's key
+    holds only these. An option at its default is not in the dump, so it is not in the key either."""
     settings = suite.task.model_dump()
-    # a dataset task's `data` block goes to every stage that reads the task; built-in tasks have none,
-    # and their stage keys stay as they were
-    fields = TASK_FIELDS[use] + (("data",) if settings["data"] is not None else ())
-    fields += tuple(k for k in TASK_OPTION_FIELDS.get(use, ()) if k in settings)
-    return {k: settings[k] for k in fields}
+    return {k: settings[k] for k in TASKS[suite.task.name].stage_fields[use] if k in settings}
 
 
 def judge_stage(suite: Suite, base: Stage) -> Stage | None:
@@ -178,21 +147,29 @@ def teacher_stage(suite: Suite, kind: str, own, start: Stage, seed: int, gold: d
     return Stage(kind, params, inputs)
 
 
+def data_stage(suite: Suite, kind: DataKind, n: int, seed: int, policy: Stage, gold: dict) -> Stage:
+    """The stage that buys `n` items of a kind of feedback (`DataKind.stage`): from the task's settings it
+    reads, and, for a kind sampled from a policy, from `policy` at the suite's completion length."""
+    params: dict[str, Any] = {"task": task_params(suite, kind.reads), "n": n, "seed": seed}
+    if not kind.sampled:
+        return Stage(kind.stage, params, gold)
+    # as long as the completions evaluation samples (the suite's eval.max_new_tokens)
+    params["max_new_tokens"] = suite.eval.max_new_tokens
+    return Stage(kind.stage, params, {"policy": policy, **gold})
+
+
 def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
     """The stages of one arm at one grid point, from its recipe and what each stage's spec needs."""
     arm = suite.arms[arm_name]
     seed = int(point["seed"])
     settings = arm_settings(suite, arm)
-    n_demos, n_comparisons, n_labels = arm_budget(suite, arm)
+    bought = arm_budget(suite, arm)
     base = base_stage(suite)
     judge = judge_stage(suite, base)
     gold = {"judge": judge} if judge is not None else {}  # what a stage that reads the gold reward needs
-    policy, reward_model, comparisons, labels, sampling = base, None, None, None, {}
-    demos = (
-        Stage("demos", {"task": task_params(suite, "demos"), "n": n_demos, "seed": seed}, gold)
-        if n_demos
-        else None
-    )
+    policy, reward_model, sampling = base, None, {}
+    data: dict[str, Stage] = {}  # each kind of feedback, bought once: from the policy the first stage
+    # that trains on it starts from (demonstrations from none)
     for kind in arm.recipe:
         spec, own = RECIPE_STAGES[kind], getattr(settings, kind)
         if spec.produces is Produces.SAMPLING:  # no training: changes how the evaluator samples
@@ -201,39 +178,15 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
         params: dict[str, Any] = {"train": own.model_dump(), "seed": seed}
         inputs: dict[str, Stage] = {"model": policy}
         if spec.on_policy:  # buys its labels during training, from its own samples (the annotator inside)
-            n = n_labels if spec.data is Data.LABELS else n_comparisons
-            prompts = {"task": task_params(suite, "prompts"), "n": n, "seed": seed}
+            prompts = {"task": task_params(suite, "prompts"), "n": bought[spec.data.name], "seed": seed}
             inputs["data"] = Stage("prompts", prompts)
-            params["task"] = task_params(suite, "comparisons")
+            params["task"] = task_params(suite, spec.data.reads)
             inputs.update(gold)
-        elif spec.data is Data.DEMONSTRATIONS:
-            inputs["data"] = demos
-        elif spec.data is Data.COMPARISONS:
-            if comparisons is None:  # sampled from the policy that the first preference stage starts from
-                comparisons = Stage(
-                    "comparisons",
-                    {
-                        "task": task_params(suite, "comparisons"),
-                        "n": n_comparisons,
-                        "seed": seed,
-                        "max_new_tokens": suite.eval.max_new_tokens,
-                    },
-                    {"policy": policy, **gold},
-                )
-            inputs["data"] = comparisons
-        elif spec.data is Data.LABELS:
-            if labels is None:  # one completion per label, from the policy the first such stage starts from
-                labels = Stage(
-                    "labels",
-                    {
-                        "task": task_params(suite, "comparisons"),
-                        "n": n_labels,
-                        "seed": seed,
-                        "max_new_tokens": suite.eval.max_new_tokens,
-                    },
-                    {"policy": policy, **gold},
-                )
-            inputs["data"] = labels
+        elif spec.data is not None:
+            if spec.data.name not in data:
+                n = bought[spec.data.name]
+                data[spec.data.name] = data_stage(suite, spec.data, n, seed, policy, gold)
+            inputs["data"] = data[spec.data.name]
         if spec.wants_reward_model(own):
             inputs["reward_model"] = reward_model
         if spec.reads_task:  # online: rolls out on the task's prompts; the gold reward for checks
@@ -261,7 +214,7 @@ def build_run(suite: Suite, arm_name: str, point: dict[str, Any]) -> Run:
         },
         gold,
     )
-    return Run(arm_name, point, suite, n_demos, n_comparisons, evaluation, demonstrator, n_labels)
+    return Run(arm_name, point, suite, bought, evaluation, demonstrator)
 
 
 # -- runs and their stages ---------------------------------------------------------------------------------

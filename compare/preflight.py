@@ -21,8 +21,9 @@ from pathlib import Path
 from compare import limits
 from compare.lm import external as basemodel
 from compare.lm.external import is_local
-from compare.plan import apply_point, arm_allocation, arm_budget, arm_settings, grid_points
-from compare.stages import RECIPE_STAGES, SPECS, Data, Produces
+from compare.plan import apply_point, arm_budget, arm_settings, grid_points
+from compare.stages import DATA_KINDS, RECIPE_STAGES, SPECS, Produces
+from compare.stages.data import COMPARISONS
 from compare.suite.errors import SuiteError
 from compare.suite.schema import Arm, Suite
 from compare.tasks import TASKS
@@ -173,7 +174,7 @@ def _check_dataset_task(suite: Suite, path: Path) -> None:
             task.prompts(split)
     except ValueError as e:
         raise _data_error(path, e) from None
-    n_comparisons = max(arm_allocation(suite, arm)[1] for arm in suite.arms.values())
+    n_comparisons = max(arm_budget(suite, arm)[COMPARISONS.name] for arm in suite.arms.values())
     if n_comparisons:  # a dataset's own labels: are there enough of them?
         try:
             task.fixed_comparisons(n_comparisons, random.Random(0))
@@ -243,49 +244,29 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
     units = suite.budget.units
     for name, arm in suite.arms.items():
         try:
-            n_demos, n_comparisons, n_labels = arm_budget(suite, arm)
+            bought = arm_budget(suite, arm)
         except OverflowError:  # units / cost beyond a float
-            n_demos = math.inf if arm.needs_demonstrations else 0
-            n_comparisons = math.inf if arm.needs_comparisons else 0
-            n_labels = math.inf if arm.needs_labels else 0
-        check(
-            "budget.units",
-            n_demos,
-            limits.fits("demonstration", ram),
-            f"{units:g} units buy {count(n_demos)} demonstrations for arm {name!r}",
-        )
-        check(
-            "budget.units",
-            n_comparisons,
-            limits.fits("comparison", ram),
-            f"{units:g} units buy {count(n_comparisons)} comparisons for arm {name!r}",
-        )
-        if n_comparisons:  # sampled as pairs of eval.max_new_tokens (a dataset's own pairs: none)
-            tokens = n_comparisons * 2 * ev.max_new_tokens
-            said = f"{count(n_comparisons)} comparisons for arm {name!r} x 2 completions"
-            said += f" x {ev.max_new_tokens} tokens = {count(tokens)} tokens"
-            check("eval.max_new_tokens", tokens, limits.fits("token", ram), said)
-        if arm.needs_labels and n_labels < 1:
-            raise SuiteError(
-                f"{path}: budget.units: {units:g} units buy no binary label for arm {name!r} "
-                f"(cost.label {suite.budget.cost.label:g})"
-            )
-        if n_labels:  # one completion of eval.max_new_tokens each, held like a demonstration
-            said = f"{units:g} units buy {count(n_labels)} binary labels for arm {name!r}"
-            check("budget.units", n_labels, limits.fits("demonstration", ram), said)
-            tokens = n_labels * ev.max_new_tokens
-            said = f"{count(n_labels)} binary labels for arm {name!r} x {ev.max_new_tokens} tokens"
-            check(
-                "eval.max_new_tokens", tokens, limits.fits("token", ram), f"{said} = {count(tokens)} tokens"
-            )
+            bought = {name: math.inf if kind in arm.data_kinds else 0 for name, kind in DATA_KINDS.items()}
+        for kind in arm.data_kinds:  # what each kind of feedback bought holds in memory
+            n = bought[kind.name]
+            said = f"{units:g} units buy {count(n)} {kind.singular}s for arm {name!r}"
+            check("budget.units", n, limits.fits(kind.item, ram), said)
+            if (
+                n and kind.sampled
+            ):  # sampled from the policy, eval.max_new_tokens each (a dataset's own pairs: none)
+                tokens = n * kind.sampled * ev.max_new_tokens
+                said = f"{count(n)} {kind.singular}s for arm {name!r}"
+                said += f" x {kind.sampled} completions" if kind.sampled > 1 else ""
+                said += f" x {ev.max_new_tokens} tokens = {count(tokens)} tokens"
+                check("eval.max_new_tokens", tokens, limits.fits("token", ram), said)
         for kind in arm.recipe:  # a stage that labels its own samples in rounds: one label a round at least
             rounds = getattr(getattr(stages[name], kind), "rounds", None)
             if RECIPE_STAGES[kind].on_policy and rounds is not None:
-                bought = n_labels if RECIPE_STAGES[kind].data is Data.LABELS else n_comparisons
-                if bought < rounds:
+                bought_now = bought[RECIPE_STAGES[kind].data.name]
+                if bought_now < rounds:
                     raise SuiteError(
                         f"{path}: {_setting_key(name, arm, kind, 'rounds')}: {rounds} rounds, but "
-                        f"{units:g} units buy {count(bought)} labels for arm {name!r}; at most one round per label"
+                        f"{units:g} units buy {count(bought_now)} labels for arm {name!r}; at most one round per label"
                     )
 
         # the evaluation (compare/stages/evaluate.py): k samples per prompt (x n with best-of-n) per split

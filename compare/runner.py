@@ -33,7 +33,7 @@ from compare.stage_run import (  # noqa: F401  (running one stage: re-exported f
     seed_everything,
     wait_for_everyone,
 )
-from compare.stages import RECIPE_STAGES, SPECS
+from compare.stages import DATA_KINDS, RECIPE_STAGES, SPECS
 from compare.stages.common import Context, read_jsonl
 from compare.suite.errors import SuiteError, first_line
 from compare.tracking import run_tags
@@ -387,9 +387,7 @@ def collect(runs: list[Run], cache: StageCache):
             "arm": run.arm,
             "seed": run.seed,
             "budget": run.suite.budget.units,
-            "n_demonstrations": run.n_demonstrations,
-            "n_comparisons": run.n_comparisons,
-            "n_labels": run.n_labels,
+            **{DATA_KINDS[name].column: n for name, n in run.bought.items()},
             **{f"grid.{k}": v for k, v in run.point.items() if k != "seed"},
         }
         metrics = read(run.eval, "metrics.json", json_file)

@@ -191,7 +191,9 @@ def test_comparisons_are_the_cached_ones_and_train_dpo(micro, exported, tmp_path
 
     to, run = exported["dpo"], run_of(micro, "dpo", **{"arms.dpo.stages.dpo.beta": 0.1})
     data = load_from_disk(str(to / "data" / "comparisons"))
-    assert data.column_names == ["prompt", "chosen", "rejected"] and len(data) == run.n_comparisons == 48
+    assert (
+        data.column_names == ["prompt", "chosen", "rejected"] and len(data) == run.bought["comparisons"] == 48
+    )
     stage = run.eval.inputs["policy"].inputs["data"]
     rows = read_jsonl(micro.cache / stage.name / "comparisons.jsonl")
     assert data.to_list() == [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
@@ -212,9 +214,9 @@ def test_demonstrations_are_prompt_completion_rows_the_budget_bought(micro, expo
     run = run_of(micro, "sft")
     data = load_from_disk(str(exported["sft"] / "data" / "demonstrations"))
     assert data.column_names == ["prompt", "completion"]
-    assert len(data) == run.n_demonstrations == 12  # 48 units at 4 a demonstration
+    assert len(data) == run.bought["demonstrations"] == 12  # 48 units at 4 a demonstration
     lora = load_from_disk(str(exported["lora"] / "data" / "demonstrations"))
-    assert len(lora) == run_of(micro, "lora").n_demonstrations == 6  # half the budget
+    assert len(lora) == run_of(micro, "lora").bought["demonstrations"] == 6  # half the budget
     assert len(load_from_disk(str(exported["lora"] / "data" / "comparisons"))) == 24
 
 
@@ -225,7 +227,7 @@ def test_kto_labels_are_prompt_completion_label_rows(micro, exported):
     data = load_from_disk(str(exported["kto"] / "data" / "labels"))
     assert data.column_names == ["prompt", "completion", "label"]
     assert data.features["label"].dtype == "bool"
-    assert len(data) == run.n_labels == 96  # 48 units at 0.5 a label
+    assert len(data) == run.bought["labels"] == 96  # 48 units at 0.5 a label
     assert set(data["label"]) == {True, False}
 
 

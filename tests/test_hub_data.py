@@ -372,6 +372,8 @@ def write(tmp_path, text, name="suite.yaml"):
 
 
 def test_builtin_suite_stage_keys_unchanged(tmp_path, monkeypatch):
+    from compare.tasks.task import STAGE_FIELDS
+
     suite = load_suite(
         write(tmp_path, "name: m\narms:\n  sft: {recipe: [sft]}\n  ppo: {recipe: [sft, rm, ppo]}\n")
     )
@@ -382,7 +384,7 @@ def test_builtin_suite_stage_keys_unchanged(tmp_path, monkeypatch):
 
     def before(suite, use):  # task_params as it was before dataset tasks
         settings = suite.task.model_dump()
-        return {k: settings[k] for k in plan.TASK_FIELDS[use]}
+        return {k: settings[k] for k in STAGE_FIELDS[use]}
 
     monkeypatch.setattr(plan, "task_params", before)
     assert [s.key for s in stage_order([r.eval for r in plan_runs(suite)])] == now

@@ -15,6 +15,7 @@ import textwrap
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from compare.cli import main
 from compare.lm.loading import load_policy, save_model
@@ -25,6 +26,9 @@ from compare.plan import build_run, split_budget, stage_order
 from compare.runner import run_stage
 from compare.stages import RECIPE_STAGES, Job, grpo, kto, online_dpo, rs_ft
 from compare.stages.common import Context, read_jsonl, write_jsonl
+from compare.stages.data import COMPARISONS as C
+from compare.stages.data import DEMONSTRATIONS as D
+from compare.stages.data import LABELS as L
 from compare.stages.dpo import DPOSettings
 from compare.stages.grpo import GRPOSettings
 from compare.stages.kto import KTOSettings
@@ -80,10 +84,11 @@ def test_thumbs_up_is_bradley_terry_against_the_reference_then_flips():
 def test_budget_buys_labels_at_their_cost():
     cost = Cost(demonstration=4, comparison=1, label=0.5)
     assert Cost().label == 0.5  # the default: half a comparison
-    assert split_budget(48, cost, 0.0, False, False, True) == (0, 0, 96)
-    assert split_budget(48, cost, 0.5, True, False, True) == (6, 0, 48)
-    assert split_budget(48, cost, 0.0, False, True, True) == (0, 24, 48)  # both: half the units each
-    assert split_budget(48, cost, 0.5, True, True, False) == (6, 24, 0)  # as before labels existed
+    assert split_budget(48, cost, 0.0, [L]) == {"labels": 96}
+    assert split_budget(48, cost, 0.5, [D, L]) == {"demonstrations": 6, "labels": 48}
+    assert split_budget(48, cost, 0.0, [C, L]) == {"comparisons": 24, "labels": 48}  # half the units each
+    # as before labels existed
+    assert split_budget(48, cost, 0.5, [D, C]) == {"demonstrations": 6, "comparisons": 24}
 
 
 def test_arithmetic_verifier_is_exact_answers_only():
@@ -119,18 +124,18 @@ def test_plan_wires_each_method():
     runs = {arm: build_run(s, arm, {"seed": 0}) for arm in s.arms}
     stages = {arm: {st.kind: st for st in stage_order([r.eval])} for arm, r in runs.items()}
     # KTO trains on binary labels sampled from its start: 48 units / 0.5 = 96 labels
-    assert runs["kto"].n_labels == 96 and runs["kto"].n_comparisons == 0
+    assert runs["kto"].bought == {"demonstrations": 0, "comparisons": 0, "labels": 96}
     assert stages["kto"]["kto"].inputs["data"].kind == "labels"
     assert stages["kto"]["labels"].params["n"] == 96
     # online DPO is given the prompts of its 48 comparisons, and the annotator, instead of labelled pairs
-    assert runs["online_dpo"].n_comparisons == 48 and "comparisons" not in stages["online_dpo"]
+    assert runs["online_dpo"].bought["comparisons"] == 48 and "comparisons" not in stages["online_dpo"]
     odpo = stages["online_dpo"]["online_dpo"]
     assert odpo.inputs["data"].kind == "prompts" and odpo.inputs["data"].params["n"] == 48
     assert odpo.params["task"]["annotator"]["temperature"] > 0
     # GRPO takes the reward model only when it is rewarded by one
     assert "reward_model" in stages["grpo"]["grpo"].inputs
     assert "reward_model" not in stages["grpo_verifier"]["grpo"].inputs
-    assert runs["grpo_verifier"].n_comparisons == 0  # a verifier costs no annotation
+    assert not any(runs["grpo_verifier"].bought.values())  # a verifier costs no annotation
     assert stages["rs_ft"]["rs_ft"].inputs["reward_model"].kind == "rm"
     # DPO's loss type is a setting: its own stage, the same comparisons
     assert stages["ipo"]["dpo"].key != stages["dpo"]["dpo"].key
@@ -163,8 +168,8 @@ def test_what_each_arm_got_counts_labels():
     from compare.report.tables import data_table
 
     s = suite()
-    rows = [{"arm": arm, "n_demonstrations": r.n_demonstrations, "n_comparisons": r.n_comparisons,
-             "n_labels": r.n_labels} for arm, r in ((a, build_run(s, a, {"seed": 0})) for a in s.arms)]  # fmt: skip
+    rows = [{"arm": arm, **{f"n_{k}": n for k, n in build_run(s, arm, {"seed": 0}).bought.items()}}
+            for arm in s.arms]  # fmt: skip
     table = data_table(s, pd.DataFrame(rows))
     assert "| comparisons | labels | units spent |" in table
     assert "| kto | base → kto | 0 | 0 | 0 | 96 | 48 |" in table  # 96 labels x 0.5 units
@@ -224,12 +229,17 @@ def test_a_verifier_needs_a_task_that_has_one(tmp_path):
     assert load_suite(path).arms["g"].recipe == ["grpo"]
 
 
-def test_preflight_checks_labels_and_rounds(tmp_path):
+def test_loading_and_preflight_check_labels_and_rounds(tmp_path):
     from compare.preflight import preflight
+    from compare.suite import load_suite
 
     s = suite(budget={"units": 0.25, "cost": {"label": 0.5}}, arms={"kto": {"recipe": ["kto"]}})
-    with pytest.raises(SuiteError, match="buy no binary label for arm 'kto'"):
-        preflight([s])
+    path = tmp_path / "labels.yaml"
+    path.write_text(yaml.safe_dump(s.model_dump()))
+    with pytest.raises(
+        SuiteError, match=r"budget\.units: 0\.25 units buy no binary label for arm 'kto' \(cost\.label 0\.5\)"
+    ):
+        load_suite(path)
     s = suite(
         budget={"units": 3},
         arms={"o": {"recipe": ["online_dpo"], "stages": {"online_dpo": {"rounds": 4}}}},

@@ -318,6 +318,33 @@ def test_a_new_task_s_splits_get_their_claims_and_tables_without_report_edits(tm
     assert figures.forgetting(results, roles, tmp_path / "f.png") is not None  # the prior ability, by role
 
 
+def test_a_suite_of_a_task_invented_here_gets_that_task_s_splits(monkeypatch):
+    """What the test above hands Roles by hand, `Roles.of` reads off the suite's task class."""
+    from compare.suite.schema import Suite
+    from compare.tasks.reviews import Reviews
+
+    class Planets(Reviews):  # a task of the test's own, with splits named as no other task names them
+        name = "planets"
+        split_specs = (
+            ID_SPLIT,
+            Split("far_away", SplitRole.SHIFT, "far away", "questions from another planet"),
+            Split("recall", SplitRole.PRIOR, "recall", "remembering names"),
+        )
+        gold_ceiling, shift_suite = 2.0, "planets.yaml"
+
+    monkeypatch.setitem(TASKS, "planets", Planets)
+    suite = Suite.model_validate(
+        {"name": "p", "task": {"name": "planets"}, "arms": {"sft": {"recipe": ["sft"]}}}
+    )
+    roles = Roles.of(suite)
+    assert (
+        roles.shifts == ["far_away"]
+        and roles.shift_description("far_away") == "questions from another planet"
+    )
+    assert roles.prior.name == "recall" and roles.split_label("far_away") == "far away"
+    assert (roles.gold_ceiling, roles.shift_suite) == (2.0, "planets.yaml")
+
+
 def test_every_task_declares_each_split_it_evaluates():
     for name, task in TASKS.items():
         declared = {s.name for s in task.split_specs}

@@ -6,6 +6,8 @@ import pytest
 
 from compare.cli import main
 from compare.plan import default_share, plan_runs, split_budget, stage_order
+from compare.stages.data import COMPARISONS as C
+from compare.stages.data import DEMONSTRATIONS as D
 from compare.suite import load_suite, load_suites
 from compare.suite.schema import Arm, Cost
 
@@ -27,15 +29,12 @@ def write(tmp_path, text, name="suite.yaml"):
 
 def test_split_budget_arithmetic():
     cost = Cost(demonstration=4, comparison=1)
-    assert split_budget(256, cost, 1.0, True, False, False) == (64, 0, 0)
-    assert split_budget(256, cost, 0.0, False, True, False) == (0, 256, 0)
-    assert split_budget(10, cost, 0.5, True, True, False) == (
-        1,
-        6,
-        0,
-    )  # 5 units -> 1 demo (4); 6 left -> 6 comparisons
-    assert split_budget(3, cost, 1.0, True, False, False) == (0, 0, 0)
-    assert split_budget(7, Cost(demonstration=2.5, comparison=1.5), 1.0, True, False, False) == (2, 0, 0)
+    assert split_budget(256, cost, 1.0, [D]) == {"demonstrations": 64}
+    assert split_budget(256, cost, 0.0, [C]) == {"comparisons": 256}
+    # 5 units -> 1 demo (4); 6 left -> 6 comparisons
+    assert split_budget(10, cost, 0.5, [D, C]) == {"demonstrations": 1, "comparisons": 6}
+    assert split_budget(3, cost, 1.0, [D]) == {"demonstrations": 0}
+    assert split_budget(7, Cost(demonstration=2.5, comparison=1.5), 1.0, [D]) == {"demonstrations": 2}
 
 
 def test_default_share():
@@ -49,7 +48,7 @@ def test_grid_expands_and_stages_are_shared(tmp_path):
     suite = load_suite(write(tmp_path, MICRO + "  budget.units: [64, 128]\n"))
     runs = plan_runs(suite)
     assert len(runs) == 2 * 2 * 2
-    assert {r.n_demonstrations for r in runs if r.arm == "sft"} == {16, 32}
+    assert {r.bought["demonstrations"] for r in runs if r.arm == "sft"} == {16, 32}
     stages = stage_order([r.eval for r in runs])
     assert sum(s.kind == "base" for s in stages) == 1  # one base model for every run
     keys = [s.key for s in stages]

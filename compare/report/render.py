@@ -21,6 +21,7 @@ from compare.report.tables import (
     table_cell,
 )
 from compare.report.verdicts import CORRECTION, MARKERS, NOT_MEASURED
+from compare.stages import DATA_KINDS
 from compare.suite import Suite
 
 FINDINGS_POINTER = "(`make findings`: reports/findings/)"
@@ -28,6 +29,11 @@ FINDINGS_POINTER = "(`make findings`: reports/findings/)"
 # images, table cells); and at a paragraph's start, what would make a heading, a quote, a list or a rule
 _MARKUP = re.compile(r"([\\<&\[\]|])")
 _BLOCK_START = re.compile(r"^(?:([#>+*=-])|([0-9]{1,9})([.)]))")
+
+
+def _a(noun: str) -> str:
+    """The noun with its indefinite article: "a comparison", "an edit"."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def quoted_text(text: str) -> str:
@@ -91,6 +97,9 @@ def render_markdown(
     base = describe_base(suite)
     seeds = sorted(results["seed"].unique().tolist())
     cost = suite.budget.cost
+    # each kind of feedback's price (the cost model, fairness rule 2): "a demonstration costs 4 units, ..."
+    (first, price), *others = [(_a(k.singular), getattr(cost, k.cost)) for k in DATA_KINDS.values()]
+    prices = f"{first} costs {price:g} units" + "".join(f", {what} {p:g}" for what, p in others)
     budgets = sorted(results["budget"].unique().tolist())
     splits = list(dict.fromkeys(results["split"]))  # in the order the evaluator wrote them
     inherited = prov.get("description_from")
@@ -114,8 +123,7 @@ def render_markdown(
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
         f"{suite.task.demonstrator_quality:g}; {labels_line(suite)}.",
         f"- **Base model (every arm starts here):** {base}.",
-        f"- **Budget:** {', '.join(f'{b:g}' for b in budgets)} annotation units per arm; a demonstration costs "
-        f"{cost.demonstration:g} units, a comparison {cost.comparison:g}, a binary label {cost.label:g}.",
+        f"- **Budget:** {', '.join(f'{b:g}' for b in budgets)} annotation units per arm; {prices}.",
         f"- **Seeds:** {', '.join(map(str, seeds))} ({len(seeds)} per cell); tables show mean ± 95% t-interval "
         "over seeds.",
         f"- **Evaluation (same for every arm):** {suite.task.eval_prompts} prompts in each split "

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from compare.stages import RECIPE_STAGES, Data, Role
+from compare.stages import RECIPE_STAGES, DataKind, Role
+from compare.stages.data import COMPARISONS, DEMONSTRATIONS
 from compare.tasks.task import Split, SplitRole
 
 
@@ -45,24 +46,23 @@ class ArmKind:
     def is_base(self) -> bool:
         return not self.recipe
 
+    def buys(self, kind: DataKind) -> bool:
+        """Some stage of its recipe trains on this kind of feedback."""
+        return any(RECIPE_STAGES[stage].data is kind for stage in self.recipe)
+
     @property
     def demonstrations(self) -> bool:
-        return any(RECIPE_STAGES[kind].data is Data.DEMONSTRATIONS for kind in self.recipe)
+        return self.buys(DEMONSTRATIONS)
 
     @property
     def comparisons(self) -> bool:
-        return any(RECIPE_STAGES[kind].data is Data.COMPARISONS for kind in self.recipe)
-
-    @property
-    def labels(self) -> bool:
-        """Binary thumbs labels (KTO)."""
-        return any(RECIPE_STAGES[kind].data is Data.LABELS for kind in self.recipe)
+        return self.buys(COMPARISONS)
 
     @property
     def offline_comparisons(self) -> bool:
         """Its last stage trains on comparisons bought up front (not on-policy, like online DPO)."""
         spec = RECIPE_STAGES[self.recipe[-1]] if self.recipe else None
-        return spec is not None and spec.data is Data.COMPARISONS and not spec.on_policy
+        return spec is not None and spec.data is COMPARISONS and not spec.on_policy
 
     @property
     def oracle(self) -> bool:
@@ -72,7 +72,7 @@ class ArmKind:
     def last(self) -> Role | None:
         return self.roles[-1] if self.recipe else None
 
-    def only(self, role: Role, data: Data | None = None) -> bool:
+    def only(self, role: Role, data: DataKind | None = None) -> bool:
         """Every stage has this role (and trains on this data); False for the base model."""
         specs = [RECIPE_STAGES[kind] for kind in self.recipe]
         return bool(specs) and all(s.role is role and (data is None or s.data is data) for s in specs)
@@ -178,12 +178,12 @@ class Roles:
     @cached_property
     def imitation(self) -> str | None:
         """The SFT arm: only imitation stages, trained on demonstrations."""
-        return self.pick(lambda a: a.only(Role.IMITATION, Data.DEMONSTRATIONS))
+        return self.pick(lambda a: a.only(Role.IMITATION, DEMONSTRATIONS))
 
     @cached_property
     def imitation_control(self) -> str | None:
         """Preferred-FT: imitation of the chosen side of comparisons (DPO's control: same data, no loser)."""
-        return self.pick(lambda a: a.only(Role.IMITATION, Data.COMPARISONS))
+        return self.pick(lambda a: a.only(Role.IMITATION, COMPARISONS))
 
     @cached_property
     def preference(self) -> str | None:

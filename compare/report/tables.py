@@ -13,7 +13,7 @@ from compare.plan import arm_budget, default_share
 from compare.report.roles import Column, Roles
 from compare.report.series import fmt, num, per_seed, policy_groups
 from compare.report.stats import paired_difference
-from compare.stages import RECIPE_STAGES
+from compare.stages import DATA_KINDS, RECIPE_STAGES
 from compare.suite import Suite
 
 
@@ -119,21 +119,35 @@ def _arm_order(key, arms: list[str]):
     return (arms.index(arm) if arm in arms else len(arms), numbers, str(rest))
 
 
-def data_table(suite: Suite, results: pd.DataFrame) -> str:
-    """What each arm bought: demonstrations, comparisons (marked when bought on-policy, during training)
-    and binary labels, and the units they cost."""
-    lines = [
-        "| arm | recipe | demonstration share | demonstrations | comparisons | labels | units spent |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def bought(suite: Suite, rows: pd.DataFrame, arm: str) -> dict:
+    """{kind of feedback: how many the arm bought}, a column per row of `rows` (one arm's results), read
+    from results.csv; a kind that an older results.csv has no column for: the saved suite's allocation."""
+    allocation = arm_budget(suite, suite.arms[arm])
+    return {
+        name: rows[kind.column] if kind.column in rows else allocation[name]
+        for name, kind in DATA_KINDS.items()
+    }
+
+
+def units_spent(suite: Suite, counts: dict):
+    """Annotation units spent on `counts` of each kind of feedback, at the suite's cost model."""
     cost = suite.budget.cost
+    return sum(n * getattr(cost, DATA_KINDS[name].cost) for name, n in counts.items())
+
+
+def data_table(suite: Suite, results: pd.DataFrame) -> str:
+    """What each arm bought of each kind of feedback (marked when bought on-policy, during training) and
+    the units it cost."""
+    header = ["arm", "recipe", "demonstration share", *DATA_KINDS, "units spent"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, arm in suite.arms.items():
         rows = results[results["arm"] == name]
         if rows.empty:
             continue
-        d, c = int(rows["n_demonstrations"].iloc[0]), int(rows["n_comparisons"].iloc[0])
-        # results.csv of older runs has no n_labels: the allocation of the saved suite
-        labels = int(rows["n_labels"].iloc[0]) if "n_labels" in rows else arm_budget(suite, arm)[2]
+        counts = {
+            kind: int(n.iloc[0]) if isinstance(n, pd.Series) else n
+            for kind, n in bought(suite, rows, name).items()
+        }
         # a stage that learns from a teacher (distillation) names it: that policy is part of what it got
         steps = [
             f"{k} (teacher: {RECIPE_STAGES[k].teacher})" if RECIPE_STAGES[k].teacher else k
@@ -141,10 +155,10 @@ def data_table(suite: Suite, results: pd.DataFrame) -> str:
         ]
         recipe = " → ".join(["base", *steps])
         share = f"{default_share(arm):g}" if arm.recipe else "–"
-        spent = d * cost.demonstration + c * cost.comparison + labels * cost.label
-        on_policy = any(RECIPE_STAGES[k].on_policy for k in arm.recipe)
-        bought = f"{c} (on-policy)" if c and on_policy else str(c)
-        lines.append(f"| {name} | {recipe} | {share} | {d} | {bought} | {labels} | {spent:g} |")
+        on_policy = {RECIPE_STAGES[k].data.name for k in arm.recipe if RECIPE_STAGES[k].on_policy}
+        cells = [f"{n} (on-policy)" if n and kind in on_policy else str(n) for kind, n in counts.items()]
+        spent = units_spent(suite, counts)
+        lines.append(f"| {name} | {recipe} | {share} | " + " | ".join(cells) + f" | {spent:g} |")
     return "\n".join(lines)
 
 
@@ -205,11 +219,9 @@ def efficiency(suite: Suite, results: pd.DataFrame, roles: Roles, arm: str) -> d
     gold on the same seed; an arm that spent nothing (a verifier) has no value."""
     base = per_seed(results, roles.base, "gold_reward")
     rows = results[(results["arm"] == arm) & (results["split"] == "id")]
-    cost = suite.budget.cost
-    labels = rows["n_labels"] if "n_labels" in rows else arm_budget(suite, suite.arms[arm])[2]
-    units = rows["n_demonstrations"] * cost.demonstration + rows["n_comparisons"] * cost.comparison
+    units = units_spent(suite, bought(suite, rows, arm))
     per_unit = {}
-    for seed, group in rows.assign(units=units + labels * cost.label).groupby("seed"):
+    for seed, group in rows.assign(units=units).groupby("seed"):
         if seed not in base:
             continue
         gain = group["gold_reward"].mean() - base[seed]

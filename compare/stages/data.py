@@ -25,16 +25,52 @@ from compare.lm.loading import load_policy
 from compare.lm.sampling import sample
 from compare.oracle import perceived, pick_annotator, prefers_first, thumbs_reference, thumbs_up
 from compare.stages.common import Context, make_task, write_jsonl
-from compare.stages.spec import StageSpec
+from compare.stages.spec import DataKind, StageSpec
 
-# what `sft-vs-rlhf export` writes of each kind of annotation: exported dataset -> (the file its stage
-# writes, the columns TRL's trainers read), and the stage kind -> its exported dataset
-DATASETS = {
-    "demonstrations": ("demos.jsonl", ("prompt", "completion")),
-    "comparisons": ("comparisons.jsonl", ("prompt", "chosen", "rejected")),
-    "labels": ("labels.jsonl", ("prompt", "completion", "label")),
-}
-DATA_STAGES = {"demos": "demonstrations", "comparisons": "comparisons", "labels": "labels"}
+# the kinds of feedback an arm buys, each beside the stage that produces it (compare/stages/spec.py)
+DEMONSTRATIONS = DataKind(
+    name="demonstrations",
+    singular="demonstration",
+    cost="demonstration",
+    cost_default=4.0,
+    cost_help="Annotation units one demonstration costs.",
+    stage="demos",
+    file="demos.jsonl",
+    columns=("prompt", "completion"),
+    trainers="SFTTrainer",
+    reads="demos",
+    share=True,
+)
+COMPARISONS = DataKind(
+    name="comparisons",
+    singular="comparison",
+    cost="comparison",
+    cost_default=1.0,
+    cost_help="Annotation units one comparison costs.",
+    stage="comparisons",
+    file="comparisons.jsonl",
+    columns=("prompt", "chosen", "rejected"),
+    trainers="DPOTrainer, RewardTrainer",
+    reads="comparisons",
+    sampled=2,
+    item="comparison",
+)
+LABELS = DataKind(
+    name="labels",
+    singular="binary label",
+    cost="label",
+    cost_default=0.5,
+    cost_help="Annotation units one binary label (thumbs up or down on one completion, KTO) costs; "
+    "default half a comparison: one completion to read instead of two.",
+    stage="labels",
+    file="labels.jsonl",
+    columns=("prompt", "completion", "label"),
+    trainers="KTOTrainer",
+    reads="comparisons",  # the annotator's settings
+    sampled=1,
+    booleans=("label",),
+)
+KINDS = (DEMONSTRATIONS, COMPARISONS, LABELS)
 COMPARISON_TEMPERATURE = 1.0  # sample the pair from the policy itself
 
 

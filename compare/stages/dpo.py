@@ -23,7 +23,8 @@ from pydantic import Field, model_validator
 
 from compare.lm.loading import load_policy, stored_as_adapter
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
-from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
+from compare.stages.data import COMPARISONS
+from compare.stages.spec import Job, Role, StageSpec, TrainSettings
 
 
 class DPOSettings(TrainSettings):
@@ -97,7 +98,7 @@ SPEC = StageSpec(
     description="DPO or a variant (IPO, hinge, robust, length-normalised) on comparisons (TRL DPOTrainer).",
     settings=DPOSettings,
     role=Role.PREFERENCE,
-    data=Data.COMPARISONS,
+    data=COMPARISONS,
     memory=(20, 4),  # + the frozen reference
     strength="beta",
     objective=("loss", "DPO loss ↓"),

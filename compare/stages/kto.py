@@ -23,7 +23,8 @@ from pydantic import Field
 
 from compare.lm.loading import load_policy, stored_as_adapter
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
-from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
+from compare.stages.data import LABELS
+from compare.stages.spec import Job, Role, StageSpec, TrainSettings
 
 
 class KTOSettings(TrainSettings):
@@ -86,7 +87,7 @@ SPEC = StageSpec(
     description="KTO on thumbs-up/down labels (TRL KTOTrainer).",
     settings=KTOSettings,
     role=Role.PREFERENCE,
-    data=Data.LABELS,
+    data=LABELS,
     memory=(20, 4),  # + the frozen reference
     strength="beta",
     objective=("loss", "KTO loss ↓"),

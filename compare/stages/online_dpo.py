@@ -39,8 +39,8 @@ from compare.stages.common import (
     trainer_args,
     write_jsonl,
 )
-from compare.stages.data import COMPARISON_TEMPERATURE, label_pairs
-from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
+from compare.stages.data import COMPARISON_TEMPERATURE, COMPARISONS, label_pairs
+from compare.stages.spec import Job, Role, StageSpec, TrainSettings
 from compare.tracking import round_context
 
 
@@ -133,7 +133,7 @@ SPEC = StageSpec(
     description="Online DPO: rounds of labelling the policy's own samples, a DPO run after each.",
     settings=OnlineDPOSettings,
     role=Role.PREFERENCE,
-    data=Data.COMPARISONS,
+    data=COMPARISONS,
     on_policy=True,
     memory=(20, 8),  # + the frozen reference, a full copy also with LoRA
     strength="beta",

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.stages.common import Context, read_jsonl
+from compare.stages.data import COMPARISONS
 from compare.stages.sft import SFTSettings, train_sft
-from compare.stages.spec import Data, Job, Role, StageSpec
+from compare.stages.spec import Job, Role, StageSpec
 
 
 def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -26,7 +27,7 @@ SPEC = StageSpec(
     description="SFT on the chosen side of the comparisons (the imitation control).",
     settings=SFTSettings,
     role=Role.IMITATION,
-    data=Data.COMPARISONS,
+    data=COMPARISONS,
     memory=(16, 4),
     objective=("loss", "NLL of chosen responses ↓"),
     distributed=True,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from compare.lm.loading import ensure_pad_token, load_classifier
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
-from compare.stages.spec import Data, Job, Produces, Role, StageSpec, TrainSettings
+from compare.stages.data import COMPARISONS
+from compare.stages.spec import Job, Produces, Role, StageSpec, TrainSettings
 
 
 class RewardSettings(TrainSettings):
@@ -55,7 +56,7 @@ SPEC = StageSpec(
     description="Reward model (TRL RewardTrainer).",
     settings=RewardSettings,
     role=Role.REWARD_MODEL,
-    data=Data.COMPARISONS,
+    data=COMPARISONS,
     produces=Produces.REWARD_MODEL,
     memory=(16, 4),
     objective=("loss", "Bradley–Terry loss ↓"),

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from compare.lm.loading import load_policy
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
-from compare.stages.spec import Data, Job, Role, StageSpec, TrainSettings
+from compare.stages.data import DEMONSTRATIONS
+from compare.stages.spec import Job, Role, StageSpec, TrainSettings
 
 
 class SFTSettings(TrainSettings):
@@ -48,7 +49,7 @@ SPEC = StageSpec(
     description="SFT on demonstrations (TRL SFTTrainer).",
     settings=SFTSettings,
     role=Role.IMITATION,
-    data=Data.DEMONSTRATIONS,
+    data=DEMONSTRATIONS,
     strength="epochs",  # more passes over the demonstrations move further from the base
     memory=(16, 4),
     objective=("loss", "NLL of demonstrations ↓"),

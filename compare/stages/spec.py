@@ -8,7 +8,8 @@ function that runs it. Planning, validation, the memory check, the runner and th
 nothing else lists stage names.
 
 Adding a training method is one module in `compare/stages/` that defines its settings, its run function
-and its `SPEC`, and one line in `compare/stages/__init__.py`'s module list.
+and its `SPEC` (the package finds it). A kind of feedback is a `DataKind`, declared beside the stage that
+produces it.
 """
 
 from __future__ import annotations
@@ -32,12 +33,35 @@ class Role(str, Enum):
     ORACLE = "oracle"  # optimises the gold reward itself: an upper bound, not a competitor
 
 
-class Data(str, Enum):
-    """The annotation a stage trains on; each kind is bought from the arm's budget at its cost."""
+@dataclass(frozen=True)
+class DataKind:
+    """One kind of feedback an arm buys from its budget (fairness rule 6), declared once beside the stage
+    that produces it (`compare/stages/data.py` declares the built-in kinds) and exported by its module as
+    `KINDS`. The planner, the budget split, the schema's `budget.cost`, preflight, export and the report's
+    tables read these declarations: a new kind of feedback is one declaration and its producer stage.
+    """
 
-    DEMONSTRATIONS = "demonstrations"
-    COMPARISONS = "comparisons"
-    LABELS = "labels"  # binary: one completion, thumbs up or down (KTO)
+    name: str  # the data's name: results.csv's `n_<name>`, the exported dataset `data/<name>`
+    singular: str  # what one item is called in messages and the report ("binary label")
+    cost: str  # its field of the suite's `budget.cost`: the annotation units one item costs
+    cost_default: float
+    cost_help: str  # that field's description
+    stage: str  # the stage kind that produces it (inputs: the task's settings `reads`, `n`, `seed`)
+    file: str  # the file that stage writes, one row per item
+    columns: tuple[str, ...]  # the columns of each row that TRL's trainers read (what `export` writes)
+    trainers: str  # the TRL trainers that read that format (the exported model card says so)
+    reads: str  # the task settings its stage reads: a use of the task's `stage_fields`
+    # completions its stage samples per item from the policy that the first stage training on it starts
+    # from (then it takes that policy and the suite's eval.max_new_tokens); 0: written without a policy
+    sampled: int = 0
+    share: bool = False  # bought with the arm's `demonstration_share`; the rest buys the other kinds
+    item: str = "demonstration"  # the size of one item in memory: a key of `compare.limits.ITEM_BYTES`
+    booleans: tuple[str, ...] = ()  # columns exported as booleans
+
+    @property
+    def column(self) -> str:
+        """Its column in results.csv: how many items the run's arm bought."""
+        return f"n_{self.name}"
 
 
 class Produces(str, Enum):
@@ -104,7 +128,7 @@ class StageSpec:
     description: str = ""
     settings: type[StageSettings] | None = None
     role: Role | None = None
-    data: Data | None = None  # the annotation it trains on (bought from the budget)
+    data: DataKind | None = None  # the feedback it trains on (bought from the budget)
     # an `rm` must come before it in the recipe; or settings -> whether it does (a stage whose reward is a
     # setting, like grpo's `reward`)
     needs_reward_model: bool | Callable[[Any], bool] = False

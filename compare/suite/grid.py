@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from compare.stages import DATA_KINDS, DataKind
 from compare.suite.errors import one_line
 from compare.suite.schema import Arm, Cost, Stages, Suite
 
@@ -59,43 +61,36 @@ def grid_size(suite: Suite) -> tuple[int, int]:
 
 
 # -- the budget ------------------------------------------------------------------------------------------
-def split_budget(
-    units: float, cost: Cost, share: float, demos: bool, comparisons: bool, labels: bool
-) -> tuple[int, int, int]:
-    """How many demonstrations, comparisons and binary labels `units` buy when a share goes to
-    demonstrations; the rest buys comparisons or labels, half each for a recipe that needs both."""
-    n_demos = math.floor(units * share / cost.demonstration + 1e-9) if demos else 0
-    rest = units - n_demos * cost.demonstration
-    if comparisons and labels:
-        rest /= 2
-    n_comparisons = math.floor(rest / cost.comparison + 1e-9) if comparisons else 0
-    n_labels = math.floor(rest / cost.label + 1e-9) if labels else 0
-    return n_demos, n_comparisons, n_labels
+def split_budget(units: float, cost: Cost, share: float, kinds: Sequence[DataKind]) -> dict[str, int]:
+    """How many items of each kind of feedback in `kinds` (those a recipe trains on) `units` buy: the kind
+    bought with the demonstration share (demonstrations) gets `share` of the units, the rest is split
+    evenly between the other kinds (half each for comparisons and binary labels)."""
+    bought, rest = {}, units
+    for kind in kinds:
+        if kind.share:
+            price = getattr(cost, kind.cost)
+            bought[kind.name] = math.floor(units * share / price + 1e-9)
+            rest = units - bought[kind.name] * price
+    others = [kind for kind in kinds if not kind.share]
+    for kind in others:
+        bought[kind.name] = math.floor(rest / len(others) / getattr(cost, kind.cost) + 1e-9)
+    return {kind.name: bought[kind.name] for kind in kinds}
 
 
 def default_share(arm: Arm) -> float:
     if arm.demonstration_share is not None:
         return arm.demonstration_share
-    if arm.needs_demonstrations and (arm.needs_comparisons or arm.needs_labels):
-        return 0.5
-    return 1.0 if arm.needs_demonstrations else 0.0
+    kinds = arm.data_kinds
+    if any(k.share for k in kinds):
+        return 0.5 if any(not k.share for k in kinds) else 1.0
+    return 0.0
 
 
-def arm_budget(suite: Suite, arm: Arm) -> tuple[int, int, int]:
-    """(demonstrations, comparisons, binary labels) the arm's budget buys."""
-    return split_budget(
-        suite.budget.units,
-        suite.budget.cost,
-        default_share(arm),
-        arm.needs_demonstrations,
-        arm.needs_comparisons,
-        arm.needs_labels,
-    )
-
-
-def arm_allocation(suite: Suite, arm: Arm) -> tuple[int, int]:
-    """(demonstrations, comparisons) the arm's budget buys (`arm_budget` has its labels too)."""
-    return arm_budget(suite, arm)[:2]
+def arm_budget(suite: Suite, arm: Arm) -> dict[str, int]:
+    """What the arm's budget buys: items of every kind of feedback (`compare.stages.DATA_KINDS`) by name,
+    0 for the kinds its recipe does not train on."""
+    bought = split_budget(suite.budget.units, suite.budget.cost, default_share(arm), arm.data_kinds)
+    return {name: bought.get(name, 0) for name in DATA_KINDS}
 
 
 def arm_settings(suite: Suite, arm: Arm) -> Stages:

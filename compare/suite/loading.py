@@ -28,7 +28,7 @@ from compare import limits
 from compare.suite.errors import SuiteError, one_line
 from compare.suite.grid import (
     apply_point,
-    arm_allocation,
+    arm_budget,
     arm_settings,
     default_share,
     grid_points,
@@ -242,20 +242,17 @@ def validate_runs(suite: Suite, path: Path) -> None:
                 raise one_line(path, err, prefix=f"arms.{name}.stages") from None
         for name, arm in resolved.arms.items():
             try:
-                n_demos, n_comparisons = arm_allocation(resolved, arm)
+                bought = arm_budget(resolved, arm)
             except OverflowError:  # units / cost beyond a float
                 raise SuiteError(
-                    f"{path}: budget.units: {resolved.budget.units:g} units buy more demonstrations or "
-                    f"comparisons for arm {name!r} than a number can hold"
+                    f"{path}: budget.units: {resolved.budget.units:g} units buy more "
+                    f"{' or '.join(k.name for k in arm.data_kinds)} for arm {name!r} than a number can hold"
                 ) from None
-            cost = resolved.budget.cost
-            if arm.needs_demonstrations and n_demos < 1:
-                raise SuiteError(
-                    f"{path}: budget.units: {resolved.budget.units:g} units buy no demonstration for arm {name!r} "
-                    f"(share {default_share(arm):g}, cost.demonstration {cost.demonstration:g})"
-                )
-            if arm.needs_comparisons and n_comparisons < 1:
-                raise SuiteError(
-                    f"{path}: budget.units: {resolved.budget.units:g} units buy no comparison for arm {name!r} "
-                    f"(cost.comparison {cost.comparison:g})"
-                )
+            for kind in arm.data_kinds:
+                if bought[kind.name] < 1:
+                    share = f"share {default_share(arm):g}, " if kind.share else ""
+                    price = getattr(resolved.budget.cost, kind.cost)
+                    raise SuiteError(
+                        f"{path}: budget.units: {resolved.budget.units:g} units buy no {kind.singular} for "
+                        f"arm {name!r} ({share}cost.{kind.cost} {price:g})"
+                    )

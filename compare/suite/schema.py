@@ -10,7 +10,7 @@ field per recipe stage, typed by that stage's own settings model.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import Any, Union
 
 from pydantic import (
     BaseModel,
@@ -25,12 +25,10 @@ from pydantic import (
 )
 
 from compare import limits
-from compare.stages import RECIPE_STAGES, Data, Produces
-from compare.stages.rm import RewardSettings
+from compare.stages import DATA_KINDS, RECIPE_STAGES, DataKind, Produces
 from compare.suite.errors import error_at
 from compare.tasks import TASKS
-from compare.tasks.arithmetic import TRAIN_TEMPLATES
-from compare.tasks.task import has_verifier
+from compare.tasks.task import Options, has_verifier
 
 
 class Strict(BaseModel):
@@ -95,113 +93,27 @@ class Annotator(Strict):
         return Annotator(**{k: defaults[k] if v is None else v for k, v in self.model_dump().items()})
 
 
-# -- dataset tasks (compare/tasks/imdb.py, compare/tasks/preferences.py, read by compare/tasks/hub.py) -----
-class DatasetSource(Strict):
-    """A dataset: `datasets.load_from_disk` for a folder written by `save_to_disk`, `load_dataset` otherwise."""
-
-    path: str = Field(
-        description="Hub dataset id (needs hub access), a folder written by Dataset/DatasetDict.save_to_disk, "
-        "or a folder or csv/json/parquet file that datasets.load_dataset reads."
-    )
-    name: str | None = Field(None, description="Dataset configuration (load_dataset's `name`).")
-    data_dir: str | None = Field(
-        None, description="Subfolder of the dataset to read (load_dataset's `data_dir`), e.g. helpful-base."
-    )
+def _task_options() -> dict[str, Any]:
+    """Every task's own options (`Task.options`) by name; tasks that share an option declare it alike."""
+    found: dict[str, Any] = {}
+    for task in TASKS.values():
+        for name, field in (task.options.model_fields if task.options else {}).items():
+            if name in found and repr(found[name]) != repr(field):
+                raise TypeError(f"task option {name!r} is declared differently by two tasks")
+            found[name] = field
+    return found
 
 
-class ImdbColumns(Strict):
-    text: str = Field("text", description="Column with the review's text.")
-    label: str = Field("label", description="Column with the review's sentiment label.")
+# Settings only some tasks read, by name (`Task.options`, e.g. compare/tasks/arithmetic.py). At its
+# default an option is left out of the dumped settings, so suites that do not set it keep their suite.yaml
+# and stage keys.
+OPTION_FIELDS = _task_options()
+TASK_OPTIONS = tuple(OPTION_FIELDS)
 
 
-class ImdbData(DatasetSource):
-    """The `imdb` task's reviews and sentiment classifier (compare/tasks/imdb.py)."""
+class CommonTaskSettings(Strict):
+    """The settings every task takes; `TaskSettings` adds `data` and every task's own options."""
 
-    train_split: str = Field("train", description="Split of the training prompts and demonstrations.")
-    test_split: str = Field("test", description="Split of the evaluation prompts (ID and OOD).")
-    columns: ImdbColumns = Field(default_factory=ImdbColumns, description="Dataset column of each role.")
-    positive_label: int | str = Field(
-        1, description="Label value of positive reviews (a ClassLabel name such as 'pos' works too)."
-    )
-    prompt_words: int = Field(8, ge=1, description="Words of a review's opening that make a prompt.")
-    demonstration_words: int = Field(
-        48, ge=1, description="Words of a review after its opening that make a demonstration."
-    )
-    classifier: str = Field(
-        description="Sentiment classifier (hub id or folder) whose P(positive) of prompt + completion is "
-        "the gold reward."
-    )
-    classifier_positive: int | str = Field(
-        1, description="The classifier's positive class: an output index or a label name (id2label)."
-    )
-
-
-class PreferenceColumns(Strict):
-    prompt: str | None = Field(
-        "prompt",
-        description="Column with the prompt (text or a message list); null = the shared prefix of chosen "
-        "and rejected (Anthropic HH).",
-    )
-    chosen: str = Field("chosen", description="Column with the preferred response (text or a message list).")
-    rejected: str = Field("rejected", description="Column with the other response (text or a message list).")
-
-
-class OodSource(Strict):
-    path: str | None = Field(None, description="Dataset of the OOD prompts; empty = the task's own dataset.")
-    name: str | None = Field(None, description="Its configuration (load_dataset's `name`).")
-    data_dir: str | None = Field(None, description="Its subfolder (load_dataset's `data_dir`).")
-    split: str = Field("test", description="Split of the OOD prompts.")
-
-
-class PreferenceData(DatasetSource):
-    """The `preferences` task's pairs and judge (compare/tasks/preferences.py)."""
-
-    train_split: str = Field(
-        "train", description="Split of the training prompts, comparisons and demonstrations."
-    )
-    test_split: str = Field("test", description="Split of the ID evaluation prompts.")
-    columns: PreferenceColumns = Field(
-        default_factory=PreferenceColumns, description="Dataset column of each role."
-    )
-    assistant_marker: str = Field(
-        "Assistant:", description="Where the prompt ends in the shared prefix of chosen and rejected texts."
-    )
-    judge: str | None = Field(
-        None, description="Judge reward model (hub id or folder, one output) whose score is the gold reward."
-    )
-    judge_split: str | None = Field(
-        None, description="Instead of `judge`: a held-out split to train the judge reward model on."
-    )
-    judge_training: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Settings of the judge's training (the rm stage's keys; defaults, not stages.rm, so "
-        "that sweeping the proxy reward model does not move the gold reward).",
-    )
-    ood: OodSource | None = Field(
-        None, description="Where OOD prompts come from; empty = the test split's longer prompts."
-    )
-
-    @field_validator("judge_training")
-    @classmethod
-    def _judge_training(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return RewardSettings.model_validate(v).model_dump()
-
-    @model_validator(mode="after")
-    def _one_judge(self):
-        if (self.judge is None) == (self.judge_split is None):
-            raise ValueError("give judge (a reward model) or judge_split (a split to train one on)")
-        if self.judge_split in (self.train_split, self.test_split):
-            raise ValueError(f"judge_split {self.judge_split!r} must be held out: not train or test split")
-        return self
-
-
-TASK_DATA: dict[str, type[DatasetSource]] = {"imdb": ImdbData, "preferences": PreferenceData}
-# Settings only some tasks read (`Task.options`). At its default an option is left out of the dumped
-# settings, so suites that do not set it keep their suite.yaml and stage keys.
-TASK_OPTIONS = ("rule_variants", "worked_steps", "templates")
-
-
-class TaskSettings(Strict):
     name: str = Field(
         "reviews",
         description="Task name: a built-in task, or a dataset task (imdb, preferences) that reads `data`.",
@@ -230,26 +142,6 @@ class TaskSettings(Strict):
         description="A pool of annotators, one drawn per comparison (AlpacaFarm); each member's unset "
         "settings come from `annotator`. Empty: `annotator` labels every comparison.",
     )
-    data: ImdbData | PreferenceData | None = Field(
-        None, description="The dataset of a dataset task (imdb, preferences); built-in tasks take none."
-    )
-    rule_variants: bool = Field(
-        False,
-        description="arithmetic: evaluate also on `ood_reversed`, the ID problems with each operand written "
-        "units first (a changed rule no training prompt uses; 5% of the corpus). docs/world.md.",
-    )
-    worked_steps: bool = Field(
-        False,
-        description="arithmetic: the demonstrator writes each column's sum before the answer "
-        "(`1 5 , 0 8 so 8 5`); half the corpus answers are worked. docs/world.md.",
-    )
-    templates: int = Field(
-        1,
-        ge=1,
-        le=len(TRAIN_TEMPLATES),
-        description="arithmetic: surface forms of a problem among the training prompts; above 1, the split "
-        "`ood_template` asks the ID problems in a form no training prompt uses. docs/world.md.",
-    )
 
     @field_validator("name")
     @classmethod
@@ -263,13 +155,13 @@ class TaskSettings(Strict):
     def _seed_range(cls, v: int) -> int:
         return _seed_in_range(v)
 
-    @field_validator("data", mode="wrap")
+    @field_validator("data", mode="wrap", check_fields=False)
     @classmethod
-    def _data_of_the_task(cls, v: Any, handler, info) -> DatasetSource | None:
+    def _data_of_the_task(cls, v: Any, handler, info) -> Options | None:
         name = info.data.get("name")
         if name not in TASKS:  # the name's own error says what is wrong
             return None
-        model = TASK_DATA.get(name)
+        model = TASKS[name].data_settings
         if model is None:
             if v is not None:
                 raise ValueError(f"task {name!r} is built in and reads no dataset: remove task.data")
@@ -285,10 +177,10 @@ class TaskSettings(Strict):
             value = getattr(self, option)
             if (
                 task is not None
-                and option not in task.options
-                and value != type(self).model_fields[option].default
+                and option not in _options_of(task)
+                and value != OPTION_FIELDS[option].default
             ):
-                readers = [name for name, t in TASKS.items() if option in t.options]
+                readers = [name for name, t in TASKS.items() if option in _options_of(t)]
                 message = f"task {self.name!r} has no such option (tasks that read it: {', '.join(readers)})"
                 raise error_at((option,), message, value)
         return self
@@ -297,7 +189,7 @@ class TaskSettings(Strict):
     def _without_default_options(self, handler) -> dict[str, Any]:
         settings = handler(self)
         for option in TASK_OPTIONS:
-            if settings.get(option) == type(self).model_fields[option].default:
+            if settings.get(option) == OPTION_FIELDS[option].default:
                 del settings[option]
         return settings
 
@@ -312,6 +204,27 @@ class TaskSettings(Strict):
             self.annotator = self.annotator.resolved(task.default_annotator)
             self.annotator_pool = [m.resolved(self.annotator.model_dump()) for m in self.annotator_pool]
         return self
+
+
+def _options_of(task) -> tuple[str, ...]:
+    return tuple(task.options.model_fields) if task.options else ()
+
+
+# the common settings, then the dataset of a dataset task (its model from the task: `Task.data_settings`),
+# then every task's own options, assembled by name as `Stages` is from the stage specs
+_DATASETS = tuple(t.data_settings for t in TASKS.values() if t.data_settings is not None)
+TaskSettings = create_model(
+    "TaskSettings",
+    __base__=CommonTaskSettings,
+    __doc__="The task and its simulated labellers: the common settings, a dataset task's `data`, options.",
+    data=(
+        Union[_DATASETS + (type(None),)],  # noqa: UP007  (a union assembled from the tasks)
+        Field(
+            None, description="The dataset of a dataset task (imdb, preferences); built-in tasks take none."
+        ),
+    ),
+    **{name: (field.annotation, field) for name, field in OPTION_FIELDS.items()},
+)
 
 
 class TinyBase(Strict):
@@ -374,15 +287,17 @@ class BaseModelSettings(Strict):
         return self.model is not None or self.package is not None
 
 
-class Cost(Strict):
-    demonstration: float = Field(4.0, gt=0, description="Annotation units one demonstration costs.")
-    comparison: float = Field(1.0, gt=0, description="Annotation units one comparison costs.")
-    label: float = Field(
-        0.5,
-        gt=0,
-        description="Annotation units one binary label (thumbs up or down on one completion, KTO) costs; "
-        "default half a comparison: one completion to read instead of two.",
-    )
+def _cost_model() -> type[Strict]:
+    """One field per kind of feedback (`compare/stages/spec.py:DataKind`): its cost."""
+    fields = {
+        kind.cost: (float, Field(kind.cost_default, gt=0, description=kind.cost_help))
+        for kind in DATA_KINDS.values()
+    }
+    doc = "The cost model: annotation units one item of each kind of feedback costs."
+    return create_model("Cost", __base__=Strict, __doc__=doc, **fields)
+
+
+Cost = _cost_model()
 
 
 class Budget(Strict):
@@ -390,16 +305,17 @@ class Budget(Strict):
     cost: Cost = Field(default_factory=Cost, description="The cost model.")
 
 
-# one field per recipe stage, typed by the stage's own settings (compare/stages/<kind>.py)
-Stages = create_model(
-    "Stages",
-    __base__=Strict,
-    __doc__="Hyper-parameters of each recipe stage: `stages.<kind>` takes that stage's settings.",
-    **{
+def _stages_model() -> type[Strict]:
+    """One field per recipe stage, typed by the stage's own settings (compare/stages/<kind>.py)."""
+    fields = {
         kind: (spec.settings, Field(default_factory=spec.settings, description=spec.description))
         for kind, spec in RECIPE_STAGES.items()
-    },
-)
+    }
+    doc = "Hyper-parameters of each recipe stage: `stages.<kind>` takes that stage's settings."
+    return create_model("Stages", __base__=Strict, __doc__=doc, **fields)
+
+
+Stages = _stages_model()
 
 
 class Arm(Strict):
@@ -448,16 +364,10 @@ class Arm(Strict):
         return self
 
     @property
-    def needs_demonstrations(self) -> bool:
-        return any(RECIPE_STAGES[k].data is Data.DEMONSTRATIONS for k in self.recipe)
-
-    @property
-    def needs_comparisons(self) -> bool:
-        return any(RECIPE_STAGES[k].data is Data.COMPARISONS for k in self.recipe)
-
-    @property
-    def needs_labels(self) -> bool:
-        return any(RECIPE_STAGES[k].data is Data.LABELS for k in self.recipe)
+    def data_kinds(self) -> tuple[DataKind, ...]:
+        """The kinds of feedback its recipe trains on, in their declaration order (the budget buys these)."""
+        kinds = {RECIPE_STAGES[k].data for k in self.recipe}
+        return tuple(kind for kind in DATA_KINDS.values() if kind in kinds)
 
 
 class Evaluation(Strict):
@@ -579,3 +489,15 @@ class Collection(Strict):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         return _folder_name(v, "collection")
+
+
+def assemble() -> None:
+    """Fit `Stages` and `Cost` (and the models that hold them) to the stage specs and kinds of feedback as
+    they are now. The schema is assembled once at import, from `compare.stages`; a test that declares a
+    stage or a kind of feedback of its own, adding it to those dicts, calls this after adding it and
+    again after taking it away."""
+    for model, fresh in ((Stages, _stages_model()), (Cost, _cost_model())):
+        model.__pydantic_fields__.clear()
+        model.__pydantic_fields__.update(fresh.__pydantic_fields__)
+    for model in (Stages, Cost, Budget, Suite):
+        model.model_rebuild(force=True)

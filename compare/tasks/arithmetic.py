@@ -79,7 +79,9 @@ import random
 import re
 from functools import cached_property
 
-from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
+from pydantic import Field
+
+from compare.tasks.task import ID_SPLIT, GoldScore, Options, Split, SplitRole, Task, with_fields
 
 DIGITS = [str(d) for d in range(10)]
 ID_OPERANDS = (10, 99)  # train and ID: two digits
@@ -100,7 +102,43 @@ CORPUS_REVERSED = 0.05  # rule_variants: share of corpus problems in the reverse
 CORPUS_WORKED = 0.5  # worked_steps: share of corpus answers that show their column sums
 CORPUS_HELD_OUT_TEMPLATE = 0.05  # templates > 1: share of corpus problems in the held-out form
 CORPUS_DEFAULT_TEMPLATE = 0.5  # templates > 1: share in the first form; the other three share the rest
-OPTIONS = {"rule_variants": False, "worked_steps": False, "templates": 1}  # suite task: keys, defaults
+
+
+class ArithmeticOptions(Options):
+    """The suite `task:` keys only arithmetic reads (docs/world.md)."""
+
+    rule_variants: bool = Field(
+        False,
+        description="arithmetic: evaluate also on `ood_reversed`, the ID problems with each operand written "
+        "units first (a changed rule no training prompt uses; 5% of the corpus). docs/world.md.",
+    )
+    worked_steps: bool = Field(
+        False,
+        description="arithmetic: the demonstrator writes each column's sum before the answer "
+        "(`1 5 , 0 8 so 8 5`); half the corpus answers are worked. docs/world.md.",
+    )
+    templates: int = Field(
+        1,
+        ge=1,
+        le=len(TRAIN_TEMPLATES),
+        description="arithmetic: surface forms of a problem among the training prompts; above 1, the split "
+        "`ood_template` asks the ID problems in a form no training prompt uses. docs/world.md.",
+    )
+
+
+# The options each stage reads (in its key only when set): the corpus reads all of them, `templates`
+# changes the training prompts, `rule_variants` the evaluation splits, `worked_steps` what the demonstrator
+# writes. The gold reward reads every form of answer whatever the options, so a stage that only scores
+# needs none of them.
+OPTION_FIELDS = {
+    "base": tuple(ArithmeticOptions.model_fields),
+    "demos": ("worked_steps", "templates"),
+    "comparisons": ("templates",),
+    "online": ("templates",),
+    "prompts": ("templates",),
+    "eval": ("rule_variants", "templates"),
+    "demonstrator": ("rule_variants", "worked_steps", "templates"),
+}
 
 
 # -- the language -----------------------------------------------------------------------------------------
@@ -227,7 +265,8 @@ class Arithmetic(Task):
 
     name = "arithmetic"
     default_demonstrator_quality = 0.8
-    options = tuple(OPTIONS)
+    options = ArithmeticOptions
+    stage_fields = with_fields(OPTION_FIELDS)
     gold_ceiling = 1.0  # every digit right, nothing else
     split_specs = (
         ID_SPLIT,

@@ -24,10 +24,30 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from compare.lm.external import is_local
+from compare.tasks.task import STAGE_FIELDS, Options, with_fields
 
 DATA_FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SCORE_BATCH = 32
+
+
+class DatasetSource(Options):
+    """A dataset: `datasets.load_from_disk` for a folder written by `save_to_disk`, `load_dataset` otherwise."""
+
+    path: str = Field(
+        description="Hub dataset id (needs hub access), a folder written by Dataset/DatasetDict.save_to_disk, "
+        "or a folder or csv/json/parquet file that datasets.load_dataset reads."
+    )
+    name: str | None = Field(None, description="Dataset configuration (load_dataset's `name`).")
+    data_dir: str | None = Field(
+        None, description="Subfolder of the dataset to read (load_dataset's `data_dir`), e.g. helpful-base."
+    )
+
+
+# a dataset task's stages all read its dataset: its `data` goes to every use of the task's settings
+DATASET_FIELDS = with_fields({use: ("data",) for use in STAGE_FIELDS})
 
 
 class DataError(ValueError):

@@ -33,12 +33,49 @@ from __future__ import annotations
 import random
 from functools import cached_property
 
-from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
-from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
+from pydantic import Field
+
+from compare.tasks.hub import (
+    DATASET_FIELDS,
+    DataError,
+    DatasetSource,
+    classifier_scores,
+    is_local,
+    load_scorer,
+    load_split,
+)
+from compare.tasks.task import ID_SPLIT, GoldScore, Options, Split, SplitRole, Task
 
 
 def review_words(text: str) -> list[str]:
     return text.replace("<br />", " ").replace("<br/>", " ").split()
+
+
+class ImdbColumns(Options):
+    text: str = Field("text", description="Column with the review's text.")
+    label: str = Field("label", description="Column with the review's sentiment label.")
+
+
+class ImdbData(DatasetSource):
+    """The `imdb` task's reviews and sentiment classifier (compare/tasks/imdb.py)."""
+
+    train_split: str = Field("train", description="Split of the training prompts and demonstrations.")
+    test_split: str = Field("test", description="Split of the evaluation prompts (ID and OOD).")
+    columns: ImdbColumns = Field(default_factory=ImdbColumns, description="Dataset column of each role.")
+    positive_label: int | str = Field(
+        1, description="Label value of positive reviews (a ClassLabel name such as 'pos' works too)."
+    )
+    prompt_words: int = Field(8, ge=1, description="Words of a review's opening that make a prompt.")
+    demonstration_words: int = Field(
+        48, ge=1, description="Words of a review after its opening that make a demonstration."
+    )
+    classifier: str = Field(
+        description="Sentiment classifier (hub id or folder) whose P(positive) of prompt + completion is "
+        "the gold reward."
+    )
+    classifier_positive: int | str = Field(
+        1, description="The classifier's positive class: an output index or a label name (id2label)."
+    )
 
 
 class Imdb(Task):
@@ -47,6 +84,8 @@ class Imdb(Task):
     name = "imdb"
     split_specs = (ID_SPLIT, Split("ood", SplitRole.SHIFT, "OOD", "openings of negative reviews"))
     default_demonstrator_quality = 1.0
+    data_settings = ImdbData
+    stage_fields = DATASET_FIELDS
 
     def __init__(self, data: dict, **settings):
         super().__init__(**settings)

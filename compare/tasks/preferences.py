@@ -45,8 +45,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from compare.tasks.hub import DataError, classifier_scores, is_local, load_scorer, load_split
-from compare.tasks.task import ID_SPLIT, GoldScore, Split, SplitRole, Task
+from pydantic import Field, field_validator, model_validator
+
+from compare.tasks.hub import (
+    DATASET_FIELDS,
+    DataError,
+    DatasetSource,
+    classifier_scores,
+    is_local,
+    load_scorer,
+    load_split,
+)
+from compare.tasks.task import ID_SPLIT, GoldScore, Options, Split, SplitRole, Task
 
 ROLE_NAMES = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
 
@@ -117,6 +127,69 @@ def to_pair(prompt: Any, chosen: Any, rejected: Any, marker: str) -> Pair | None
     return Pair(text, good, bad) if text and good != bad else None
 
 
+class PreferenceColumns(Options):
+    prompt: str | None = Field(
+        "prompt",
+        description="Column with the prompt (text or a message list); null = the shared prefix of chosen "
+        "and rejected (Anthropic HH).",
+    )
+    chosen: str = Field("chosen", description="Column with the preferred response (text or a message list).")
+    rejected: str = Field("rejected", description="Column with the other response (text or a message list).")
+
+
+class OodSource(Options):
+    path: str | None = Field(None, description="Dataset of the OOD prompts; empty = the task's own dataset.")
+    name: str | None = Field(None, description="Its configuration (load_dataset's `name`).")
+    data_dir: str | None = Field(None, description="Its subfolder (load_dataset's `data_dir`).")
+    split: str = Field("test", description="Split of the OOD prompts.")
+
+
+class PreferenceData(DatasetSource):
+    """The `preferences` task's pairs and judge (compare/tasks/preferences.py)."""
+
+    train_split: str = Field(
+        "train", description="Split of the training prompts, comparisons and demonstrations."
+    )
+    test_split: str = Field("test", description="Split of the ID evaluation prompts.")
+    columns: PreferenceColumns = Field(
+        default_factory=PreferenceColumns, description="Dataset column of each role."
+    )
+    assistant_marker: str = Field(
+        "Assistant:", description="Where the prompt ends in the shared prefix of chosen and rejected texts."
+    )
+    judge: str | None = Field(
+        None, description="Judge reward model (hub id or folder, one output) whose score is the gold reward."
+    )
+    judge_split: str | None = Field(
+        None, description="Instead of `judge`: a held-out split to train the judge reward model on."
+    )
+    judge_training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the judge's training (the rm stage's keys; defaults, not stages.rm, so "
+        "that sweeping the proxy reward model does not move the gold reward).",
+    )
+    ood: OodSource | None = Field(
+        None, description="Where OOD prompts come from; empty = the test split's longer prompts."
+    )
+
+    @field_validator("judge_training")
+    @classmethod
+    def _judge_training(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # the judge is trained by the rm stage's code with its settings: imported when a suite is read,
+        # long after the stages and tasks are (the stages import the tasks)
+        from compare.stages.rm import RewardSettings
+
+        return RewardSettings.model_validate(v).model_dump()
+
+    @model_validator(mode="after")
+    def _one_judge(self):
+        if (self.judge is None) == (self.judge_split is None):
+            raise ValueError("give judge (a reward model) or judge_split (a split to train one on)")
+        if self.judge_split in (self.train_split, self.test_split):
+            raise ValueError(f"judge_split {self.judge_split!r} must be held out: not train or test split")
+        return self
+
+
 class Preferences(Task):
     """A preference dataset: its prompts, its human labels, and a judge reward model as gold."""
 
@@ -126,6 +199,8 @@ class Preferences(Task):
         Split("ood", SplitRole.SHIFT, "OOD", "the dataset's out-of-distribution prompts"),
     )
     default_demonstrator_quality = 1.0
+    data_settings = PreferenceData
+    stage_fields = DATASET_FIELDS
 
     def __init__(self, data: dict, judge_model: str | None = None, **settings):
         super().__init__(**settings)

@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
+from pydantic import BaseModel, ConfigDict
+
 from compare.oracle import View
 
 # a task with no realistic labellers of its own (a dataset's labels are already human): no biases
@@ -21,6 +23,34 @@ NO_BIASES = {
     "style_bias": 0.0,
     "position_bias": 0.0,
 }
+
+
+class Options(BaseModel):
+    """Base of a task's own settings models (`Task.options`, `Task.data_settings`): strict like the whole
+    suite (compare/suite/schema.py): unknown keys are errors, every float finite, every field documented."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+# The task settings each stage reads (a stage's key holds only these), by use: the stage kind, or what an
+# online or on-policy stage does with the task. So sweeping a setting (say the annotator's flip rate) does
+# not re-run stages that never see it (demonstrations, SFT, their evaluation). A task adds its own options
+# to the uses that read them (`Task.stage_fields`); a dataset task adds its `data` to every use.
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "base": ("name", "seed", "eval_prompts"),  # the tiny base's corpus keeps the evaluation prompts out
+    "demos": ("name", "seed", "train_prompts", "demonstrator_quality", "demonstrator_habit"),
+    "comparisons": ("name", "seed", "train_prompts", "annotator", "annotator_pool"),  # the annotator's
+    "online": ("name", "seed", "train_prompts", "eval_prompts"),  # rolls out on the training prompts
+    "prompts": ("name", "seed", "train_prompts"),  # the prompts an on-policy stage labels its samples for
+    "eval": ("name", "seed", "eval_prompts"),
+    "demonstrator": ("name", "seed", "eval_prompts", "demonstrator_quality", "demonstrator_habit"),
+    "judge": ("name",),  # the held-out split a dataset task's judge is trained on
+}
+
+
+def with_fields(added: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """`STAGE_FIELDS` with a task's own fields added to the uses that read them."""
+    return {use: fields + added.get(use, ()) for use, fields in STAGE_FIELDS.items()}
 
 
 class SplitRole(str, Enum):
@@ -76,7 +106,12 @@ class Task:
         ID_SPLIT,
         Split("ood", SplitRole.SHIFT, "OOD", "out-of-distribution prompts"),
     )
-    options: tuple[str, ...] = ()  # the task options it reads (compare/suite/schema.py TASK_OPTIONS)
+    # its own suite `task:` keys, beside the common ones (compare/suite/schema.py assembles them by name);
+    # at its default an option is left out of the dumped settings, so suites that do not set it keep their
+    # suite.yaml and stage keys
+    options: type[Options] | None = None
+    data_settings: type[Options] | None = None  # a dataset task: the model of the suite's `task.data`
+    stage_fields: dict[str, tuple[str, ...]] = STAGE_FIELDS  # the task settings each stage reads
     gold_ceiling: float | None = None  # the best gold reward a completion can get (the report's scale)
     shift_suite: str = ""  # the shipped suite (experiments/) that decides the claims on its named shifts
 
