@@ -32,7 +32,14 @@ def one_thread_and_no_leaked_rng():
 
 @pytest.mark.parametrize(
     "total, count, steps",
-    [(8, 5, [0, 2, 4, 6, 8]), (10, 4, [0, 3, 7, 10]), (2, 5, [0, 1, 2]), (7, 1, [7]), (7, 0, []), (0, 3, [0])],
+    [
+        (8, 5, [0, 2, 4, 6, 8]),
+        (10, 4, [0, 3, 7, 10]),
+        (2, 5, [0, 1, 2]),
+        (7, 1, [7]),
+        (7, 0, []),
+        (0, 3, [0]),
+    ],
 )
 def test_snapshot_steps_are_evenly_spaced_from_start_to_end(total, count, steps):
     assert snapshot_steps(total, count) == steps
@@ -81,15 +88,19 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ppo_snapshots_leave_the_trajectory_unchanged(tmp_path, tiny_policy_dir, tiny_rm_dir):
-    """Training with snapshots gives the very log history and weights of training without them."""
+@pytest.mark.parametrize("lora_r", [None, 4])
+def test_ppo_snapshots_leave_the_trajectory_unchanged(tmp_path, tiny_policy_dir, tiny_rm_dir, lora_r):
+    """Training with snapshots gives the very log history and weights of training without them (with
+    LoRA, the start policy is the policy with its adapter disabled)."""
 
     def run(folder, snapshots):
-        train = PPOSettings(episodes=24, rollout_batch_size=8, max_new_tokens=10, lr=1e-3, gold_eval_prompts=4,
-                            snapshots=snapshots, snapshot_prompts=3)  # fmt: skip
+        train = PPOSettings(episodes=24, rollout_batch_size=8, max_new_tokens=10, lr=1e-2 if lora_r else 1e-3,
+                            gold_eval_prompts=4, snapshots=snapshots, snapshot_prompts=3, lora_r=lora_r)  # fmt: skip
         params = {"train": train.model_dump(), "seed": 3, "task": TASK}
         out = tmp_path / folder
-        runner.run_stage("ppo", params, out, {"model": tiny_policy_dir, "reward_model": tiny_rm_dir}, Context())
+        runner.run_stage(
+            "ppo", params, out, {"model": tiny_policy_dir, "reward_model": tiny_rm_dir}, Context()
+        )
         return out
 
     with_, without = run("with", 3), run("without", 0)
@@ -103,13 +114,21 @@ def test_ppo_snapshots_leave_the_trajectory_unchanged(tmp_path, tiny_policy_dir,
     assert any(abs(r["log_ratio"]) > 1e-3 for r in rows if r["step"] == 3)  # the policy moved
 
 
-def test_rloo_snapshots_leave_the_trajectory_unchanged(tmp_path, tiny_policy_dir, tiny_rm_dir):
+@pytest.mark.parametrize(
+    "start", [{"beta": 0.05}, {"beta": 0.0}, {"beta": 0.05, "lora_r": 4}], ids=["ref", "copy", "lora"]
+)
+def test_rloo_snapshots_leave_the_trajectory_unchanged(tmp_path, tiny_policy_dir, tiny_rm_dir, start):
+    """The start policy is TRL's reference, a copy taken before training (beta 0), or the LoRA policy
+    with its adapter disabled: every way, the log-ratio at step 0 is 0 and training is as without."""
+
     def run(folder, snapshots):
-        settings = RLOOSettings(episodes=16, num_generations=4, batch_size=8, lr=1e-3, beta=0.05,
-                                temperature=0.7, max_new_tokens=10, snapshots=snapshots, snapshot_prompts=2)  # fmt: skip
+        settings = RLOOSettings(episodes=16, num_generations=4, batch_size=8, lr=1e-2, temperature=0.7,
+                                max_new_tokens=10, snapshots=snapshots, snapshot_prompts=2, **start)  # fmt: skip
         out = tmp_path / folder
         out.mkdir()
-        rloo.run(Job(settings, 0, TASK), out, {"model": tiny_policy_dir, "reward_model": tiny_rm_dir}, Context())
+        rloo.run(
+            Job(settings, 0, TASK), out, {"model": tiny_policy_dir, "reward_model": tiny_rm_dir}, Context()
+        )
         return out
 
     with_, without = run("with", 3), run("without", 0)
@@ -126,3 +145,4 @@ def test_rloo_snapshots_leave_the_trajectory_unchanged(tmp_path, tiny_policy_dir
     assert sorted({r["step"] for r in rows}) == snapshot_steps(steps, 3) == [0, 4, 8]
     assert len(rows) == 3 * 2 and all(r["proxy_reward"] is not None for r in rows)
     assert all(abs(r["log_ratio"]) < 1e-4 for r in rows if r["step"] == 0)
+    assert any(abs(r["log_ratio"]) > 1e-4 for r in rows if r["step"] == 8)

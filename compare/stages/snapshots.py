@@ -17,7 +17,6 @@ Python's; nothing is computed with gradients; every module's train/eval mode is 
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Callable
@@ -126,7 +125,9 @@ def write_snapshots(out: Path, rows: list[dict]) -> None:
 def watch_training(trainer, job, inputs: dict[str, Path], out: Path, proxy) -> None:
     """Add to a TRL trainer the callback that takes its snapshots and writes them into `out` when training
     ends. The starting policy is TRL's reference where it keeps one, the adapter disabled with LoRA, else
-    (beta = 0, full fine-tuning) a frozen copy of the policy taken now, before any update."""
+    (beta = 0, full fine-tuning) a frozen copy loaded from `inputs["model"]` as PPO loads its reference (a
+    `copy.deepcopy` of a model the trainer has set up computes with the trained weights)."""
+    from compare.lm.loading import load_policy
     from compare.stages.common import make_task
 
     settings = job.settings
@@ -134,12 +135,18 @@ def watch_training(trainer, job, inputs: dict[str, Path], out: Path, proxy) -> N
         return
     task = make_task(job.task, inputs)  # with the judge model, for a task whose gold is one
     model = trainer.model
-    if hasattr(model, "disable_adapter"):  # peft
-        start = model.disable_adapter
+    if hasattr(model, "disable_adapter"):  # peft: the policy itself, its adapter disabled
+
+        @contextmanager
+        def start():
+            with model.disable_adapter():
+                yield model
+
     elif trainer.ref_model is not None:
         start = functools.partial(nullcontext, trainer.ref_model)
     else:
-        frozen = copy.deepcopy(model).requires_grad_(False).eval()
+        frozen = load_policy(str(inputs["model"]))[0].requires_grad_(False).eval()
+        frozen.to(next(model.parameters()).device)
         start = functools.partial(nullcontext, frozen)
     prompts = task.prompts("id")[: settings.snapshot_prompts]
 
