@@ -218,7 +218,7 @@ def view(page) -> dict:
         return {
           status: document.getElementById("oo-status").textContent,
           answers: Array.from(document.querySelectorAll("#oo-answers .sb-text")).map((p) => p.textContent),
-          charts: charts.map((c) => c.dataset.path + " " + c.dataset.axis),
+          charts: charts.map((c) => c.dataset.track + " " + c.dataset.axis),
           rings: rings.map((n) => n.dataset.stop + " " + n.querySelector("circle").getAttribute("cx")),
         };
       }"""
@@ -230,7 +230,7 @@ def test_the_over_optimisation_slider_moves_the_answers_and_the_marked_point(ope
     page.locator("#watching-over-optimisation").scroll_into_view_if_needed()
     snapshots = pd.read_csv(folder / "snapshots.csv", keep_default_na=False, na_values=[""])
     ppo = snapshots[(snapshots["arm"] == "ppo") & (snapshots["seed"] == 0)].sort_values("prompt_index")
-    assert page.locator("#oo-path option:checked").inner_text() == "ppo · seed 0, along training"
+    assert page.locator("#oo-track option:checked").inner_text() == "ppo · seed 0, along training"
     start = view(page)
     assert start["charts"] == ["0 x"] and len(start["rings"]) == 2  # the gold and the RM panel
     assert {r.split()[0] for r in start["rings"]} == {"0"}
@@ -248,8 +248,8 @@ def test_the_over_optimisation_slider_moves_the_answers_and_the_marked_point(ope
     page.select_option("#oo-axis", "x")
 
     # along best-of-n's n: each setting's final answers and its numbers in results.csv
-    titles = page.locator("#oo-path option").all_inner_texts()
-    page.select_option("#oo-path", str(titles.index("best_of_n · seed 0, along n")))
+    titles = page.locator("#oo-track option").all_inner_texts()
+    page.select_option("#oo-track", str(titles.index("best_of_n · seed 0, along n")))
     assert page.locator("#oo-slider").get_attribute("max") == "2"
     page.locator("#oo-slider").fill("2")
     results = pd.read_csv(folder / "results.csv")

@@ -1,6 +1,6 @@
 """report.html's over-optimisation view: the same prompts' answers as a policy is pushed further.
 
-Two kinds of path, each one run (an arm at one grid point and seed):
+Two kinds of track, each one run (an arm at one grid point and seed):
 
 - **along training**: the held-out samples an online RL stage saved at a few checkpoints
   (`snapshots.csv`, `compare/stages/snapshots.py`). A checkpoint's gold reward and RM score are means over
@@ -9,9 +9,9 @@ Two kinds of path, each one run (an arm at one grid point and seed):
   `strength` setting): each setting's final policy, its gold reward, RM score and KL to the base from
   results.csv (ID prompts) and its first ID prompts' first samples from samples.csv.
 
-A slider moves along the path (the page's script); beside the answers a small chart draws gold reward (and
+A slider moves along the track (the page's script); beside the answers a small chart draws gold reward (and
 the RM score, in a panel below) against the step or setting, or against KL, with a point exactly where a
-measurement is, joined by straight lines in the order of the path, and the current point ringed. Each
+measurement is, joined by straight lines in the order of the track, and the current point ringed. Each
 answer is shown with the words that differ from a reference answer marked: the start policy's (training)
 or the base model's (sweep), to the same prompt.
 """
@@ -33,7 +33,7 @@ WIDTH, PANEL = 400, 140  # the chart's width and each panel's height, in pixels
 
 @dataclass
 class Stop:
-    """One point of a path: where it sits, what was measured there, and the answers shown."""
+    """One point of a track: where it sits, what was measured there, and the answers shown."""
 
     x: float  # the step or the setting's value
     label: str  # "step 8 of 16", "n=4"
@@ -44,8 +44,8 @@ class Stop:
 
 
 @dataclass
-class Path:
-    """One run's path: along training or along a sweep; `reference`: {prompt_index: answer} to diff against."""
+class Track:
+    """One run's track: along training or along a sweep; `reference`: {prompt_index: answer} to diff against."""
 
     title: str
     kind: str  # "training" or "sweep"
@@ -67,15 +67,15 @@ def _point_label(row: dict, columns: list[str]) -> str:
     return ", ".join(f"{grid_heading(c)}={grid_cell(row[c])}" for c in columns if not pd.isna(row[c]))
 
 
-def training_paths(snapshots: pd.DataFrame, roles: Roles) -> list[Path]:
-    """One path per run and online stage that saved snapshots, arms in suite order."""
+def training_tracks(snapshots: pd.DataFrame, roles: Roles) -> list[Track]:
+    """One track per run and online stage that saved snapshots, arms in suite order."""
     if snapshots is None or snapshots.empty:
         return []
     grid = [c for c in snapshots.columns if c.startswith("grid.")]
     keys = ["arm", "stage", "seed", *grid]
     order = {a: i for i, a in enumerate(roles.names)}
     frame = snapshots.assign(_order=snapshots["arm"].map(lambda a: order.get(a, len(order))))
-    paths = []
+    tracks = []
     for _, rows in frame.sort_values(["_order", "seed"], kind="stable").groupby(
         keys, sort=False, dropna=False
     ):
@@ -103,16 +103,16 @@ def training_paths(snapshots: pd.DataFrame, roles: Roles) -> list[Path]:
                             _number(r["log_ratio"]),
                         )
                         for r in at.to_dict("records")
-                    ],  # fmt: skip
+                    ],
                 )
             )
         start = {r[0]: r[2] for r in stops[0].rows} if stops and stops[0].x == 0 else {}
         n = len(stops[0].rows) if stops else 0
-        paths.append(
-            Path(
-                f"{roles.label(first['arm'])}{'' if first['stage'] == first['arm'] else ' (' + first['stage'] + ')'}"
-                f"{' · ' + point if point else ''} · seed "
-                f"{first['seed']}, along training",
+        stage = "" if first["stage"] == first["arm"] else f" ({first['stage']})"  # sft_ppo (ppo)
+        tracks.append(
+            Track(
+                f"{roles.label(first['arm'])}{stage}{' · ' + point if point else ''} · seed {first['seed']}, "
+                "along training",
                 "training",
                 "training step",
                 "KL to the start policy (nats, mean over the prompts)",
@@ -124,13 +124,13 @@ def training_paths(snapshots: pd.DataFrame, roles: Roles) -> list[Path]:
                 "the start policy's answer (step 0)",
             )
         )
-    return paths
+    return tracks
 
 
-def sweep_paths(results: pd.DataFrame, samples: pd.DataFrame, roles: Roles) -> list[Path]:
-    """One path per arm, strength column, other grid point and seed where a sweep has 2 or more settings."""
+def sweep_tracks(results: pd.DataFrame, samples: pd.DataFrame, roles: Roles) -> list[Track]:
+    """One track per arm, strength column, other grid point and seed where a sweep has 2 or more settings."""
     grid = [c for c in results.columns if c.startswith("grid.")]
-    paths = []
+    tracks = []
     ids = results[results["split"] == "id"]
     base = roles.base
     for arm in roles.policies:
@@ -158,8 +158,8 @@ def sweep_paths(results: pd.DataFrame, samples: pd.DataFrame, roles: Roles) -> l
                         reference = {
                             p[0]: p[2] for p in _first_answers(samples, base, base_rows.iloc[0], grid)
                         }
-                paths.append(
-                    Path(
+                tracks.append(
+                    Track(
                         f"{roles.label(arm)}{' · ' + point if point else ''} · seed {first['seed']}, along {name}",
                         "sweep",
                         name,
@@ -172,7 +172,7 @@ def sweep_paths(results: pd.DataFrame, samples: pd.DataFrame, roles: Roles) -> l
                         categorical=True,
                     )
                 )
-    return paths
+    return tracks
 
 
 def _first_answers(samples: pd.DataFrame, arm: str, row: dict, grid: list[str]) -> list[tuple]:
@@ -201,23 +201,23 @@ def _first_answers(samples: pd.DataFrame, arm: str, row: dict, grid: list[str]) 
 
 
 # -- drawing ------------------------------------------------------------------------------------------------
-def path_chart(path: Path, against_kl: bool) -> str | None:
-    """Gold reward (and RM score below, when measured) against the path's step or setting, or against KL:
-    a point per stop, joined in the path's order; every stop's ring and guide line, hidden but the current."""
-    positions = [s.kl if against_kl else (i if path.categorical else s.x) for i, s in enumerate(path.stops)]
+def track_chart(track: Track, against_kl: bool) -> str | None:
+    """Gold reward (and RM score below, when measured) against the track's step or setting, or against KL:
+    a point per stop, joined in the track's order; every stop's ring and guide line, hidden but the current."""
+    positions = [s.kl if against_kl else (i if track.categorical else s.x) for i, s in enumerate(track.stops)]
     if not any(math.isfinite(x) for x in positions):
         return None
-    panels = [("gold reward", [s.gold for s in path.stops], PALETTE[0])]
-    if any(s.rm is not None for s in path.stops):
-        panels.append(("RM score", [math.nan if s.rm is None else s.rm for s in path.stops], PALETTE[1]))
+    panels = [("gold reward", [s.gold for s in track.stops], PALETTE[0])]
+    if any(s.rm is not None for s in track.stops):
+        panels.append(("RM score", [math.nan if s.rm is None else s.rm for s in track.stops], PALETTE[1]))
     finite = [x for x in positions if math.isfinite(x)]
     if against_kl or len(set(finite)) < 2:
         xticks = nice_ticks(min(finite), max(finite), 5)
     else:  # a sweep's settings in order, evenly spaced; a run's checkpoints at their steps
         xticks = sorted(set(finite))
-    names = {i: s.label.split("=", 1)[-1] for i, s in enumerate(path.stops)} if path.categorical and not against_kl else None  # fmt: skip
+    names = {i: s.label.split("=", 1)[-1] for i, s in enumerate(track.stops)} if track.categorical and not against_kl else None  # fmt: skip
     body, top = [], 10.0
-    xlabel = path.kl_label if against_kl else path.axis
+    xlabel = track.kl_label if against_kl else track.axis
     for k, (name, values, colour) in enumerate(panels):
         seen = [v for v in values if math.isfinite(v)]
         if not seen:
@@ -234,7 +234,7 @@ def path_chart(path: Path, against_kl: bool) -> str | None:
             body.append(
                 f'<polyline points="{path_points}" fill="none" stroke="{colour}" stroke-width="1.6"/>'
             )
-        for j, (stop, x, v) in enumerate(zip(path.stops, positions, values)):
+        for j, (stop, x, v) in enumerate(zip(track.stops, positions, values)):
             if not (math.isfinite(x) and math.isfinite(v)):
                 continue
             px, py = frame.x(x), frame.y(v)
@@ -249,15 +249,15 @@ def path_chart(path: Path, against_kl: bool) -> str | None:
         top += PANEL + 50
     if not body:
         return None
-    label = f"{path.title}: gold reward{' and RM score' if len(panels) > 1 else ''} against {xlabel}"
+    label = f"{track.title}: gold reward{' and RM score' if len(panels) > 1 else ''} against {xlabel}"
     return _svg(WIDTH, top - 6, body, label)
 
 
 def overopt_section(results, samples, snapshots, roles: Roles) -> tuple[str, dict] | None:
-    """The view's HTML (controls, and both charts of every path, hidden but the current) and its data for
+    """The view's HTML (controls, and both charts of every track, hidden but the current) and its data for
     the page's script; None when the report has neither snapshots nor a strength sweep."""
-    paths = training_paths(snapshots, roles) + sweep_paths(results, samples, roles)
-    if not paths:
+    tracks = training_tracks(snapshots, roles) + sweep_tracks(results, samples, roles)
+    if not tracks:
         return None
     strings: dict[str, int] = {}
 
@@ -268,14 +268,14 @@ def overopt_section(results, samples, snapshots, roles: Roles) -> tuple[str, dic
         return None if value is None or not math.isfinite(value) else round(value, digits)
 
     data, charts = [], []
-    for i, path in enumerate(paths):
+    for i, track in enumerate(tracks):
         data.append(
             {
-                "title": path.title,
-                "kind": path.kind,
-                "note": path.note,
-                "reference_label": path.reference_label,
-                "reference": {str(k): ref(v) for k, v in path.reference.items()},
+                "title": track.title,
+                "kind": track.kind,
+                "note": track.note,
+                "reference_label": track.reference_label,
+                "reference": {str(k): ref(v) for k, v in track.reference.items()},
                 "stops": [
                     {
                         "label": s.label,
@@ -287,13 +287,13 @@ def overopt_section(results, samples, snapshots, roles: Roles) -> tuple[str, dic
                             for p, prompt, text, g, r, lr in s.rows
                         ],  # fmt: skip
                     }
-                    for s in path.stops
+                    for s in track.stops
                 ],
             }
         )
         for axis, against_kl in (("x", False), ("kl", True)):
-            chart = path_chart(path, against_kl) or '<p class="none">no finite values to draw</p>'
-            charts.append(f'<div class="oo-chart" data-path="{i}" data-axis="{axis}" hidden>{chart}</div>')
+            chart = track_chart(track, against_kl) or '<p class="none">no finite values to draw</p>'
+            charts.append(f'<div class="oo-chart" data-track="{i}" data-axis="{axis}" hidden>{chart}</div>')
     html = (
         "<h2>Watching over-optimisation</h2>"
         "<p>The same prompts' answers as a policy is pushed further: along online RL training (held-out "
@@ -303,7 +303,7 @@ def overopt_section(results, samples, snapshots, roles: Roles) -> tuple[str, dic
         "marked. Hover a point for its numbers.</p>"
         "<noscript><p>This view needs JavaScript; the numbers are in snapshots.csv and results.csv.</p></noscript>"
         '<form id="oo-controls" class="sb-controls" hidden>'
-        '<label>Path <select id="oo-path"></select></label>'
+        '<label>Run <select id="oo-track"></select></label>'
         '<label>Against <select id="oo-axis"><option value="x">step or setting</option>'
         '<option value="kl">KL</option></select></label>'
         '<label>Point <input id="oo-slider" type="range" min="0" max="0" step="1" value="0"></label>'
@@ -313,4 +313,4 @@ def overopt_section(results, samples, snapshots, roles: Roles) -> tuple[str, dic
         f'<div class="oo-body"><div class="oo-charts">{"".join(charts)}</div>'
         '<div><p id="oo-note" class="oo-note"></p><ol id="oo-answers" class="oo-answers"></ol></div></div>'
     )
-    return html, {"strings": list(strings), "paths": data}
+    return html, {"strings": list(strings), "tracks": data}

@@ -326,37 +326,37 @@ function showChanges(element, text, reference) {
   render();
 })();
 
-// -- the over-optimisation view: a slider along a path (training checkpoints, or a strength sweep) -------
+// -- the over-optimisation view: a slider along a track (training checkpoints, or a strength sweep) -------
 (function () {
   const source = document.getElementById("report-overopt");
   const status = document.getElementById("oo-status");
   if (!source || !status) return;
   const data = JSON.parse(source.textContent);
   const $ = (id) => document.getElementById(id);
-  const pathSelect = $("oo-path"), axis = $("oo-axis"), slider = $("oo-slider"), diff = $("oo-diff");
+  const trackSelect = $("oo-track"), axis = $("oo-axis"), slider = $("oo-slider"), diff = $("oo-diff");
   const answers = $("oo-answers"), note = $("oo-note");
   const charts = Array.from(document.querySelectorAll(".oo-chart"));
   const number = (value, digits) => (value === null ? "–" : value.toFixed(digits));
-  data.paths.forEach((path, i) => {
+  data.tracks.forEach((track, i) => {
     const o = document.createElement("option");
     o.value = String(i);
-    o.textContent = path.title;
-    pathSelect.appendChild(o);
+    o.textContent = track.title;
+    trackSelect.appendChild(o);
   });
 
   function render() {
-    const path = data.paths[Number(pathSelect.value)];
+    const track = data.tracks[Number(trackSelect.value)];
     const at = Number(slider.value);
-    const stop = path.stops[at];
+    const stop = track.stops[at];
     for (const chart of charts) {
-      const shown = chart.dataset.path === pathSelect.value && chart.dataset.axis === axis.value;
+      const shown = chart.dataset.track === trackSelect.value && chart.dataset.axis === axis.value;
       chart.hidden = !shown;
       if (shown) for (const now of chart.querySelectorAll(".now")) now.toggleAttribute("hidden", now.dataset.stop !== String(at));
     }
     status.textContent =
-      stop.label + " (" + (at + 1) + " of " + path.stops.length + "): gold " + number(stop.gold, 3) +
+      stop.label + " (" + (at + 1) + " of " + track.stops.length + "): gold " + number(stop.gold, 3) +
       " · RM " + number(stop.rm, 3) + " · KL " + number(stop.kl, 3);
-    note.textContent = path.note + (diff.checked ? " Marked: words not in " + path.reference_label + "." : "");
+    note.textContent = track.note + (diff.checked ? " Marked: words not in " + track.reference_label + "." : "");
     answers.textContent = "";
     for (const [index, prompt, text, gold, rm, lr] of stop.rows) {
       const li = document.createElement("li");
@@ -366,7 +366,7 @@ function showChanges(element, text, reference) {
       head.textContent = "#" + index + ": " + data.strings[prompt];
       const body = document.createElement("p");
       body.className = "sb-text";
-      const reference = path.reference[String(index)];
+      const reference = track.reference[String(index)];
       const answer = data.strings[text].trim() || "(empty)";
       showChanges(body, answer, diff.checked && reference !== undefined ? data.strings[reference].trim() : null);
       const meta = document.createElement("p");
@@ -377,8 +377,8 @@ function showChanges(element, text, reference) {
     }
   }
 
-  pathSelect.addEventListener("change", () => {
-    slider.max = String(data.paths[Number(pathSelect.value)].stops.length - 1);
+  trackSelect.addEventListener("change", () => {
+    slider.max = String(data.tracks[Number(trackSelect.value)].stops.length - 1);
     slider.value = "0";
     render();
   });
@@ -386,6 +386,6 @@ function showChanges(element, text, reference) {
   slider.addEventListener("input", render);
   $("oo-controls").addEventListener("submit", (e) => e.preventDefault());
   $("oo-controls").hidden = false;
-  slider.max = String(data.paths[0].stops.length - 1);
+  slider.max = String(data.tracks[0].stops.length - 1);
   render();
 })();
