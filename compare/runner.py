@@ -358,11 +358,13 @@ def _ray_pool(
 
 
 def collect(runs: list[Run], cache: StageCache):
-    """Results (one row per run and split), per-sample rows, and training logs (three DataFrames), all read
-    from cached stages."""
+    """Results (one row per run and split), per-sample rows, training logs, and the held-out samples online
+    RL saved along training (`compare.stages.snapshots`; four DataFrames), all read from cached stages."""
     import pandas as pd
 
-    results, samples, logs = [], [], []
+    from compare.stages.snapshots import FILE as SNAPSHOTS
+
+    results, samples, logs, snapshots = [], [], [], []
 
     def read(stage: Stage, file: str, parse, *args):
         path = cache.path(stage.name) / file
@@ -400,11 +402,14 @@ def collect(runs: list[Run], cache: StageCache):
             if stage.kind in RECIPE_STAGES and history.exists():
                 for entry in read(stage, "log_history.json", json_file):
                     logs.append({**meta, "stage": stage.kind, **entry})
+            if stage.kind in RECIPE_STAGES and (cache.path(stage.name) / SNAPSHOTS).exists():
+                for row in read(stage, SNAPSHOTS, read_jsonl):
+                    snapshots.append({**meta, "stage": stage.kind, **row})
     results_df = pd.DataFrame(results)
     for col in ("proxy_reward", "rm_accuracy"):
         if col not in results_df:
             results_df[col] = float("nan")
-    return results_df, pd.DataFrame(samples), pd.DataFrame(logs)
+    return results_df, pd.DataFrame(samples), pd.DataFrame(logs), pd.DataFrame(snapshots)
 
 
 # -- a warm run: the report folder is already what this run would write ----------------------------------

@@ -34,8 +34,26 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 def folder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("browser") / "example"
     shutil.copytree(ROOT / "reports" / "example", out)
+    if not (out / "snapshots.csv").exists():
+        stand_in_snapshots(out)
     rebuild_report(out)
     return out
+
+
+def stand_in_snapshots(folder: Path) -> None:
+    """snapshots.csv for an example run before the stages saved snapshots: the ppo and rloo arms' own
+    samples of the first 6 ID prompts, sample j standing for the checkpoint at step 4j (checkpoints that
+    differ, with known numbers, are all the view's test needs)."""
+    samples = pd.read_csv(folder / "samples.csv", keep_default_na=False, na_values=[""])
+    rows = samples[
+        samples["arm"].isin(["ppo", "rloo"]) & (samples["split"] == "id") & (samples["prompt_index"] < 6)
+    ]
+    pd.DataFrame({
+        "arm": rows["arm"], "seed": rows["seed"], "budget": rows["budget"], "stage": rows["arm"],
+        "step": 4 * rows["sample_index"], "prompt_index": rows["prompt_index"], "prompt": rows["prompt"],
+        "completion": rows["completion"], "gold_reward": rows["gold_reward"],
+        "proxy_reward": rows["proxy_reward"], "log_ratio": rows["logp_policy"] - rows["logp_base"],
+    }).to_csv(folder / "snapshots.csv", index=False)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +207,81 @@ def test_the_sample_browser_puts_reward_hacking_first(opened):
     assert texts(page) != before
     page.select_option("#sb-order", "")
     assert texts(page) == before
+
+
+def view(page) -> dict:
+    """What the over-optimisation view shows: the status line, the answers, and the one ringed point."""
+    return page.evaluate(
+        """() => {
+        const charts = Array.from(document.querySelectorAll(".oo-chart")).filter((c) => !c.hidden);
+        const rings = charts.flatMap((c) => Array.from(c.querySelectorAll(".now")).filter((n) => !n.hasAttribute("hidden")));
+        return {
+          status: document.getElementById("oo-status").textContent,
+          answers: Array.from(document.querySelectorAll("#oo-answers .sb-text")).map((p) => p.textContent),
+          charts: charts.map((c) => c.dataset.track + " " + c.dataset.axis),
+          rings: rings.map((n) => n.dataset.stop + " " + n.querySelector("circle").getAttribute("cx")),
+        };
+      }"""
+    )
+
+
+def test_the_over_optimisation_slider_moves_the_answers_and_the_marked_point(opened, folder):
+    page, seen = opened
+    page.locator("#watching-over-optimisation").scroll_into_view_if_needed()
+    snapshots = pd.read_csv(folder / "snapshots.csv", keep_default_na=False, na_values=[""])
+    ppo = snapshots[(snapshots["arm"] == "ppo") & (snapshots["seed"] == 0)].sort_values("prompt_index")
+    assert page.locator("#oo-track option:checked").inner_text() == "ppo · seed 0, along training"
+    start = view(page)
+    assert start["charts"] == ["0 x"] and len(start["rings"]) == 2  # the gold and the RM panel
+    assert {r.split()[0] for r in start["rings"]} == {"0"}
+    assert start["answers"] == [t.strip() for t in ppo[ppo["step"] == 0]["completion"]]
+    page.locator("#oo-slider").fill("2")
+    moved = view(page)
+    at = ppo[ppo["step"] == 8]
+    assert moved["answers"] == [t.strip() for t in at["completion"]] and moved["answers"] != start["answers"]
+    assert {r.split()[0] for r in moved["rings"]} == {"2"}
+    assert float(moved["rings"][0].split()[1]) > float(start["rings"][0].split()[1])  # further right
+    assert moved["status"].startswith(f"step 8 of 12 (3 of 4): gold {at['gold_reward'].mean():.3f}")
+    assert page.locator("#oo-answers mark.diff").count() > 0  # what changed since step 0
+    page.select_option("#oo-axis", "kl")
+    assert view(page)["charts"] == ["0 kl"] and {r.split()[0] for r in view(page)["rings"]} == {"2"}
+    page.select_option("#oo-axis", "x")
+
+    # along best-of-n's n: each setting's final answers and its numbers in results.csv
+    titles = page.locator("#oo-track option").all_inner_texts()
+    page.select_option("#oo-track", str(titles.index("best_of_n · seed 0, along n")))
+    assert page.locator("#oo-slider").get_attribute("max") == "2"
+    page.locator("#oo-slider").fill("2")
+    results = pd.read_csv(folder / "results.csv")
+    bon = results[(results["arm"] == "best_of_n") & (results["seed"] == 0) & (results["split"] == "id")]
+    n8 = bon[bon["grid.arms.best_of_n.stages.best_of_n.n"] == 8].iloc[0]
+    assert view(page)["status"] == (
+        f"n=8 (3 of 3): gold {n8['gold_reward']:.3f} · RM {n8['proxy_reward']:.3f} · KL {n8['kl_to_base']:.3f}"
+    )
+    assert seen["errors"] == []
+
+
+def test_the_sample_browser_marks_what_changed_against_the_base_model(opened):
+    page, _ = opened
+    page.locator("#sample-browser").scroll_into_view_if_needed()
+    page.select_option("#sb-split", "0")
+    page.select_option("#sb-seed", "0")
+    page.select_option("#sb-prompt", "0")
+    assert page.locator('#sb-cards .sb-card[data-arm="base"] mark.diff').count() == 0
+    base = page.locator('#sb-cards .sb-card[data-arm="base"] .sb-text').all_inner_texts()
+    for arm in ("rm", "ppo"):  # the reward model alone samples as the base does: nothing marked
+        parts = page.eval_on_selector_all(
+            f'#sb-cards .sb-card[data-arm="{arm}"] .sb-text',
+            "ps => ps.map(p => Array.from(p.childNodes).map(n => [n.nodeName === 'MARK', n.textContent]))",
+        )
+        assert len(parts) == len(base) == 4
+        for pieces, reference in zip(parts, base):
+            answer = "".join(text for _, text in pieces)
+            kept = [w for marked, text in pieces if not marked for w in text.split()]
+            assert (answer == reference) == (not any(marked for marked, _ in pieces))
+            words = iter(reference.split())  # the unmarked words are the base's words, in order
+            assert all(any(w == r for r in words) for w in kept)
+    before = texts(page)
+    page.locator("#sb-diff").uncheck()
+    assert page.locator("#sb-cards mark.diff").count() == 0 and texts(page) == before
+    page.locator("#sb-diff").check()

@@ -185,6 +185,15 @@ def test_every_sweep_end_to_end(tmp_path):
         row = next(line for line in claims.splitlines() if claim in line)
         assert "not measured" not in row
     assert "reached 90% of its best gain" in text
+    # held-out samples along PPO's 2 rollout batches, and the view's paths along training and each sweep
+    snapshots = pd.read_csv(out / "snapshots.csv")
+    assert set(snapshots["arm"]) == {"ppo"} and sorted(snapshots["step"].unique()) == [0, 1, 2]
+    page = (out / "report.html").read_text()
+    view = json.loads(re.search(r'id="report-overopt">(.*?)</script>', page)[1])
+    titles = [p["title"] for p in view["tracks"]]
+    assert any(t.startswith("ppo ") and t.endswith("along training") for t in titles)
+    for arm in ("dpo", "ppo", "best_of_n"):
+        assert any(t.startswith(arm + " ") and "along training" not in t for t in titles), arm
 
 
 def test_report_marks_significance(micro_run):

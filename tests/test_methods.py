@@ -286,6 +286,9 @@ def test_grpo_trains_against_the_reward_model(tmp_path, tiny_policy_dir, tiny_rm
     assert all(math.isfinite(h["rewards/reward_model/mean"]) for h in history if "loss" in h)
     assert changed(tiny_policy_dir, tmp_path) > 0.9
     assert not (tmp_path / "start").exists() and not (tmp_path / "trainer").exists()
+    snapshots = read_jsonl(tmp_path / "snapshots.jsonl")  # held-out samples from before the first step on
+    assert sorted({r["step"] for r in snapshots}) == [0, 1, 2, 3, 4]
+    assert all(r["proxy_reward"] is not None for r in snapshots)
 
 
 @pytest.mark.parametrize(
@@ -352,6 +355,8 @@ def test_grpo_verifier_rewards_exact_answers(tmp_path, arithmetic_policy_dir):
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
     assert all(0.0 <= h["rewards/verifier/mean"] <= 1.0 for h in history if "loss" in h)
     losses(tmp_path / "run")
+    snapshots = read_jsonl(tmp_path / "run" / "snapshots.jsonl")  # no reward model: no RM score
+    assert snapshots and all(r["proxy_reward"] is None and r["gold_reward"] is not None for r in snapshots)
 
 
 @pytest.fixture(scope="module")

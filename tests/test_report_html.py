@@ -16,6 +16,8 @@ from compare.preflight import REPORT_MARKER, check_out_folder
 from compare.report import ReportError, rebuild_report, render_html
 from compare.report import files as report_files
 from compare.report.html import markdown_sections, samples_payload, script_json, table_cells
+from compare.report.overopt import overopt_section, sweep_tracks, track_chart, training_tracks
+from compare.report.roles import Roles
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = "</script><b>x</b>"
@@ -224,10 +226,12 @@ def test_figures_carry_their_numbers(example):
 def test_model_output_cannot_break_the_page(altered):
     page = (altered / "report.html").read_text()
     found = parse(page)
-    assert EVIL not in page and page.count("</script>") == len(found.scripts) == 2
+    assert EVIL not in page and page.count("</script>") == len(found.scripts) == 3  # samples, view, script
     assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page  # in the example generations, as text
     data = next(json.loads(body) for attrs, body in found.scripts if attrs.get("id") == "report-samples")
     assert EVIL in data["strings"]
+    view = next(json.loads(body) for attrs, body in found.scripts if attrs.get("id") == "report-overopt")
+    assert EVIL in view["strings"]  # the base model's answer, which best-of-n's answers are marked against
     assert json.loads(script_json({"a": "<&>\u2028"})) == {"a": "<&>\u2028"}
 
 
@@ -312,3 +316,63 @@ def test_infinite_numbers_in_samples_are_left_out_not_fatal():
     data = samples_payload(samples, ["a"])
     assert data["columns"]["rm"] == [None, 1.0]
     assert json.loads(script_json(data))["n"] == 2
+
+
+# -- the over-optimisation view (compare/report/overopt.py) ----------------------------------------------
+def snapshot_rows() -> pd.DataFrame:
+    """Two checkpoints of one PPO run, two prompts each."""
+    return pd.DataFrame({
+        "arm": ["ppo"] * 4, "seed": [0] * 4, "stage": ["ppo"] * 4, "step": [0, 0, 4, 4],
+        "prompt_index": [0, 1, 0, 1], "prompt": ["p0", "p1", "p0", "p1"],
+        "completion": [" a b", " c", " a x", " y"], "gold_reward": [1.0, 0.5, 0.2, 0.0],
+        "proxy_reward": [0.1, 0.3, 2.0, 3.0], "log_ratio": [0.0, 0.0, 1.5, 2.5],
+    })  # fmt: skip
+
+
+def test_a_training_track_is_each_checkpoints_means_and_answers():
+    roles = Roles({"base": [], "ppo": ["rm", "ppo"]})
+    (track,) = training_tracks(snapshot_rows(), roles)
+    assert track.title == "ppo · seed 0, along training" and track.kind == "training"
+    assert [s.label for s in track.stops] == ["step 0 of 4", "step 4 of 4"]
+    assert [(s.gold, s.rm, s.kl) for s in track.stops] == [(0.75, 0.2, 0.0), (0.1, 2.5, 2.0)]
+    assert [r[2] for r in track.stops[1].rows] == [" a x", " y"]
+    assert track.reference == {0: " a b", 1: " c"}  # the start policy's answers: what changes are marked to
+    chart = track_chart(track, against_kl=False)
+    # a point where each measurement is (2 stops x gold and RM panels), and a hidden ring per point
+    assert chart.count('<g class="mark" data-stop=') == 4 and chart.count('class="now"') == 4
+    assert chart.count("hidden") == 4 and "<polyline" in chart
+    assert training_tracks(pd.DataFrame(), roles) == []
+
+
+def test_a_sweep_track_reads_each_settings_results_and_first_answers():
+    column = "grid.arms.bon.stages.best_of_n.n"
+    roles = Roles({"base": [], "bon": ["rm", "best_of_n"]})
+    results = pd.DataFrame({
+        "arm": ["base", "bon", "bon", "bon"], "seed": [0] * 4, "split": ["id"] * 4,
+        column: [float("nan"), 4.0, 2.0, 16.0], "gold_reward": [0.1, 0.4, 0.3, 0.2],
+        "proxy_reward": [float("nan"), 1.0, 0.5, 2.0], "kl_to_base": [0.0, 0.8, 0.3, 1.9],
+    })  # fmt: skip
+    samples = pd.DataFrame({
+        "arm": ["base", "bon", "bon", "bon", "bon"], "seed": [0] * 5, "split": ["id"] * 5,
+        "prompt_index": [0, 0, 0, 0, 0], "sample_index": [0, 0, 1, 0, 0], "prompt": ["p"] * 5,
+        "completion": ["base says", "n4", "n4 second", "n2", "n16"], column: [None, 4.0, 4.0, 2.0, 16.0],
+        "gold_reward": [0.1, 0.4, 0.0, 0.3, 0.2], "logp_policy": [-1.0] * 5, "logp_base": [-1.0, -2, -2, -1.5, -4],
+    })  # fmt: skip
+    (track,) = sweep_tracks(results, samples, roles)
+    assert track.title == "bon · seed 0, along n" and track.categorical
+    assert [s.label for s in track.stops] == ["n=2", "n=4", "n=16"]  # in the setting's order
+    assert [(s.gold, s.rm, s.kl) for s in track.stops] == [(0.3, 0.5, 0.3), (0.4, 1.0, 0.8), (0.2, 2.0, 1.9)]
+    assert [s.rows[0][2] for s in track.stops] == ["n2", "n4", "n16"]  # the first sample only
+    assert track.stops[2].rows[0][5] == 3.0 and track.reference == {0: "base says"}
+    chart = track_chart(track, against_kl=False)
+    assert all(f">{n}</text>" in chart for n in ("2", "4", "16"))  # the settings name the ticks
+
+
+def test_the_view_is_in_the_page_only_with_something_to_show(example):
+    page = (example / "report.html").read_text()  # the example sweeps best-of-n's n: a track per seed
+    data = json.loads(re.search(r'id="report-overopt">(.*?)</script>', page)[1])
+    assert [p["title"] for p in data["tracks"]] == [f"best_of_n · seed {s}, along n" for s in (0, 1, 2)]
+    assert 'id="oo-slider"' in page and page.count('class="oo-chart"') == 6  # against n and against KL
+    roles = Roles({"base": [], "sft": ["sft"]})
+    results = pd.DataFrame({"arm": ["sft"], "seed": [0], "split": ["id"], "gold_reward": [0.5]})
+    assert overopt_section(results, pd.DataFrame(), None, roles) is None

@@ -73,15 +73,18 @@ class Frame:
         lo, hi = self.yticks[0], self.yticks[-1]
         return self.top + self.height - (value - lo) / (hi - lo) * self.height
 
-    def axes(self, xlabel: str, ylabel: str, yticks: bool = True) -> list[str]:
-        """Grid lines, tick labels and axis titles."""
+    def axes(
+        self, xlabel: str, ylabel: str, yticks: bool = True, xnames: dict[float, str] | None = None
+    ) -> list[str]:
+        """Grid lines, tick labels and axis titles; `xnames`: the x ticks' labels, when not their values."""
         parts = []
         bottom = self.top + self.height
         for t in self.xticks:
             x = _num(self.x(t))
             parts.append(f'<line class="grid" x1="{x}" x2="{x}" y1="{_num(self.top)}" y2="{_num(bottom)}"/>')
             parts.append(
-                f'<text class="tick" x="{x}" y="{_num(bottom + 14)}" text-anchor="middle">{_tick(t)}</text>'
+                f'<text class="tick" x="{x}" y="{_num(bottom + 14)}" text-anchor="middle">'
+                f"{escape(xnames[t]) if xnames and t in xnames else _tick(t)}</text>"
             )
         if yticks:
             for t in self.yticks:

@@ -1,7 +1,8 @@
 """The files of a report folder: writing them after a run, reading them back (each checked), rebuilding.
 
 A report folder holds `results.csv` (one row per run and split), `samples.csv` (one row per sample),
-`training_logs.csv`, `suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
+`training_logs.csv`, `snapshots.csv` (held-out samples along online RL training, when any stage saved
+them: one row per run, checkpoint and prompt), `suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
 failed), `report.md`, `report.html` (the same report as one self-contained page) and `plots/`. The report
 is built only from these, so it can be rebuilt at will.
 """
@@ -34,16 +35,26 @@ class ReportError(Exception):
 
 
 FAILED_RUNS = "failed_runs.csv"  # arm, point, seed, stage, reason, log of every run that has no results
+SNAPSHOTS = "snapshots.csv"  # held-out samples along training (compare/stages/snapshots.py)
 REBUILT = ("plots", "report.md", "report.html")  # what `rebuild_report` writes into a report folder
 
 
 def write_report(
-    out: Path, suite: Suite, results, samples, logs, stage_seconds: dict[str, float], failed: list[dict] = ()
+    out: Path,
+    suite: Suite,
+    results,
+    samples,
+    logs,
+    stage_seconds: dict[str, float],
+    failed: list[dict] = (),
+    snapshots: pd.DataFrame | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
     samples.to_csv(out / "samples.csv", index=False)
     logs.to_csv(out / "training_logs.csv", index=False)
+    if snapshots is not None and not snapshots.empty:
+        snapshots.to_csv(out / SNAPSHOTS, index=False)
     if failed:
         pd.DataFrame(failed).to_csv(out / FAILED_RUNS, index=False)
     (out / "suite.yaml").write_text(yaml.safe_dump(suite.model_dump(), sort_keys=False))
@@ -161,6 +172,22 @@ def read_saved(folder: Path, samples: bool = True):
     return suite, results, samples, logs, prov, failed
 
 
+def read_snapshots(folder: Path) -> pd.DataFrame:
+    """snapshots.csv, checked; an empty frame when the folder has none (no online RL, or an older run)."""
+    path = folder / SNAPSHOTS
+    if not path.exists():
+        return pd.DataFrame()
+    frame = read_csv_checked(
+        path,
+        ("arm", "seed", "stage", "step", "prompt_index", "prompt", "completion", "gold_reward", "log_ratio"),
+        rows=False,
+        keep_default_na=False,
+        na_values=[""],
+    )
+    _numbers_only(frame, path, text=("arm", "stage", "prompt", "completion", "ended_with_eos"))
+    return frame
+
+
 def _numbers_only(frame: pd.DataFrame, path: Path, text: tuple[str, ...]) -> None:
     """Every column but the named text ones holds numbers (or blanks): a hand edit is one line, not a crash."""
     for column in frame.columns:
@@ -183,6 +210,7 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
     from compare.cache import write_file
 
     suite, results, samples, logs, prov, failed = read_saved(folder)
+    snapshots = read_snapshots(folder)
     for name in REBUILT:
         path, kind = folder / name, "a folder" if name == "plots" else "a file"
         if path.exists() and (path.is_dir() != (kind == "a folder")):
@@ -207,8 +235,8 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
             for axis, figs in drawn.items()
         }
         claims = check_claims(results, logs, roles)
-        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
-        page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles)
+        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots)
+        page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles, snapshots)
         md_tmp, html_tmp = pages
         write_file(md_tmp, text)  # whole, and never through a link at that name
         write_file(html_tmp, page)

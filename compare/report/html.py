@@ -5,7 +5,9 @@ The page is report.md itself (`render_markdown`), turned into HTML by a small co
 kinds of markdown the report writes (headings, paragraphs, lists, tables, bold, code, images), so the two
 never drift apart. Where report.md shows a PNG, the page draws the main figures as inline SVG from the
 numbers (`charts.py`) and embeds the others as data: URLs. samples.csv travels inside the page as JSON
-(strings stored once, numbers rounded) for the sample browser. Script and style come from
+(strings stored once, numbers rounded) for the sample browser, which marks what each answer changed
+against the base model's answer to the same prompt; the over-optimisation view (`overopt.py`) carries
+its own, smaller JSON. Script and style come from
 `compare/report/assets/` and are inlined: the page fetches nothing when it is opened, and a Content
 Security Policy forbids it to. Every piece of text is escaped; model output only ever reaches the page
 as JSON in a script element (with `<`, `>` and `&` escaped) and is shown as text by the script.
@@ -28,6 +30,7 @@ import yaml
 from compare.report.charts import SVG_FIGURES, gold_by_split_svg
 from compare.report.claims import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPPORTED
 from compare.report.key_results import gold_scale
+from compare.report.overopt import overopt_section
 from compare.report.render import render_markdown
 from compare.report.roles import Roles
 from compare.report.tables import grid_cell, grid_heading
@@ -46,11 +49,21 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 
 
 
 def render_html(
-    suite: Suite, results, samples, logs, prov: dict, figures, claims, failed=None, roles: Roles | None = None
+    suite: Suite,
+    results,
+    samples,
+    logs,
+    prov: dict,
+    figures,
+    claims,
+    failed=None,
+    roles: Roles | None = None,
+    snapshots=None,
 ) -> str:
-    """The whole page. `figures` is `report_figures`' answer: {axis: [(title, path of the PNG or None)]}."""
+    """The whole page. `figures` is `report_figures`' answer: {axis: [(title, path of the PNG or None)]};
+    `snapshots`: snapshots.csv, for the over-optimisation view."""
     roles = roles or Roles.of(suite, set(results["arm"]))
-    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles)
+    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots)
     scale = gold_scale(results, roles)
     pngs = {path.name: path for figs in figures.values() for _, path in figs if path is not None}
 
@@ -71,6 +84,9 @@ def render_html(
     sections = [s for s in sections if s[1] != "key-results"]
     provenance = [(h, s, html + _records(prov, suite)) for h, s, html in sections if s == "provenance"]
     sections = [s for s in sections if s[1] != "provenance"]
+    overopt = overopt_section(results, samples, snapshots, roles)
+    if overopt is not None:
+        sections.append(("Watching over-optimisation", "watching-over-optimisation", overopt[0]))
     sections += [("Sample browser", "sample-browser", _sample_browser()), *provenance]
     toc = "".join(f'<li><a href="#{slug}">{escape(heading)}</a></li>' for heading, slug, _ in sections)
     body = "".join(f'<section id="{slug}">{html}</section>' for _, slug, html in sections)
@@ -84,6 +100,8 @@ def render_html(
         '<div id="tooltip" role="tooltip" hidden></div>\n'
         f'<script type="application/json" id="report-samples">{payload}</script>\n'
     )
+    if overopt is not None:
+        extra += f'<script type="application/json" id="report-overopt">{script_json(overopt[1])}</script>\n'
     return page(title, header, body, extra)
 
 
@@ -138,7 +156,8 @@ def _sample_browser() -> str:
         "<h2>Sample browser</h2>"
         "<p>Every sample of <code>samples.csv</code>: pick a split and a prompt to see each arm's completions "
         "side by side, with their gold reward, the reward model's score (arms with a reward model) and the "
-        "log-ratio log π(y|x) − log π_base(y|x). Filter by arm, gold reward and kind of failure.</p>"
+        "log-ratio log π(y|x) − log π_base(y|x). Filter by arm, gold reward and kind of failure. Words that "
+        "differ from the base model's answer to the same prompt (same seed and sample) are marked.</p>"
         "<noscript><p>The sample browser needs JavaScript; every sample is in samples.csv.</p></noscript>"
         '<form id="sb-controls" class="sb-controls" hidden>'
         '<label>Split <select id="sb-split"></select></label>'
@@ -150,6 +169,7 @@ def _sample_browser() -> str:
         '<label>Order <select id="sb-order"><option value="">as sampled</option>'
         '<option value="hack">reward model − gold, largest first (reward hacking first)</option>'
         '<option value="gold">gold, lowest first</option></select></label>'
+        '<label><input id="sb-diff" type="checkbox" checked> mark changes against the base model</label>'
         '<fieldset id="sb-arms"><legend>Arms</legend></fieldset>'
         "</form>"
         '<p id="sb-status" aria-live="polite"></p><p id="sb-prompt-text"></p>'
@@ -334,6 +354,7 @@ def samples_payload(
         "seed": _whole(frame, "seed"),
         "split": [splits.index(s) for s in frame["split"].astype(str)],
         "prompt_index": _whole(frame, "prompt_index"),
+        "sample": _whole(frame, "sample_index"),
         "point": [points.index(x) for x in labels],
         "prompt": refs("prompt"),
         "text": refs("completion"),
@@ -359,6 +380,9 @@ def samples_payload(
         "n": len(frame),
         "left_out": left_out,
         "arms": order,
+        "base": order.index(roles.base)
+        if roles.base in order
+        else None,  # whose answers others are diffed to
         "splits": splits,
         "split_names": [roles.split_label(s) for s in splits],
         "points": points,

@@ -91,8 +91,18 @@ def labels_line(suite: Suite) -> str:
 
 
 def render_markdown(
-    suite: Suite, results, samples, prov: dict, figures, claims, failed=None, roles: Roles | None = None
+    suite: Suite,
+    results,
+    samples,
+    prov: dict,
+    figures,
+    claims,
+    failed=None,
+    roles: Roles | None = None,
+    snapshots=None,
 ) -> str:
+    """report.md. `snapshots`: snapshots.csv (held-out samples along training), for the line pointing to
+    report.html's over-optimisation view."""
     roles = roles or Roles.of(suite, set(results["arm"]))
     base = describe_base(suite)
     seeds = sorted(results["seed"].unique().tolist())
@@ -161,7 +171,7 @@ def render_markdown(
     lines += failed_section(failed)
     lines += differences_section(results, roles)
     lines += efficiency_section(suite, results, roles)
-    lines += axis_sections(results, roles, figures)
+    lines += axis_sections(results, roles, figures, snapshots is not None and not snapshots.empty)
     lines += claims_section(claims, 0 if failed is None else len(failed))
     lines += ["## Example generations", "", examples_section(samples, roles, suite.eval.examples), ""]
     lines += [
@@ -185,8 +195,9 @@ def _figure_lines(figs) -> list[str]:
     return lines
 
 
-def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict) -> list[str]:
-    """One section per axis of the comparison: what the numbers say, then the figures that show it."""
+def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict, snapshots: bool = False) -> list[str]:
+    """One section per axis of the comparison: what the numbers say, then the figures that show it
+    (`snapshots`: held-out samples along training were saved, which report.html shows)."""
     lines = ["## Objective: what each method optimises, and what it achieves", ""]
     lines += [
         "Each stage minimises its own objective (NLL of demonstrations, a preference loss, or the reward "
@@ -195,6 +206,13 @@ def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict) -> list[st
         "",
     ]
     lines += _figure_lines(figures["objective"])
+    if snapshots:
+        lines += [
+            "Watch it happen: report.html's *Watching over-optimisation* view moves a slider along online RL "
+            "training (held-out completions saved at a few checkpoints, `snapshots.csv`) and along each "
+            "strength sweep, and shows the same prompts' answers with gold, RM score and KL at each point.",
+            "",
+        ]
     lines += ["## Data needs: quality per annotation unit, and robustness to noise", ""]
     data_lines = data_needs_statements(results, roles)
     lines += [f"- {x}" for x in data_lines] or [

@@ -13,7 +13,8 @@ annotation pays for). Either way it goes through `compare.lm.sampling.reward_fun
 RLOO uses (completion text rebuilt as our sampler writes it, EOS appended for the reward model), and the
 policy and reference get left-padding-proof position ids (`use_mask_positions`); see
 `compare/stages/rloo.py` for why each is needed. The gold reward is never a training signal here
-(docs/design.md, fairness rule 3).
+(docs/design.md, fairness rule 3); it only scores the held-out samples saved at a few checkpoints along
+training (`snapshots.jsonl`, `compare.stages.snapshots`), as RLOO and PPO save them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from pydantic import Field, model_validator
 
 from compare.lm.sampling import reward_function
 from compare.stages.common import Context, make_task, train_and_save
-from compare.stages.rloo import episode_prompts, group_trainer, model_scorer, start_policy, workload
+from compare.stages.rloo import episode_prompts, group_trainer, rm_scorer, start_policy, workload
+from compare.stages.snapshots import SnapshotSettings, watch_training
 from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings
 from compare.tasks.task import has_verifier
 
 
-class GRPOSettings(TrainingSettings):
+class GRPOSettings(TrainingSettings, SnapshotSettings):
     """TRL's GRPOTrainer against the reward model or the task's verifier."""
 
     reward: Literal["reward_model", "verifier"] = Field(
@@ -82,13 +84,15 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     task = make_task(job.task)  # prompts and the verifier; never the gold reward
     data = episode_prompts(task, train.episodes, f"grpo-{job.seed}")
     model, tokenizer = start_policy(inputs, train, out)
+    rm = None  # the reward model's scores of the snapshots, when it has one
     if train.reward == "verifier":
         if not has_verifier(type(task)):
             raise ValueError(f"task {task.name!r} has no verifier: use reward: reward_model")
         score = reward_function(tokenizer, task.verifier_rewards, "verifier")
     else:
-        score = model_scorer(inputs, tokenizer)
-    return group_trainer(
+        rm = rm_scorer(inputs)
+        score = reward_function(tokenizer, rm, "reward_model")
+    trainer = group_trainer(
         GRPOTrainer,
         GRPOConfig,
         job,
@@ -102,11 +106,13 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
         scale_rewards=train.scale_rewards,
         epsilon=train.epsilon,
     )
+    watch_training(trainer, job, inputs, out, rm)
+    return trainer
 
 
 SPEC = StageSpec(
     kind="grpo",
-    version=1,
+    version=2,  # 2: held-out snapshots along training
     run=run,
     description="GRPO against the reward model or the task's verifier (TRL GRPOTrainer).",
     settings=GRPOSettings,

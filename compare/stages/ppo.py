@@ -21,7 +21,8 @@ launch` gives data parallelism: `rollout_batch_size` is the global batch, split 
 Writes the policy (with LoRA, its adapter on the policy it started from) and `log_history.json`: one entry per rollout batch ("step", "episode",
 the docs/ppo.md metrics, "loss", "time/*"); every `gold_eval_every` batches the entry also has heldout/gold,
 heldout/proxy (NaN for the gold reward) and heldout/kl, measured before that batch's update on a fixed
-batch of ID prompts; a last entry (step = number of batches) holds them after the final update.
+batch of ID prompts; a last entry (step = number of batches) holds them after the final update. And
+`snapshots.jsonl`: held-out completions at a few checkpoints along training (`compare.stages.snapshots`).
 Training stops with `NonFiniteError`, saving nothing, at the first rollout batch whose scores, rewards or
 losses are nan or inf, whose updates leave a non-finite weight, or whose policy samples from non-finite
 probabilities (see `check_batch`, `sampling`).
@@ -79,6 +80,7 @@ from compare.ppo_math import (
     value_loss,
 )
 from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task, use_bf16
+from compare.stages.snapshots import SnapshotSettings, snapshot_steps, take_snapshot, write_snapshots
 from compare.stages.spec import Job, Produces, Role, StageSpec, TrainingSettings
 from compare.tracking import StageLogger
 
@@ -86,7 +88,7 @@ SEED_STRIDE = 100003  # per-process seed offset (row 19)
 
 
 # -- settings --------------------------------------------------------------------------------------------
-class PPOSettings(TrainingSettings):
+class PPOSettings(TrainingSettings, SnapshotSettings):
     """Our PPO (docs/ppo.md): rollouts, reward-model score, per-token KL penalty, GAE, clipped updates."""
 
     episodes: int = Field(1024, ge=1, description="Prompts rolled out in all (rollout batches x batch size).")
@@ -326,6 +328,13 @@ def heldout_metrics(
     }
 
 
+def _proxy(models: Models, tokenizer):
+    """The reward model's score of (prompts, completions), or None when the reward is the gold reward."""
+    if models.rm is None:
+        return None
+    return lambda prompts, completions: reward_scores(models.rm, tokenizer, prompts, completions)
+
+
 def prompt_batches(pool: list[str], batch_size: int, n_batches: int, seed: int):
     """Batches drawn from `pool` in seeded shuffled passes: the same order on every process (row 19)."""
     rng, queue = random.Random(seed), []
@@ -348,11 +357,13 @@ def run_ppo(job: Job, out: Path, inputs: dict[str, Path], ctx: Context, reward: 
     accelerator = make_accelerator(settings.bf16_cpu)
     task = make_task(job.task, inputs)  # with the judge model, for a task whose gold is one
     models = load_models(inputs, reward, settings.lora_r)
-    history = train(models, task, settings, job.seed, accelerator, ctx)
+    snapshots: list[dict] = []
+    history = train(models, task, settings, job.seed, accelerator, ctx, snapshots)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_policy(models, out)
         (out / "log_history.json").write_text(json.dumps(history, indent=1))
+        write_snapshots(out, snapshots)
 
 
 def save_policy(models: Models, out: Path) -> None:
@@ -423,8 +434,11 @@ def make_accelerator(bf16_cpu: bool = False):
     return Accelerator(cpu=device().type != "cuda", mixed_precision=precision)
 
 
-def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, ctx: Context) -> list[dict]:
-    """PPO on `models` in place; returns the log history (one dict per rollout batch, and a final one)."""
+def train(
+    models: Models, task, settings: PPOSettings, seed: int, accelerator, ctx: Context, snapshots=None
+) -> list[dict]:
+    """PPO on `models` in place; returns the log history (one dict per rollout batch, and a final one).
+    `snapshots`, a list: the held-out samples of `snapshot_steps` are appended to it (main process)."""
     s = settings
     world, rank = accelerator.num_processes, accelerator.process_index
     n_batches = s.episodes // s.rollout_batch_size
@@ -460,6 +474,18 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
         with accelerator.autocast(), sampling(step):
             return heldout_metrics(models, task, heldout_prompts, s, seed)
 
+    snapshot_prompts = task.prompts("id")[: s.snapshot_prompts]
+    snap_at = set(snapshot_steps(n_batches, s.snapshots)) if snapshots is not None else set()
+
+    def snapshot(step: int) -> None:
+        """Held-out samples after `step` rollout batches of updates; draws from no training RNG."""
+        if step in snap_at and accelerator.is_main_process:
+            with accelerator.autocast(), sampling(step):
+                snapshots.extend(take_snapshot(
+                    models.policy, reference(models), tokenizer, task, snapshot_prompts,
+                    _proxy(models, tokenizer), s.max_new_tokens, temperature, seed, step,
+                ))  # fmt: skip
+
     history = []
     with StageLogger(ctx if rank == 0 else dataclasses.replace(ctx, report_to=()), s.model_dump()) as logger:
         batches = prompt_batches(task.prompts("train"), s.rollout_batch_size, n_batches, seed)
@@ -470,6 +496,7 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
             t0 = time.perf_counter()
             if step % s.gold_eval_every == 0:
                 entry.update(heldout(step))  # measured before this batch's update, i.e. after `step` updates
+            snapshot(step)
             t1 = time.perf_counter()
             if s.lr_decay:  # linear to 0 over the rollout batches (CleanRL)
                 optimizer.param_groups[0]["lr"] = s.lr * (1.0 - step / n_batches)
@@ -588,6 +615,7 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
 
         final = {"step": n_batches, "episode": n_batches * s.rollout_batch_size}
         history.append({**final, **heldout(n_batches)})  # after the last update
+        snapshot(n_batches)
         logger.log(history[-1], n_batches)
     return history
 
@@ -595,14 +623,14 @@ def train(models: Models, task, settings: PPOSettings, seed: int, accelerator, c
 def workload(s: PPOSettings) -> tuple[int, int, str]:
     """What a run asks of the machine: the episodes' responses, plus the held-out gold checks."""
     checks = s.episodes // s.rollout_batch_size // s.gold_eval_every + 1
-    heldout = checks * s.gold_eval_prompts
+    heldout = checks * s.gold_eval_prompts + s.snapshots * s.snapshot_prompts
     tokens = (s.episodes + heldout) * s.max_new_tokens
     return 0, tokens, f"{s.episodes} episodes (+ {heldout} held-out prompts) x {s.max_new_tokens} tokens"
 
 
 SPEC = StageSpec(
     kind="ppo",
-    version=2,  # 2: a LoRA policy is stored as its adapter
+    version=3,  # 2: a LoRA policy is stored as its adapter; 3: held-out snapshots along training
     run=run,
     description="PPO against the reward model (our own, docs/ppo.md).",
     settings=PPOSettings,

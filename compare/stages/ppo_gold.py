@@ -21,7 +21,7 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 SPEC = StageSpec(
     kind="ppo_gold",
-    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
+    version=3,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md); 3: snapshots
     run=run,
     description="PPO against the gold reward itself: an oracle upper bound.",
     settings=PPOSettings,

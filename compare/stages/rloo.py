@@ -14,6 +14,9 @@ token, so the built-in path would read the score one token early on text the mod
 writes it (the format of the comparisons the reward model learnt from) and scores it with
 `reward_scores`, which appends EOS: one scoring path for this stage, GRPO, evaluation and best-of-n.
 
+Held-out samples at a few checkpoints along training go to `snapshots.jsonl` (`compare.stages.snapshots`:
+a trainer callback that draws from no training RNG).
+
 Positions: TRL's log-prob forward passes give left-padded prompts no position ids, while `generate`
 derives them from the attention mask; GPT-2's absolute positions then shift between sampling and
 scoring (docs/ppo.md row 2). `compare.lm.sampling.use_mask_positions` supplies `cumsum(mask) - 1`
@@ -38,10 +41,11 @@ from compare.stages.common import (
     train_and_save,
     trainer_args,
 )
+from compare.stages.snapshots import SnapshotSettings, watch_training
 from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings, TrainSettings
 
 
-class RLOOSettings(TrainingSettings):
+class RLOOSettings(TrainingSettings, SnapshotSettings):
     """TRL's RLOOTrainer scoring with our reward model (REINFORCE, leave-one-out baseline)."""
 
     episodes: int = Field(512, ge=1, description="Prompts used in all.")
@@ -74,9 +78,11 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     train = job.settings
     data = episode_prompts(make_task(job.task), train.episodes, f"rloo-{job.seed}")
     model, tokenizer = start_policy(inputs, train, out)
-    return group_trainer(
-        RLOOTrainer, RLOOConfig, job, out, ctx, model, tokenizer, model_scorer(inputs, tokenizer), data
-    )
+    rm = rm_scorer(inputs)
+    score = reward_function(tokenizer, rm, "reward_model")
+    trainer = group_trainer(RLOOTrainer, RLOOConfig, job, out, ctx, model, tokenizer, score, data)
+    watch_training(trainer, job, inputs, out, rm)
+    return trainer
 
 
 # -- shared with GRPO (compare/stages/grpo.py): TRL's group-sampling trainers on one set-up ---------------
@@ -101,10 +107,13 @@ def start_policy(inputs: dict[str, Path], train, out: Path):
 
 def model_scorer(inputs: dict[str, Path], tokenizer):
     """The arm's reward model as a TRL reward function."""
+    return reward_function(tokenizer, rm_scorer(inputs), "reward_model")
+
+
+def rm_scorer(inputs: dict[str, Path]):
+    """The arm's reward model as a function (prompts, completions) -> scores (`reward_scores`)."""
     rm, rm_tokenizer = load_reward_model(str(inputs["reward_model"]))
-    return reward_function(
-        tokenizer, lambda prompts, texts: reward_scores(rm, rm_tokenizer, prompts, texts), "reward_model"
-    )
+    return lambda prompts, texts: reward_scores(rm, rm_tokenizer, prompts, texts)
 
 
 def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, model, tokenizer, score, data,
@@ -142,7 +151,7 @@ def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, mo
 
 def workload(s) -> tuple[int, int, str]:  # RLOO's settings, or GRPO's
     """Its episodes' prompts are one dataset, built before training; every prompt has k completions."""
-    tokens = s.episodes * s.num_generations * s.max_new_tokens
+    tokens = (s.episodes * s.num_generations + s.snapshots * s.snapshot_prompts) * s.max_new_tokens
     return (
         s.episodes,
         tokens,
@@ -152,7 +161,7 @@ def workload(s) -> tuple[int, int, str]:  # RLOO's settings, or GRPO's
 
 SPEC = StageSpec(
     kind="rloo",
-    version=2,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md)
+    version=3,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md); 3: snapshots
     run=run,
     description="RLOO against the reward model (TRL RLOOTrainer).",
     settings=RLOOSettings,

@@ -1,6 +1,56 @@
-// report.html's script: sortable tables, chart tooltips, the sample browser. The page reads the same
-// without it (tables, claims and figures are static HTML); nothing here fetches anything.
+// report.html's script: sortable tables, chart tooltips, the sample browser, the over-optimisation view.
+// The page reads the same without it (tables, claims and figures are static HTML); nothing here fetches
+// anything.
 "use strict";
+
+// -- a word-level diff: which words of an answer are not on a longest common subsequence of words with a
+// reference answer (what changed against it); spaces are kept as they are and never marked
+function changedWords(text, reference) {
+  const pieces = text.split(/(\s+)/).filter((p) => p !== "");
+  const words = [];
+  pieces.forEach((p, k) => {
+    if (!/^\s+$/.test(p)) words.push([p, k]);
+  });
+  const ref = reference.split(/\s+/).filter(Boolean);
+  const n = words.length, m = ref.length;
+  const L = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) {
+      L[i][j] = words[i][0] === ref[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+    }
+  }
+  const kept = new Set();
+  for (let i = 0, j = 0; i < n && j < m; ) {
+    if (words[i][0] === ref[j]) {
+      kept.add(words[i][1]);
+      i++;
+      j++;
+    } else if (L[i + 1][j] >= L[i][j + 1]) i++;
+    else j++;
+  }
+  return pieces.map((p, k) => [p, !/^\s+$/.test(p) && !kept.has(k)]);
+}
+
+// `text` into `element`, each word that differs from `reference` in a <mark class="diff"> (no reference:
+// plain text); returns how many words are marked
+function showChanges(element, text, reference) {
+  element.textContent = "";
+  if (reference === null || reference === undefined) {
+    element.textContent = text;
+    return 0;
+  }
+  let marked = 0;
+  for (const [piece, changed] of changedWords(text, reference)) {
+    if (changed) {
+      const mark = document.createElement("mark");
+      mark.className = "diff";
+      mark.textContent = piece;
+      element.appendChild(mark);
+      marked++;
+    } else element.appendChild(document.createTextNode(piece));
+  }
+  return marked;
+}
 
 (function () {
   // -- tables: a click on a header sorts by that column ------------------------------------------------
@@ -98,6 +148,14 @@
   const split = $("sb-split"), prompt = $("sb-prompt"), seed = $("sb-seed");
   const goldMin = $("sb-gold-min"), goldMax = $("sb-gold-max"), failure = $("sb-failure"), order = $("sb-order");
   const armBox = $("sb-arms"), cards = $("sb-cards"), promptText = $("sb-prompt-text");
+  const diff = $("sb-diff");
+  // the base model's answer to the same split, prompt, seed and sample number, which others are diffed to
+  const baseAnswer = new Map();
+  const answerKey = (i) => C.split[i] + " " + C.prompt_index[i] + " " + C.seed[i] + " " + C.sample[i];
+  if (data.base !== null && data.base !== undefined && C.sample) {
+    for (let i = 0; i < data.n; i++) if (C.arm[i] === data.base) baseAnswer.set(answerKey(i), C.text[i]);
+  }
+  if (!baseAnswer.size) diff.closest("label").hidden = true;
 
   function option(select, value, label) {
     const o = document.createElement("option");
@@ -166,7 +224,9 @@
     li.style.borderLeftColor = "hsl(" + Math.round(120 * share) + ", 65%, 42%)";
     const text = document.createElement("p");
     text.className = "sb-text";
-    text.textContent = data.strings[C.text[i]].trim() || "(empty)";
+    const answer = data.strings[C.text[i]].trim() || "(empty)";
+    const base = C.arm[i] === data.base ? undefined : baseAnswer.get(answerKey(i));
+    showChanges(text, answer, diff.checked && base !== undefined ? data.strings[base].trim() : null);
     const meta = document.createElement("p");
     meta.className = "sb-meta";
     meta.textContent =
@@ -258,10 +318,74 @@
     fillPrompts();
     render();
   });
-  for (const control of [prompt, seed, failure, order, armBox]) control.addEventListener("change", render);
+  for (const control of [prompt, seed, failure, order, armBox, diff]) control.addEventListener("change", render);
   for (const control of [goldMin, goldMax]) control.addEventListener("input", render);
   $("sb-controls").addEventListener("submit", (e) => e.preventDefault());
   $("sb-controls").hidden = false;
   fillPrompts();
+  render();
+})();
+
+// -- the over-optimisation view: a slider along a track (training checkpoints, or a strength sweep) -------
+(function () {
+  const source = document.getElementById("report-overopt");
+  const status = document.getElementById("oo-status");
+  if (!source || !status) return;
+  const data = JSON.parse(source.textContent);
+  const $ = (id) => document.getElementById(id);
+  const trackSelect = $("oo-track"), axis = $("oo-axis"), slider = $("oo-slider"), diff = $("oo-diff");
+  const answers = $("oo-answers"), note = $("oo-note");
+  const charts = Array.from(document.querySelectorAll(".oo-chart"));
+  const number = (value, digits) => (value === null ? "–" : value.toFixed(digits));
+  data.tracks.forEach((track, i) => {
+    const o = document.createElement("option");
+    o.value = String(i);
+    o.textContent = track.title;
+    trackSelect.appendChild(o);
+  });
+
+  function render() {
+    const track = data.tracks[Number(trackSelect.value)];
+    const at = Number(slider.value);
+    const stop = track.stops[at];
+    for (const chart of charts) {
+      const shown = chart.dataset.track === trackSelect.value && chart.dataset.axis === axis.value;
+      chart.hidden = !shown;
+      if (shown) for (const now of chart.querySelectorAll(".now")) now.toggleAttribute("hidden", now.dataset.stop !== String(at));
+    }
+    status.textContent =
+      stop.label + " (" + (at + 1) + " of " + track.stops.length + "): gold " + number(stop.gold, 3) +
+      " · RM " + number(stop.rm, 3) + " · KL " + number(stop.kl, 3);
+    note.textContent = track.note + (diff.checked ? " Marked: words not in " + track.reference_label + "." : "");
+    answers.textContent = "";
+    for (const [index, prompt, text, gold, rm, lr] of stop.rows) {
+      const li = document.createElement("li");
+      li.dataset.prompt = String(index);
+      const head = document.createElement("p");
+      head.className = "oo-prompt";
+      head.textContent = "#" + index + ": " + data.strings[prompt];
+      const body = document.createElement("p");
+      body.className = "sb-text";
+      const reference = track.reference[String(index)];
+      const answer = data.strings[text].trim() || "(empty)";
+      showChanges(body, answer, diff.checked && reference !== undefined ? data.strings[reference].trim() : null);
+      const meta = document.createElement("p");
+      meta.className = "sb-meta";
+      meta.textContent = "gold " + number(gold, 3) + " · RM " + number(rm, 3) + " · log-ratio " + number(lr, 2);
+      li.append(head, body, meta);
+      answers.appendChild(li);
+    }
+  }
+
+  trackSelect.addEventListener("change", () => {
+    slider.max = String(data.tracks[Number(trackSelect.value)].stops.length - 1);
+    slider.value = "0";
+    render();
+  });
+  for (const control of [axis, diff]) control.addEventListener("change", render);
+  slider.addEventListener("input", render);
+  $("oo-controls").addEventListener("submit", (e) => e.preventDefault());
+  $("oo-controls").hidden = false;
+  slider.max = String(data.tracks[0].stops.length - 1);
   render();
 })();
