@@ -108,13 +108,14 @@ def task_params(suite: Suite, use: str) -> dict[str, Any]:
 
 
 def judge_stage(suite: Suite, base: Stage) -> Stage | None:
-    """The gold reward model of a dataset task that trains one on a held-out split (`task.data.judge_split`).
+    """The gold reward model of a dataset task that trains one on held-out pairs (`task.data.judge_split`,
+    or `judge_fraction` of the train split).
 
-    It starts from the base model and is trained with the rm stage's code on every pair of that split
+    It starts from the base model and is trained with the rm stage's code on every held-out pair
     (`judge_data`); stages that read the gold reward take it as their input "judge".
     """
     data = suite.task.data
-    if data is None or getattr(data, "judge_split", None) is None:
+    if data is None or not getattr(data, "trains_judge", False):
         return None
     pairs = Stage("judge_data", {"task": task_params(suite, "judge")})
     settings = {"train": data.judge_training, "seed": suite.task.seed}

@@ -432,7 +432,7 @@ def test_bad_preference_suites(tmp_path, preference_dirs, judge_dir):
     base = "gpt2"
     cases = [
         (preference_suite(preference_dirs["hh"], base, "judge: /no/such/judge"), "task.data.judge: judge folder"),
-        (preference_suite(preference_dirs["hh"], base, f"judge: {judge_dir}\n    judge_split: judge"), "or judge_split (a split"),
+        (preference_suite(preference_dirs["hh"], base, f"judge: {judge_dir}\n    judge_split: judge"), "give one of judge"),
         (preference_suite(preference_dirs["hh"], base, "judge_split: train"), "must be held out"),
         (preference_suite(preference_dirs["hh"], base).replace("prompt: null", "prompt: question"), "column 'question'"),
         (preference_suite(preference_dirs["hh"], base).replace("units: 16", "units: 17"),
@@ -479,9 +479,11 @@ def test_imdb_micro_suite_end_to_end(tmp_path, imdb_dir, classifier_dir):
 
 
 @pytest.mark.slow
-def test_preferences_micro_suite_with_a_trained_judge(tmp_path, preference_dirs):
-    """The built-in tiny base, pretrained on the dataset's texts; PPO reads the held-out judge as gold."""
-    text = preference_suite(preference_dirs["hh"]).replace(
+@pytest.mark.parametrize("judge", ["judge_split: judge", "judge_fraction: 0.1"])
+def test_preferences_micro_suite_with_a_trained_judge(tmp_path, preference_dirs, judge):
+    """The built-in tiny base, pretrained on the dataset's texts; PPO reads the held-out judge as gold
+    (trained on a split of its own, or on a share of the train split)."""
+    text = preference_suite(preference_dirs["hh"], "gpt2", judge).replace(
         "base: {model: gpt2}",
         "base: {tiny: {n_layer: 1, n_head: 2, n_embd: 32, steps: 40, corpus_size: 500}}",
     )
@@ -490,6 +492,30 @@ def test_preferences_micro_suite_with_a_trained_judge(tmp_path, preference_dirs)
     assert set(results["split"]) == {"id", "ood"} and results["gold_reward"].notna().all()
     judges = list((tmp_path / "cache").glob("judge-*"))
     assert len(judges) == 1 and (judges[0] / "config.json").exists()
+
+
+def test_judge_fraction_holds_out_a_share_of_the_train_split(tmp_path, preference_dirs):
+    """`judge_fraction`: a fixed share of the train split's prompts trains the judge; none of them is a
+    training or evaluation prompt; the suite plans a judge stage; suites without it keep their keys."""
+    data = preference_data(preference_dirs["prompt"])
+    task = Preferences(data={**data, "judge_fraction": 0.25}, seed=0, train_prompts=40, eval_prompts=4)
+    judge = {p["prompt"] for p in task.judge_comparisons()}
+    assert len(judge) == 10  # a quarter of the 40 distinct train prompts
+    assert not judge & set(task.prompts("train")) and len(task.prompts("train")) <= 30
+    assert not judge & (set(task.prompts("id")) | set(task.prompts("ood")))
+    other_seed = Preferences(data={**data, "judge_fraction": 0.25}, seed=1, train_prompts=40)
+    assert {p["prompt"] for p in other_seed.judge_comparisons()} == judge  # one gold for every task seed
+    text = preference_suite(preference_dirs["hh"], "gpt2", "judge_fraction: 0.25")
+    runs = plan_runs(load_suite(write(tmp_path, text)))
+    assert any(s.kind == "judge" for s in stage_order([r.eval for r in runs]))
+    split = load_suite(write(tmp_path, preference_suite(preference_dirs["hh"]), "split.yaml"))
+    assert "judge_fraction" not in split.task.model_dump()["data"]  # unset: not in any stage key
+    for line, expected in [
+        ("judge_fraction: 0.25\n    judge_split: judge", "give one of judge"),
+        ("judge_fraction: 1.5", "judge_fraction"),
+    ]:
+        with pytest.raises(SuiteError, match=expected):
+            load_suite(write(tmp_path, preference_suite(preference_dirs["hh"], "gpt2", line), "bad.yaml"))
 
 
 def test_preference_ood_from_another_split(preference_dirs, judge_dir):

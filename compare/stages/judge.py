@@ -1,6 +1,7 @@
-"""Stage `judge`: a dataset task's gold reward model, trained on a held-out split (`task.data.judge_split`).
+"""Stage `judge`: a dataset task's gold reward model, trained on held-out pairs (`task.data.judge_split`,
+or `judge_fraction` of the train split).
 
-It starts from the base model and is trained with the reward model's code on every pair of that split
+It starts from the base model and is trained with the reward model's code on every held-out pair
 (the `judge_data` stage); the stages that read the gold reward take it as their input "judge". Not a
 recipe stage: it is part of the task, never trained on the arm's budget.
 """

@@ -31,9 +31,11 @@ of a pair for the prompt (the rejected one with probability 1 - `demonstrator_qu
 
 Gold reward: a judge reward model's score of prompt and completion, either one named by hub id or folder
 (`data.judge`, e.g. OpenAssistant/reward-model-deberta-v3-large-v2, given the pair (prompt, completion)
-as its two segments), or one trained by this harness on a held-out split (`data.judge_split`: the
-`judge` stage, a reward model trained from the base model with the `rm` stage's code on every pair of
-that split, scored as the rm stage's models are).
+as its two segments), or one trained by this harness on held-out pairs (the `judge` stage, a reward
+model trained from the base model with the `rm` stage's code, scored as the rm stage's models are): every
+pair of a split of their own (`data.judge_split`), or, for a dataset with no spare split (UltraFeedback),
+a share of the train split (`data.judge_fraction`), held out by a fixed shuffle before the training pool
+is drawn, with every pair of their prompts.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from compare.tasks.hub import (
     DATASET_FIELDS,
@@ -168,9 +170,28 @@ class PreferenceData(DatasetSource):
         description="Settings of the judge's training (the rm stage's keys; defaults, not stages.rm, so "
         "that sweeping the proxy reward model does not move the gold reward).",
     )
+    judge_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Instead of `judge` or `judge_split`: this share of the train split's pairs is held out "
+        "(a fixed shuffle, before the training pool is drawn) to train the judge reward model on.",
+    )
     ood: OodSource | None = Field(
         None, description="Where OOD prompts come from; empty = the test split's longer prompts."
     )
+
+    @property
+    def trains_judge(self) -> bool:
+        """Whether the suite trains its judge (the `judge` stage) rather than reading one."""
+        return self.judge_split is not None or self.judge_fraction is not None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_fraction(self, handler) -> dict[str, Any]:
+        settings = handler(self)  # suites written before judge_fraction keep their stage keys
+        if settings.get("judge_fraction") is None:
+            settings.pop("judge_fraction", None)
+        return settings
 
     @field_validator("judge_training")
     @classmethod
@@ -183,8 +204,12 @@ class PreferenceData(DatasetSource):
 
     @model_validator(mode="after")
     def _one_judge(self):
-        if (self.judge is None) == (self.judge_split is None):
-            raise ValueError("give judge (a reward model) or judge_split (a split to train one on)")
+        given = [self.judge, self.judge_split, self.judge_fraction]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError(
+                "give one of judge (a reward model), judge_split (a split to train one on) or judge_fraction "
+                "(a share of the train split to train one on)"
+            )
         if self.judge_split in (self.train_split, self.test_split):
             raise ValueError(f"judge_split {self.judge_split!r} must be held out: not train or test split")
         return self
@@ -205,7 +230,7 @@ class Preferences(Task):
     def __init__(self, data: dict, judge_model: str | None = None, **settings):
         super().__init__(**settings)
         self.data = data
-        self.judge_model = judge_model  # the judge stage's model folder, for `data.judge_split`
+        self.judge_model = judge_model  # the judge stage's model folder (`judge_split`, `judge_fraction`)
 
     @classmethod
     def check_data(cls, data: dict, local_only: bool = False) -> None:
@@ -239,12 +264,14 @@ class Preferences(Task):
     @cached_property
     def _pairs(self) -> dict[str, list[Pair]]:
         """Pairs by split: "train" (the pool), "id" and "ood" (held out)."""
-        train, test = self._read(self.data, "train_split"), self._read(self.data, "test_split")
+        train, test = self._train_and_judge[0], self._read(self.data, "test_split")
         median = None
         if self.data.get("ood"):
             ood = self._read(ood_source(self.data), "ood.split")
         else:  # OOD by length: prompts longer than the median training prompt
-            median = statistics.median(len(p.prompt.split()) for p in train)
+            # the train split's median, judge pairs included: holding some out does not move the filter
+            full = self._read(self.data, "train_split")
+            median = statistics.median(len(p.prompt.split()) for p in full)
             train = [p for p in train if len(p.prompt.split()) <= median]
             test, ood = (
                 [p for p in test if len(p.prompt.split()) <= median],
@@ -288,13 +315,40 @@ class Preferences(Task):
         if n > len(pool):
             raise DataError(
                 f"the budget buys {n} comparisons but the training pool has {len(pool)} pairs "
-                f"(task.train_prompts, or the size of split {self.data['train_split']!r})"
+                f"(task.train_prompts, or the size of split {self.data['train_split']!r}"
+                + (
+                    f" less judge_fraction {self.data['judge_fraction']:g}"
+                    if self.data.get("judge_fraction")
+                    else ""
+                )
+                + ")"
             )
         return [pair.as_row() for pair in rng.sample(pool, n)]
 
     def judge_comparisons(self) -> list[dict[str, str]]:
-        """Every pair of the held-out judge split: the judge reward model's training data."""
+        """Every held-out judge pair (its split, or its share of the train split): the judge's training data."""
+        if self.data.get("judge_fraction"):
+            return [pair.as_row() for pair in self._train_and_judge[1]]
         return [pair.as_row() for pair in self._read(self.data, "judge_split")]
+
+    @cached_property
+    def _train_and_judge(self) -> tuple[list[Pair], list[Pair]]:
+        """The train split's pairs, less those held out for the judge (`judge_fraction`): a fixed shuffle
+        (not the task seed: every suite on the dataset has one gold), a share of the prompts, all of whose
+        pairs go to the judge so that no judge prompt is a training prompt."""
+        train = self._read(self.data, "train_split")
+        fraction = self.data.get("judge_fraction")
+        if not fraction:
+            return train, []
+        prompts = sorted({p.prompt for p in train})
+        random.Random("preferences-judge").shuffle(prompts)
+        held = set(prompts[: max(1, round(fraction * len(prompts)))])
+        kept = [p for p in train if p.prompt not in held]
+        if not kept:
+            raise DataError(
+                f"judge_fraction: {fraction:g} of split {self.data['train_split']!r} leaves no pair"
+            )
+        return kept, [p for p in train if p.prompt in held]
 
     @cached_property
     def _by_prompt(self) -> dict[str, list[Pair]]:
@@ -320,9 +374,8 @@ class Preferences(Task):
         if self.data.get("judge"):
             scores = classifier_scores(self._judge, prompts, pairs=completions, setting="judge")
         elif self.judge_model is None:
-            raise DataError(
-                f"judge_split: this stage was not given the judge trained on {self.data['judge_split']!r}"
-            )
+            setting = "judge_split" if self.data.get("judge_split") else "judge_fraction"
+            raise DataError(f"{setting}: this stage was not given the judge the suite trains")
         else:
             from compare.lm.sampling import reward_scores
 
