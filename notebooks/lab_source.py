@@ -23,13 +23,14 @@
 # %% [markdown]
 # ## 0. Before the lab
 #
-# **Install.** From the repository root, `make test` (or `python -m venv .venv` and
-# `.venv/bin/pip install -e '.[dev]'`; Python 3.10 or newer, `make` only for the shortcut). The
-# environment takes **about 2.3 GB** on disk, most of it torch (CPU build) and Ray; a fresh install
-# downloads roughly 0.6 GB, so allow **5–10 minutes** on a good connection. Then `pip install jupyterlab`
-# and `jupyter lab notebooks/`, or open the notebook in VS Code with its Jupyter extension and pick
-# `.venv` as the kernel. Nothing is downloaded while the notebook runs: the task is built in and the base
-# model is a tiny GPT-2 the harness pretrains itself.
+# **Install** before the lab, not in it. From the repository root: `make setup` (or
+# `python -m venv .venv` and `.venv/bin/pip install -e '.[dev]'`; Python 3.10 or newer, `make` only for
+# the shortcut). The environment takes **about 2.3 GB** on disk: torch's CPU build 0.75 GB, Ray 0.24 GB,
+# pyarrow 0.17 GB, transformers 0.13 GB, the rest small. How long it takes is mostly the download of
+# those wheels, so it depends on the network: do it at home, or give the class a pre-built `.venv` or
+# container. Then `pip install jupyterlab` and `jupyter lab notebooks/`, or open the notebook in VS Code
+# with its Jupyter extension and pick `.venv` as the kernel. Nothing is downloaded while the notebook
+# runs: the task is built in and the base model is a tiny GPT-2 the harness pretrains itself.
 #
 # **Settings** are the next cell's four variables; change them there and run the notebook from the top.
 #
@@ -42,9 +43,12 @@
 # - `JOBS`: stages run at once. `1` (the default) runs them one after another in this process, with no
 #   Ray and no worker processes; a larger number starts Ray and is only worth it with more than 2 cores.
 #
-# **How long.** At the default size the lab's runs take about 12 minutes on 2 cores with one job (the
-# first suite about 8, the length-bias suite 3, the β sweep 1), most of it pretraining the base model
-# and PPO; sections 1–8 take seconds. At micro size everything takes about two minutes.
+# **How long.** The suite cells do all the training; sections 1–8 take seconds. On our 2-core machine,
+# with one job and the CPU shared with other work (load average 15 to 24, so the notebook got about a
+# quarter of a core), the whole notebook at the default size took 17.5 minutes: the first suite 11, the
+# length-bias suite 4.3, the β sweep 1.4. The kernel itself used about 260 seconds of CPU time on one
+# thread, so on an otherwise idle 2-core laptop expect about 5 minutes, most of it pretraining the base
+# model and the RL arms. At micro size everything takes a minute or two.
 #
 # **Pre-building the cache** (teachers): run the whole notebook once before the lab
 # (`jupyter nbconvert --to notebook --execute notebooks/sft_vs_rlhf_teacher.ipynb --output /tmp/run.ipynb`
@@ -89,8 +93,7 @@ print(
 # review of a product in a tiny English-like language. Its **gold reward** is what the task really wants,
 # a helpful review; no training method ever sees it, only evaluation and the simulated labellers do:
 #
-# $$\text{gold} = \text{pos} + \tfrac12\,\text{cov} + \tfrac14\,\text{spec} - \text{malformed}
-#   - \text{repetition} - \text{off-topic} - \text{length}$$
+# $$\text{gold} = \text{pos} + \tfrac12\,\text{cov} + \tfrac14\,\text{spec} - \text{malformed} - \text{repetition} - \text{off-topic} - \text{length}$$
 #
 # - $\text{pos}$: mean sentiment of the well-formed sentences, in $[-1, 1]$ ("very" adds nothing);
 # - $\text{cov}$: distinct aspects of the prompt's domain, up to 3, divided by 3;
@@ -201,8 +204,7 @@ print(f"SFT loss after 30 steps: {sft_loss(model).item():.4f}")
 # Preference methods learn from comparisons instead of demonstrations. The harness's labeller
 # (`compare/oracle.py`, `docs/world.md`) does not see the gold reward directly: it **perceives**
 #
-# $$\text{perceived} = \text{gold} + b_\text{length} \cdot \text{sentences}
-#   + b_\text{style} \cdot (\#\text{"very"} + \#\text{flattering sentences})$$
+# $$\text{perceived} = \text{gold} + b_\text{length} \cdot \text{sentences} + b_\text{style} \cdot (\#\text{"very"} + \#\text{flattering sentences})$$
 #
 # and prefers $a$ over $b$ with the Bradley–Terry probability $\sigma(\Delta / T)$, where
 # $\Delta = \text{perceived}_a - \text{perceived}_b$ and $T$ is its temperature, then flips the label with
@@ -223,8 +225,9 @@ print(f"SFT loss after 30 steps: {sft_loss(model).item():.4f}")
 # *Answer.* More and more often, past one half once the bias is large enough: each extra sentence adds
 # $b_\text{length}$ to the perceived reward, and the long review has three more sentences, so
 # $\Delta$ grows by $3\,b_\text{length}$ and $\sigma(\Delta/T)$ with it; at $b_\text{length} = 0.5$
-# the bias ($+1.5$) outweighs the gold deficit. The sampled shares agree with the probabilities up to
-# sampling noise (4000 labels: about $\pm 0.015$).
+# the bias ($+1.5$) outweighs the gold deficit. The sampled shares sit a little above the probabilities
+# because of the position bias: with probability 0.05 the labeller takes the first shown (the long one),
+# so the share is about $0.95\,P + 0.05$, up to sampling noise (4000 labels: about $\pm 0.015$).
 
 # %%
 from compare.oracle import perceived, preference_probability, prefers_first
@@ -382,8 +385,7 @@ print(
 # so $\beta \log \frac{\pi(y)}{\pi_\text{ref}(y)}$ acts as a reward ($Z$ cancels in a difference).
 # Putting that implicit reward into the Bradley–Terry loss of section 4 gives a loss on the policy itself:
 #
-# $$\mathcal{L}_\text{DPO} = -\log \sigma\Bigl(\beta \Bigl[\log\frac{\pi(y_w)}{\pi_\text{ref}(y_w)}
-#   - \log\frac{\pi(y_l)}{\pi_\text{ref}(y_l)}\Bigr]\Bigr),$$
+# $$\mathcal{L}_\text{DPO} = -\log \sigma\Bigl(\beta \Bigl[\log\frac{\pi(y_w)}{\pi_\text{ref}(y_w)} - \log\frac{\pi(y_l)}{\pi_\text{ref}(y_l)}\Bigr]\Bigr),$$
 #
 # with $y_w$ the chosen and $y_l$ the rejected completion, $\log \pi(y)$ the summed log-prob of a
 # completion, and the mean over pairs. The `dpo` stage (`compare/stages/dpo.py`) trains with TRL's
@@ -446,21 +448,23 @@ print(
 )
 
 # %% [markdown]
-# **The striking part: the rejected review's log-ratio rises too, by many nats.** SFT has no negative
-# signal. Starting from a model that is uniform over the vocabulary, it learns what *every* review in
-# the demonstrations shares: the sentence pattern `the X is Y .`, which words follow which, a period then
-# end-of-text. `the food is bad .` is made of exactly those patterns, so it gains almost as much as the
-# demonstration; the chosen one gains more only through the words it shares with its own demonstration.
-# What DPO sees is the *difference* of the two log-ratios, the margin, which is far smaller than either.
-# This is why DPO is usually started from the SFT model ($\pi_\text{ref}$ = the SFT policy): the shared
-# gain in fluency is then already in the reference and cancels out. The opposite happens too: during
-# DPO both log-probs often *fall* while the margin grows (Razin et al. 2024, "likelihood displacement"):
-# the loss constrains only the difference.
+# **The striking part: the rejected review's log-ratio rises too, by about 13 nats, although SFT never
+# saw it.** SFT has no negative signal. Starting from a near-uniform model, it learns what *all* the
+# demonstrations share: the sentence pattern `the X is Y .`, which words follow which, a period then
+# end-of-text; `the food is bad .` is built of exactly those patterns, so it gains too. (The chosen
+# completion gains far more, because thirty steps on four demonstrations memorise them.) Likelihood is
+# not a judgement of quality: raising the probability of good text raises the probability of similar bad
+# text. DPO uses only the *difference* of the two log-ratios, the margin, so the gain they share cancels.
+# This is also why DPO is usually started from the SFT model ($\pi_\text{ref}$ = the SFT policy): the
+# fluency is then in the reference, and the margin measures the preference alone. The opposite happens
+# too: during DPO both log-probs often *fall* while the margin grows (Razin et al. 2024, "likelihood
+# displacement"), because the loss constrains only the difference.
 
 # %% [markdown] teacher
-# *Answer to the prediction.* Up, by many nats, nearly as much as the chosen one (see the paragraph
-# above). Students usually predict "down" (SFT should prefer what it was shown) or "unchanged" (it never
-# saw that text); both miss that likelihood is shared across everything built from the same patterns.
+# *Answer to the prediction.* Up, by many nats (about 13 with the notebook's seed), though less than the
+# chosen one (see the paragraph above). Students usually predict "down" (SFT should prefer what it was
+# shown) or "unchanged" (it never saw that text); both miss that likelihood is shared by everything built
+# from the same patterns.
 
 # %% [markdown]
 # ## 7. Baselines without a critic: RLOO and GRPO, and best-of-$n$
@@ -470,9 +474,7 @@ print(
 # **group** of $k$ completions and compare each completion's reward with the others' (the reward is the
 # reward model's score, one number per completion, so there is no per-token credit assignment):
 #
-# $$A_i^\text{RLOO} = r_i - \frac{1}{k-1} \sum_{j \ne i} r_j
-#   \qquad\qquad
-#   A_i^\text{GRPO} = \frac{r_i - \operatorname{mean}(r_1, \dots, r_k)}{\operatorname{std}(r_1, \dots, r_k) + \varepsilon}.$$
+# $$A_i^\text{RLOO} = r_i - \frac{1}{k-1} \sum_{j \ne i} r_j \qquad\qquad A_i^\text{GRPO} = \frac{r_i - \operatorname{mean}(r_1, \dots, r_k)}{\operatorname{std}(r_1, \dots, r_k) + \varepsilon}.$$
 #
 # RLOO's leave-one-out baseline keeps the gradient unbiased (a completion's own reward is not in its
 # baseline); GRPO's division makes every prompt's advantages the same size, however easy or hard the
@@ -668,8 +670,9 @@ for figure in ("gold_by_arm.png", "gold_vs_kl.png", "overoptimisation.png"):
         display(Markdown(f"`{report / 'plots' / figure}`"), Image(filename=str(report / "plots" / figure)))
 
 # %% [markdown]
-# The training curves of every stage (each arm's loss, the reward model's accuracy, PPO's held-out gold
-# and proxy reward along training):
+# The training curves, step by step, of what each arm's stages optimise: SFT's NLL, DPO's loss, the
+# reward model's Bradley–Terry loss, and the reward the RL stages climb (PPO's is the score minus
+# $\beta\,$KL):
 
 # %%
 display(Image(filename=str(report / "plots" / "training.png")))
@@ -803,12 +806,13 @@ print(f"second report: {biased / 'report.md'}")
 # %% [markdown] teacher
 # *Answer.* Only the arms trained on comparisons can change: `dpo`, `rm` (and so `ppo`, `rloo`, `grpo` and
 # `best_of_n`, which use it). `base` and `sft` never see a comparison, so their rows are identical, to
-# the last digit (the same cached stages). In those arms the reward model (and DPO's implicit one) now
-# pays more for each extra sentence: `proxy_reward` of the RL arms stays high or rises while their
-# completions get longer, and the gold reward, which charges 0.25 per sentence past 4, falls or gains
-# less. That gap between proxy and gold is reward hacking, caused here by the labeller rather than by the
-# reward model's capacity. The reward model's accuracy against gold (`rm_accuracy`) drops, because it
-# learnt the labeller's taste. The cell below prints each change, 0.6 minus the default.
+# the last digit (the same cached stages). In the RL arms the reward model now pays more for each extra
+# sentence: their `proxy_reward` rises while their completions get longer, and the gold reward, which
+# charges 0.25 per sentence past 4 and pays nothing for length, falls. That gap between proxy and gold is
+# reward hacking, caused here by the labeller rather than by the reward model's capacity. `rm_accuracy`
+# (the reward model against gold) drops on most arms' samples, because it learnt the labeller's taste.
+# DPO moves least: its implicit reward is learnt from the same biased pairs, but it cannot sample
+# longer and longer answers to exploit it. The cell below prints each change, 0.6 minus the default.
 
 # %% teacher
 change = both.groupby(["arm", "length_bias"], sort=False)[compared].mean().unstack("length_bias")
@@ -836,17 +840,21 @@ print(
 )
 
 # %% [markdown] teacher
-# *Answer.* As $\beta$ falls the KL to the base model rises: DPO's loss is a function of
-# $\beta \times$ margin, so a smaller $\beta$ needs a larger margin (a larger change of the policy) to
-# reach the same loss, as the exact $\pi^*$ of section 8 showed. The gold reward first follows (more
-# of what the labeller prefers, which is mostly good) and then stalls or falls when the change goes into
-# the labeller's biases or the off-policy pairs stop saying anything about what the policy now writes.
-# With one seed and 64 pairs, expect the KL trend to be clear and the gold trend to be noisy. The
-# cell below says whether the KL falls with every step up in $\beta$.
+# *Answer.* Broadly up, but not smoothly. DPO's loss is a function of $\beta \times$ margin, so a
+# smaller $\beta$ needs a larger margin (a larger change of the policy) to reach the same loss, as the
+# exact $\pi^*$ of section 8 showed: from $\beta = 1$ to $0.3$ the KL to the base model typically jumps
+# several-fold. Below that, training rather than $\beta$ limits how far DPO goes (three epochs on the
+# same 256 pairs), so the KL levels off and one seed's noise can reverse the order of neighbours. The
+# gold reward does not follow the KL: more change buys more of what the labeller prefers, length bias
+# included, and the pairs were sampled from the base model, so they say less and less about what the
+# moved policy writes. With one seed, trust the large KL steps and not the small gold differences. The
+# cell below prints the KL at each $\beta$ and whether it falls at every step.
 
 # %% teacher
 kls = sweep.sort_values(beta_column)["kl_to_base"].tolist()
-print("KL falls at every larger beta:", all(a > b for a, b in zip(kls, kls[1:])), [round(k, 3) for k in kls])
+betas = sorted(sweep[beta_column])
+print("KL to the base model at beta", ", ".join(f"{b}: {k:.2f}" for b, k in zip(betas, kls)))
+print("KL falls at every larger beta:", all(a > b for a, b in zip(kls, kls[1:])))
 
 # %% [markdown]
 # **Going further.** The same `--set` works for every key of the suite: `task.annotator.style_bias`,
