@@ -34,7 +34,7 @@
 #
 # **Settings** are the next cell's four variables; change them there and run the notebook from the top.
 #
-# - `SIZE`: `"laptop"` (the default) trains the lab's suite on 2 seeds; `"micro"` is a smoke test of a
+# - `SIZE`: `"laptop"` (the default) trains the lab's suite on 3 seeds; `"micro"` is a smoke test of a
 #   minute or two whose base model writes word salad (the tests run the notebook this way).
 # - `WORK`: the folder next to this notebook where the suites, their reports and figures go (the figures
 #   shown below are files in it; open `WORK/report/report.html` in a browser for the full report).
@@ -50,11 +50,12 @@
 # thread, so on an otherwise idle 2-core laptop expect about 5 minutes, most of it pretraining the base
 # model and the RL arms. At micro size everything takes a minute or two.
 #
-# **Pre-building the cache** (teachers): run the whole notebook once before the lab
-# (`jupyter nbconvert --to notebook --execute notebooks/sft_vs_rlhf_teacher.ipynb --output /tmp/run.ipynb`
-# from the repository root), then give every student a copy of `notebooks/sft_vs_rlhf_lab/cache`, or
-# point `CACHE` at a shared folder. With the cache in place every suite cell only evaluates and reports,
-# in seconds. The stages' keys depend only on their settings, so keep `SIZE` as it was.
+# **Pre-building the cache** (teachers): run the whole teacher's notebook once before the lab (Run All,
+# or `jupyter nbconvert --to notebook --execute notebooks/sft_vs_rlhf_teacher.ipynb --output /tmp/run.ipynb`
+# from the repository root; nbconvert comes with jupyterlab), then give every student a copy of
+# `notebooks/sft_vs_rlhf_lab/cache` (about 20 MB), or point `CACHE` at a shared folder. With the cache in
+# place every suite cell only evaluates and reports, in under a minute. The stages' keys depend only on
+# their settings, so keep `SIZE` and the suites as they are.
 
 # %%
 from pathlib import Path
@@ -604,7 +605,7 @@ stages:
   rloo: {episodes: 256, num_generations: 4, batch_size: 64, lr: 3.0e-4, beta: 0.05, temperature: 1.0}
   grpo: {episodes: 256, num_generations: 4, batch_size: 64, lr: 3.0e-4, beta: 0.05, temperature: 1.0}
   best_of_n: {n: 4}
-grid: {seed: [0, 1]}
+grid: {seed: [0, 1, 2]}
 eval: {samples_per_prompt: 4, max_new_tokens: 32, temperature: 1.0}
 """,
 }
