@@ -456,8 +456,9 @@ print(
 # completion gains far more, because thirty steps on four demonstrations memorise them.) Likelihood is
 # not a judgement of quality: raising the probability of good text raises the probability of similar bad
 # text. DPO uses only the *difference* of the two log-ratios, the margin, so the gain they share cancels.
-# This is also why DPO is usually started from the SFT model ($\pi_\text{ref}$ = the SFT policy): the
-# fluency is then in the reference, and the margin measures the preference alone. The opposite happens
+# This is also why DPO is usually started from the SFT model ($\pi_\text{ref}$ = the SFT policy; in the
+# suite below the `dpo` arm starts from the base model, and a recipe `[sft, dpo]` would start from SFT):
+# the fluency is then in the reference, and the margin measures the preference alone. The opposite happens
 # too: during DPO both log-probs often *fall* while the margin grows (Razin et al. 2024, "likelihood
 # displacement"), because the loss constrains only the difference.
 
@@ -762,14 +763,14 @@ print(
 )
 
 # %% [markdown] teacher
-# *Answer.* There is no fixed winner, and that is the point of the question: read the gain and the KL
-# together. What to expect at the laptop size: best-of-4's KL is capped at $\log 4 - 3/4 \approx 0.64$
-# nats, so a modest gain gives it a high ratio; SFT moves the model a long way (towards the
-# demonstrator's style, which the gold reward only partly values) and tends to buy the least gold per
-# nat; the RL arms (PPO, RLOO, GRPO) buy most of their gain where the reward model agrees with the gold
-# reward and spend the rest of their KL on what it merely *likes* (length, "very"). A ratio from a KL
-# near 0 is noise; the report's table gives the interval. The cell below prints each arm's ranking by
-# ratio on every seed, so you can see whether the order is stable.
+# *Answer.* Best-of-4, by far, and then the RL arms; SFT least. Best-of-$n$'s KL is capped at
+# $\log 4 - 3/4 \approx 0.64$ nats, and picking the reward model's favourite of four base-model samples
+# buys a large part of what the RL arms gain, so its ratio is several times theirs. SFT can only reach
+# its demonstrator, whose reviews score about 0.8, not far above the base model: a small gain for about a
+# nat of KL. PPO, RLOO, GRPO and DPO buy more gold in all, but spend a good part of their KL on what the
+# reward (learnt, or DPO's implicit one) merely *likes*: length, repetition of praised aspects (read
+# their completions above). A ratio from a KL near 0 is noise, and the order of neighbours changes from
+# seed to seed: the cell below ranks the arms by ratio on every seed; the report's table gives intervals.
 
 # %% teacher
 print(
