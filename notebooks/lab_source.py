@@ -44,10 +44,10 @@
 #   Ray and no worker processes; a larger number starts Ray and is only worth it with more than 2 cores.
 #
 # **How long.** The suite cells do all the training; sections 1–8 take seconds. On our 2-core machine,
-# with one job and the CPU shared with other work (load average 15 to 24, so the notebook got about a
-# quarter of a core), the whole notebook at the default size took 17.5 minutes: the first suite 11, the
-# length-bias suite 4.3, the β sweep 1.4. The kernel itself used about 260 seconds of CPU time on one
-# thread, so on an otherwise idle 2-core laptop expect about 5 minutes, most of it pretraining the base
+# with one job and the CPU shared with other work (load average 12 to 29, mean 19, so the notebook got
+# about a quarter of a core), the whole notebook at the default size took 20 minutes: the first suite
+# 12.7, the length-bias suite 5.7, the β sweep 1.1. The kernel itself used 324 seconds of CPU time on one
+# thread, so on an otherwise idle 2-core laptop expect about 6 minutes, most of it pretraining the base
 # model and the RL arms. At micro size everything takes a minute or two.
 #
 # **Pre-building the cache** (teachers): run the whole teacher's notebook once before the lab (Run All,
