@@ -135,7 +135,10 @@ def test_notebook_runs_at_micro_size(executed, version):
     markdown = "\n".join(outputs(nb, "text/markdown"))
     tables = markdown.count("| arm | completion | gold | proxy |")
     assert tables >= 1 and all(markdown.count(f"\n| {arm} | ") >= tables for arm in ARMS)
-    assert len(outputs(nb, "image/png")) == 3  # gold by arm, gold vs KL, training curves
+    figures = ["gold_by_arm", "gold_vs_kl", "training"] + ["overoptimisation"] * (
+        (work / "report" / "plots" / "overoptimisation.png").exists()
+    )
+    assert len(outputs(nb, "image/png")) == len(figures)  # each figure the report drew, shown inline
     assert "sft_vs_rlhf_lab/report/plots/gold_vs_kl.png" in markdown  # the notebook names the files
     assert "## Claims checked" in markdown
 
