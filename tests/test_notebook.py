@@ -1,4 +1,6 @@
-"""The teaching notebook (notebooks/sft_vs_rlhf.ipynb) runs top to bottom at micro size, so it cannot rot."""
+"""The lab's notebooks (notebooks/sft_vs_rlhf.ipynb for students, sft_vs_rlhf_teacher.ipynb with the
+answers) run top to bottom at micro size, so they cannot rot; their single source is tested in
+tests/test_teaching.py."""
 
 import json
 import math
@@ -13,8 +15,11 @@ nbformat = pytest.importorskip("nbformat", reason="the notebook test needs nbfor
 nbclient = pytest.importorskip("nbclient", reason="the notebook test needs nbformat, nbclient and ipykernel")
 pytest.importorskip("ipykernel", reason="the notebook test needs nbformat, nbclient and ipykernel")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "sft_vs_rlhf.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+VERSIONS = {"student": NOTEBOOKS / "sft_vs_rlhf.ipynb", "teacher": NOTEBOOKS / "sft_vs_rlhf_teacher.ipynb"}
 KERNEL = "sft-vs-rlhf-test"
+ARMS = {"base", "sft", "dpo", "rm", "ppo", "rloo", "grpo", "best_of_n"}
+CHECKS = ("bradley_terry_loss", "gae", "dpo_loss", "best_of_n")
 
 
 def this_python_kernel(jupyter_path: Path) -> str:
@@ -32,41 +37,67 @@ def this_python_kernel(jupyter_path: Path) -> str:
     return KERNEL
 
 
-def stdout_of(nb) -> str:
-    return "".join(
-        out.get("text", "")
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-        if out.output_type == "stream" and out.name == "stdout"
-    )
+def outputs(nb, key: str) -> list[str]:
+    """Every output's `key` (a mime type, or 'text' for streams) of every code cell, in order."""
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            value = out.get("text") if key == "text" else out.get("data", {}).get(key)
+            if value:
+                found.append(value)
+    return found
 
 
-def test_committed_notebook_is_valid_and_has_no_outputs():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_committed_notebook_is_valid_and_has_no_outputs(version):
+    nb = nbformat.read(VERSIONS[version], as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
-@pytest.mark.slow
-def test_notebook_runs_at_micro_size(tmp_path, monkeypatch):
-    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
-    cwd.mkdir()
-    tmp.mkdir()
-    kernel = this_python_kernel(tmp_path / "jupyter")
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setenv("TMPDIR", str(tmp))  # the notebook's default work folder is a new temporary one
-    monkeypatch.setenv("SFT_VS_RLHF_NOTEBOOK_SIZE", "micro")
-    monkeypatch.delenv("SFT_VS_RLHF_NOTEBOOK_DIR", raising=False)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, kernel_name=kernel, timeout=300, resources={"metadata": {"path": str(cwd)}}
-    )
-    client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
-    printed = stdout_of(nb)
+def with_settings(nb, cache: Path):
+    """The first code cell holds the settings: micro size, and one stage cache for both versions."""
+    settings = nb.cells[next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")]
+    for default, test in [
+        ('SIZE = "laptop"', 'SIZE = "micro"'),
+        ('CACHE = WORK / "cache"', f"CACHE = Path({str(cache)!r})"),
+    ]:
+        assert settings.source.count(default) == 1, f"the settings cell no longer sets {default}"
+        settings.source = settings.source.replace(default, test)
+    assert "JOBS = 1 " in settings.source  # one job, no Ray, by default
+    return nb
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Both versions run at micro size, each in a folder of its own, sharing one stage cache."""
+    root = tmp_path_factory.mktemp("notebooks")
+    mp = pytest.MonkeyPatch()
+    kernel = this_python_kernel(root / "jupyter")
+    mp.setenv("JUPYTER_PATH", str(root / "jupyter"))
+    mp.setenv("JUPYTER_RUNTIME_DIR", str(root / "runtime"))
+    mp.setenv("IPYTHONDIR", str(root / "ipython"))
+    runs = {}
+    try:
+        for version, path in VERSIONS.items():
+            cwd = root / version
+            cwd.mkdir()
+            nb = with_settings(nbformat.read(path, as_version=4), root / "cache")
+            client = nbclient.NotebookClient(
+                nb, kernel_name=kernel, timeout=600, resources={"metadata": {"path": str(cwd)}}
+            )
+            client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
+            runs[version] = (nb, cwd)
+    finally:
+        mp.undo()
+    return runs
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_notebook_runs_at_micro_size(executed, version):
+    nb, cwd = executed[version]
+    printed = "".join(outputs(nb, "text"))
 
     # the hand-computed numbers the markdown asks the learner to check
     assert "helpful    gold +1.750" in printed
@@ -81,17 +112,36 @@ def test_notebook_runs_at_micro_size(tmp_path, monkeypatch):
     before = float(re.search(r"SFT loss \(NLL per token\) ([\d.]+)", printed).group(1))
     after = float(re.search(r"SFT loss after 30 steps: ([\d.]+)", printed).group(1))
     assert after < before
+    assert "RLOO advantages  [0.8, -0.2667, 0.2667, -0.8, 0.0, 0.0, 0.0, 0.0]" in printed
 
-    # the suite ran into the temporary work folder, twice, and nothing was written into the working folder
-    assert list(cwd.iterdir()) == []
-    (work,) = tmp.glob("sft-vs-rlhf-notebook-*")
-    assert f"report: {work / 'report' / 'report.md'}" in printed
-    arms = {"base", "sft", "dpo", "rm", "ppo"}
+    # the exercises: solved and checked in the teacher's version, waiting for the student in theirs
+    for check in CHECKS:
+        done = f"{check}: agrees with" in printed
+        waiting = f"{check}: not written yet" in printed
+        assert (done, waiting) == ((True, False) if version == "teacher" else (False, True)), check
+
+    # the suites ran into the folder next to the notebook that the settings name, and nowhere else
+    assert [p.name for p in cwd.iterdir()] == ["sft_vs_rlhf_lab"]
+    work = cwd / "sft_vs_rlhf_lab"
     results = pd.read_csv(work / "report" / "results.csv")
     biased = pd.read_csv(work / "report_length_bias" / "results.csv")
-    assert set(results["arm"]) == arms and set(biased["arm"]) == arms
+    assert set(results["arm"]) == ARMS and set(biased["arm"]) == ARMS
     assert "length_bias: 0.6" in (work / "report_length_bias" / "suite.yaml").read_text()
     assert "0.15 (default)" in printed and "rm_accuracy" in printed  # the two labellers' table
-    assert "## Claims checked" in "".join(
-        out.get("data", {}).get("text/markdown", "") for cell in nb.cells for out in cell.get("outputs", [])
+    betas = pd.read_csv(work / "report_beta" / "results.csv").query("arm == 'dpo'")
+    assert sorted(betas["grid.arms.dpo.stages.dpo.beta"].unique()) == [0.03, 0.1, 0.3, 1.0]
+
+    # inline: every arm's completion for the same prompts, the report's figures, its tables
+    markdown = "\n".join(outputs(nb, "text/markdown"))
+    tables = markdown.count("| arm | completion | gold | proxy |")
+    assert tables >= 1 and all(markdown.count(f"\n| {arm} | ") >= tables for arm in ARMS)
+    figures = ["gold_by_arm", "gold_vs_kl", "training"] + ["overoptimisation"] * (
+        (work / "report" / "plots" / "overoptimisation.png").exists()
     )
+    assert len(outputs(nb, "image/png")) == len(figures)  # each figure the report drew, shown inline
+    assert "sft_vs_rlhf_lab/report/plots/gold_vs_kl.png" in markdown  # the notebook names the files
+    assert "## Claims checked" in markdown
+
+    # the teacher's cells that read the answers from this run
+    answered = ("below the base model's on", "KL falls at every larger beta:")
+    assert all((line in printed) == (version == "teacher") for line in answered)
