@@ -394,8 +394,9 @@ def collect(runs: list[Run], cache: StageCache):
         }
         metrics = read(run.eval, "metrics.json", json_file)
         gold = read(run.demonstrator, "metrics.json", gold_of_splits, metrics)
+        compute = {"compute_seconds": run_seconds(run, cache)}
         for split, m in metrics.items():
-            results.append({**meta, "split": split, **m, "demonstrator_gold": gold[split]})
+            results.append({**meta, "split": split, **m, "demonstrator_gold": gold[split], **compute})
         samples.extend({**meta, **row} for row in read(run.eval, "samples.jsonl", read_jsonl))
         for stage in stage_order([run.eval]):  # the arm's own training stages, inputs first
             history = cache.path(stage.name) / "log_history.json"
@@ -410,6 +411,17 @@ def collect(runs: list[Run], cache: StageCache):
         if col not in results_df:
             results_df[col] = float("nan")
     return results_df, pd.DataFrame(samples), pd.DataFrame(logs), pd.DataFrame(snapshots)
+
+
+def run_seconds(run: Run, cache: StageCache) -> float:
+    """The seconds of every stage the run's policy needed (its evaluation and the demonstrator left out),
+    shared stages counted whole: each arm counts the base model, the data and any warm start it uses. From
+    each stage's completion marker, so caches written before this column report it too; nan if one lacks it."""
+    return sum(
+        float(cache.info(s.name).get("seconds", float("nan")))
+        for s in stage_order([run.eval])
+        if s.kind != "eval"
+    )
 
 
 # -- a warm run: the report folder is already what this run would write ----------------------------------

@@ -80,7 +80,12 @@ def test_task_pass_rules():
 
     arithmetic = TASKS["arithmetic"]()
     prompt = "add 3 7 + 4 2 ="
-    for completion, passes in ((" 7 9", True), (" 7 0", False), (" 0 9 , 0 7 so 7 9", True), (" 7 9 9", False)):
+    for completion, passes in (
+        (" 7 9", True),
+        (" 7 0", False),
+        (" 0 9 , 0 7 so 7 9", True),
+        (" 7 9 9", False),
+    ):
         gold = arithmetic.gold(prompt, completion)
         assert arithmetic.passes(prompt, completion, gold) is passes
         assert passes == (gold.reward == 1.0)  # the verifier's pass is the gold ceiling

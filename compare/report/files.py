@@ -235,7 +235,7 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
             for axis, figs in drawn.items()
         }
         claims = check_claims(results, logs, roles)
-        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots)
+        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs)
         page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles, snapshots)
         md_tmp, html_tmp = pages
         write_file(md_tmp, text)  # whole, and never through a link at that name

@@ -43,6 +43,7 @@ METRICS = [  # column, heading, higher is better (None: neither)
     ("distinct_2", "distinct-2", True),
     ("mean_length", "length", None),
     ("well_formed", "well-formed", True),
+    ("compute_seconds", "training s", None),
 ]
 
 MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in results.csv
@@ -53,10 +54,20 @@ MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in re
     ("distinct_2", "id"),
     ("well_formed", "id"),
     ("mean_length", "id"),
+    ("compute_seconds", "id"),  # the seconds of every stage before the evaluation, shared ones whole
 ]
 
 
-NONNEGATIVE = {"kl_to_base", "forward_kl_train", "distinct_2", "mean_length", "well_formed", "rm_accuracy"}
+PER_RUN = {"compute_seconds"}  # one value per run, the same on each split's row: no split in its heading
+NONNEGATIVE = {
+    "compute_seconds",
+    "kl_to_base",
+    "forward_kl_train",
+    "distinct_2",
+    "mean_length",
+    "well_formed",
+    "rm_accuracy",
+}
 
 
 def fmt_ci(values, nonnegative: bool = False) -> str:
@@ -96,10 +107,10 @@ def main_table(results: pd.DataFrame, roles: Roles) -> str:
     """The policies (no reward model alone) by grid point: mean ± 95% interval over seeds."""
     arms = roles.policies
     headings = {m: h for m, h, _ in METRICS}
-    cols = [(m, s) for m, s in MAIN_COLUMNS if results[m].notna().any()]
+    cols = [(m, s) for m, s in MAIN_COLUMNS if m in results and results[m].notna().any()]
     keys = group_columns(results)
     header = ["arm", *(grid_heading(c) for c in keys[1:]), "seeds"]
-    header += [f"{headings[m]} {roles.split_label(s)}" for m, s in cols]
+    header += [headings[m] if m in PER_RUN else f"{headings[m]} {roles.split_label(s)}" for m, s in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = results.groupby(keys, sort=False, dropna=False)
     for key, group in sorted(groups, key=lambda kv: _arm_order(kv[0], arms)):
