@@ -162,7 +162,7 @@ def test_claims_with_their_verdicts(example):
     found = parse((example / "report.html").read_text())
     header, claims = found.tables["t-claims-checked"][0], found.tables["t-claims-checked"][1:]
     assert header[3:5] == ["verdict", "after correction"]
-    assert len(claims) == 21
+    assert len(claims) == 23  # 21, DPO's log p(chosen) and pass@k (not measured: no eval.pass_at_k)
     verdicts = [row[3][2:] for row in claims]  # "▲ supported" -> "supported"
     corrected = [row[4][2:] for row in claims]
     assert set(verdicts) | set(corrected) <= {"supported", "contradicted", "inconclusive", "not measured"}

@@ -72,11 +72,9 @@ def implicit_reward_accuracy(samples: pd.DataFrame | None, arm: str, split: str 
     out = {}
     for seed, group in rows.groupby("seed"):
         group = group.sort_values(["prompt_index", "sample_index"])
-        first = group[group["sample_index"] % 2 == 0].set_index(["prompt_index", "sample_index"])
-        second = group[group["sample_index"] % 2 == 1].copy()
-        second["sample_index"] -= 1
-        second = second.set_index(["prompt_index", "sample_index"])
-        both = first.join(second, lsuffix="_a", rsuffix="_b", how="inner")
+        first = group[group["sample_index"] % 2 == 0]
+        second = group[group["sample_index"] % 2 == 1].assign(sample_index=lambda g: g["sample_index"] - 1)
+        both = first.merge(second, on=["prompt_index", "sample_index"], suffixes=("_a", "_b"))
         if both.empty:
             continue
         score = both["logp_policy_a"] - both["logp_base_a"], both["logp_policy_b"] - both["logp_base_b"]
