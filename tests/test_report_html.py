@@ -190,8 +190,8 @@ def test_nothing_is_fetched_from_anywhere(example):
     assert not re.search(r"https?://|url\(|@import", page)
     assert "default-src 'none'" in page  # and the page's own policy forbids it
     assert (
-        page.count('src="data:image/png;base64,') == 4
-    )  # the figures not drawn as SVG (with the shift gaps)
+        page.count('src="data:image/png;base64,') == 5
+    )  # the figures not drawn as SVG (with the shift gaps and DPO's log-probabilities)
 
 
 def test_figures_carry_their_numbers(example):

@@ -173,27 +173,32 @@ def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | No
 def gold_vs_compute(
     results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None
 ) -> Path | None:
-    """ID gold against the seconds each arm's stages took (`compute_seconds`: shared stages whole), one
-    point per arm and grid point: mean ± 95% interval over seeds on both axes."""
-    if "compute_seconds" not in results or results["compute_seconds"].isna().all():
+    """ID gold against each run's training compute (`compute_tflops`, else `compute_seconds`: every stage
+    before the evaluation, shared ones whole), one point per arm and grid point: mean ± 95% interval over
+    seeds on both axes."""
+    column = next(
+        (c for c in ("compute_tflops", "compute_seconds") if c in results and results[c].notna().any()), None
+    )
+    if column is None:
         return None
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     for label, arm, rows in policy_groups(results, roles):
         ids = rows[rows["split"] == "id"]
-        x, xh, _ = mean_ci(ids.groupby("seed")["compute_seconds"].mean().tolist())
+        x, xh, _ = mean_ci(ids.groupby("seed")[column].mean().tolist())
         y, yh, n = mean_ci(ids.groupby("seed")["gold_reward"].mean().tolist())
-        if not n or math.isnan(x):
+        if not n or math.isnan(x) or x <= 0:
             continue
-        ax.errorbar([max(x, 1e-3)], [y], xerr=[[0.0 if math.isnan(xh) else min(xh, x - 1e-3)], [0.0 if math.isnan(xh) else xh]],
-                    yerr=0.0 if math.isnan(yh) else yh, fmt="s" if roles.is_oracle(arm) else "o", capsize=3,
-                    label=label)  # fmt: skip
+        xh = 0.0 if math.isnan(xh) else xh
+        ax.errorbar([x], [y], xerr=[[min(xh, 0.9 * x)], [xh]], yerr=0.0 if math.isnan(yh) else yh,
+                    fmt="s" if roles.is_oracle(arm) else "o", capsize=3, label=label)  # fmt: skip
     reference_lines(ax, scale or {})
     ax.set_xscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
-    ax.set_xlabel("training seconds per run (every stage before evaluation, shared ones whole; log)")
+    unit = "TFLOP" if column == "compute_tflops" else "seconds"
+    ax.set_xlabel(f"training {unit} per run after the base model (shared stages whole; log)")
     ax.set_ylabel("gold reward (ID)")
     ax.set_title("Gold reward against compute", fontsize="medium")
     _legend_outside(ax)

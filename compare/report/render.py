@@ -155,9 +155,15 @@ def render_markdown(
         "with a reward model only). A reward model evaluated alone is not a policy: it is in the "
         "reward-model table below."
         + (
-            " Training s: the seconds of every stage a run needed before its evaluation, shared stages (the "
-            "base model, the data, a warm start) counted whole for each arm that uses them, as the cache "
-            "recorded them when they ran (one machine's wall time, not FLOPs)."
+            " Training TFLOP and s: the compute of every stage a run needed after the base model (which every "
+            "arm shares) and before its evaluation, shared stages (the data, a warm start, a reward model) "
+            "counted whole for each arm that uses them: "
+            "6·N FLOPs per token trained, 2·N per token only forwarded (sampling, scoring, a reference), "
+            "and the seconds the cache recorded when each stage ran; per stage, the base model's included, in "
+            "`compute.csv`, where "
+            "`bound` names the token counts that are upper bounds (rollouts at max_new_tokens, the tiny "
+            "base's pretraining at n_positions). Best-of-n's n samples per answer are evaluation compute, "
+            "not counted here."
             if "compute_seconds" in results and results["compute_seconds"].notna().any()
             else ""
         )

@@ -43,6 +43,7 @@ METRICS = [  # column, heading, higher is better (None: neither)
     ("distinct_2", "distinct-2", True),
     ("mean_length", "length", None),
     ("well_formed", "well-formed", True),
+    ("compute_tflops", "training TFLOP", None),
     ("compute_seconds", "training s", None),
 ]
 
@@ -54,12 +55,18 @@ MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in re
     ("distinct_2", "id"),
     ("well_formed", "id"),
     ("mean_length", "id"),
-    ("compute_seconds", "id"),  # the seconds of every stage before the evaluation, shared ones whole
+    # FLOPs and seconds of every stage after the base model, shared ones whole (compare/compute.py)
+    ("compute_tflops", "id"),
+    ("compute_seconds", "id"),
 ]
 
 
-PER_RUN = {"compute_seconds"}  # one value per run, the same on each split's row: no split in its heading
+PER_RUN = {
+    "compute_tflops",
+    "compute_seconds",
+}  # one value per run, the same on each split's row: no split in its heading
 NONNEGATIVE = {
+    "compute_tflops",
     "compute_seconds",
     "kl_to_base",
     "forward_kl_train",
