@@ -84,10 +84,10 @@ def test_renamed_arms_give_the_same_report(tmp_path):
     assert main(["report", str(same)]) == 0 and main(["report", str(renamed)]) == 0
     before, after = (same / "report.md").read_text(), (renamed / "report.md").read_text()
     claims = claims_table(after)
-    assert len(claims) == 21  # 16 claims; 5 of those against SFT are checked for DPO and for PPO
+    assert len(claims) == 23  # 18 claims; 5 of those against SFT are checked for DPO and for PPO
     assert [named_back(c, RENAMES) for c in claims] == claims_table(before)
-    # as in the example itself, which sweeps no budget, noise, demonstrator, DPO beta or labeller bias, and has no online DPO
-    assert sum(NOT_MEASURED in c for c in claims) == 7
+    # as in the example itself, which sweeps no budget, noise, demonstrator, DPO beta or labeller bias, has no online DPO and no pass@k
+    assert sum(NOT_MEASURED in c for c in claims) == 8
     assert "prefopt" in "".join(claims) and "imitation" in "".join(claims)
     assert "### Differences from imitation, paired by seed" in after
     assert named_back(after, RENAMES) == before  # every table, statement and figure list too
