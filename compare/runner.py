@@ -400,7 +400,7 @@ def collect(runs: list[Run], cache: StageCache):
         stages = ledger.rows(run)
         after_base = [r for r in stages if r["stage"] != "base"]  # the base model: the same for every arm
         compute = {  # nan when a stage was not counted
-            "compute_tflops": sum(r["flops"] for r in after_base) / 1e12,
+            "compute_flops": sum(r["flops"] for r in after_base),
             "compute_seconds": sum(r["seconds"] for r in after_base),
         }
         compute_rows.extend({**meta, **r} for r in stages)

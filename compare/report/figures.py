@@ -173,34 +173,37 @@ def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | No
 def gold_vs_compute(
     results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None
 ) -> Path | None:
-    """ID gold against each run's training compute (`compute_tflops`, else `compute_seconds`: every stage
+    """ID gold against each run's training compute (`compute_flops`, else `compute_seconds`: every stage
     before the evaluation, shared ones whole), one point per arm and grid point: mean ± 95% interval over
     seeds on both axes."""
     column = next(
-        (c for c in ("compute_tflops", "compute_seconds") if c in results and results[c].notna().any()), None
+        (c for c in ("compute_flops", "compute_seconds") if c in results and results[c].notna().any()), None
     )
     if column is None:
         return None
+    from compare.report.tables import flop_unit
+
+    unit, prefix = flop_unit(results[column]) if column == "compute_flops" else (1.0, "")
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(roles.policies)}  # as in the other charts
     for label, arm, rows in policy_groups(results, roles):
         ids = rows[rows["split"] == "id"]
-        x, xh, _ = mean_ci(ids.groupby("seed")[column].mean().tolist())
+        x, xh, _ = mean_ci((ids.groupby("seed")[column].mean() / unit).tolist())
         y, yh, n = mean_ci(ids.groupby("seed")["gold_reward"].mean().tolist())
-        if not n or math.isnan(x) or x <= 0:
+        if not n or math.isnan(x) or x <= 0:  # the base model: nothing after itself
             continue
         xh = 0.0 if math.isnan(xh) else xh
         ax.errorbar([x], [y], xerr=[[min(xh, 0.9 * x)], [xh]], yerr=0.0 if math.isnan(yh) else yh,
-                    fmt="s" if roles.is_oracle(arm) else "o", capsize=3, label=label)  # fmt: skip
+                    fmt="s" if roles.is_oracle(arm) else "o", capsize=3, label=label, color=colours[arm])  # fmt: skip
     reference_lines(ax, scale or {})
     ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    unit = "TFLOP" if column == "compute_tflops" else "seconds"
-    ax.set_xlabel(f"training {unit} per run after the base model (shared stages whole; log)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    what = f"{prefix}FLOP" if column == "compute_flops" else "seconds"
+    ax.set_xlabel(f"training {what} per run after the base model (shared stages whole; log)")
     ax.set_ylabel("gold reward (ID)")
-    ax.set_title("Gold reward against compute", fontsize="medium")
+    ax.set_title("Gold reward against compute (the base model, at 0, is not drawn)", fontsize="medium")
     _legend_outside(ax)
     return _save(fig, path)
 

@@ -155,7 +155,7 @@ def render_markdown(
         "with a reward model only). A reward model evaluated alone is not a policy: it is in the "
         "reward-model table below."
         + (
-            " Training TFLOP and s: the compute of every stage a run needed after the base model (which every "
+            " Training FLOP and s: the compute of every stage a run needed after the base model (which every "
             "arm shares) and before its evaluation, shared stages (the data, a warm start, a reward model) "
             "counted whole for each arm that uses them: "
             "6·N FLOPs per token trained, 2·N per token only forwarded (sampling, scoring, a reference), "
