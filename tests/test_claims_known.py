@@ -374,3 +374,15 @@ def test_implicit_reward_accuracy_on_held_out_pairs():
         ]
     )  # fmt: skip
     assert implicit_reward_accuracy(samples, "dpo") == {0: 0.5}
+
+
+def test_pass_at_k_claim_decided_on_a_shift_where_id_saturates():
+    rows = []
+    for seed, j in zip(SEEDS, JITTER):  # ID: both solve everything at k = 64; OOD: the base model more
+        rows.append(row("base", seed, 0.0, pass_at_1=0.6, pass_at_64=1.0))
+        rows.append(row("ppo", seed, 0.0, pass_at_1=0.7 + j, pass_at_64=1.0))
+        rows.append(row("base", seed, 0.0, "ood", pass_at_1=0.2, pass_at_64=0.9))
+        rows.append(row("ppo", seed, 0.0, "ood", pass_at_1=0.3 + j, pass_at_64=0.8 + j))
+    claim = by_key(pd.DataFrame(rows))["pass_at_k[ppo]"]
+    assert claim.verdict == SUPPORTED and "2 splits tested" in claim.reading
+    assert "pass@64 ppo − base = -0.100" in claim.evidence.split("OOD: ")[1]

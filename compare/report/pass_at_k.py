@@ -19,7 +19,7 @@ import pandas as pd
 
 from compare.metrics import mean_ci
 from compare.report.roles import Roles
-from compare.report.series import per_seed, summary
+from compare.report.series import per_seed
 from compare.report.stats import paired_difference
 from compare.report.verdicts import (
     CONTRADICTED,
@@ -72,43 +72,63 @@ def claims(results: pd.DataFrame, roles: Roles) -> list[Claim]:
         return [
             missing(KEY, TEXT, "needs an online-RL arm and the arm it starts from (the base model, or SFT)")
         ]
-    return [claim(results, rl, start, ks[0], ks[-1]) for rl, start in pairs]
+    splits = [x for x in roles.split_order(results["split"]) if x == "id" or x in roles.shifts]
+    return [claim(results, roles, rl, start, ks[0], ks[-1], splits) for rl, start in pairs]
 
 
-def claim(results: pd.DataFrame, rl: str, start: str, low: int, high: int) -> Claim:
-    """Decided on ID prompts by two seed-paired differences RL − start, each by the one rule (`decide`):
-    at the smallest k it must be above its start, at the largest below it. Supported when both hold (the
-    p-value is the larger of the two: both must pass); contradicted when RL is significantly above its
-    start at the largest k (it reaches answers its start does not); otherwise inconclusive."""
-    key = f"{KEY}[{rl}]"
-    d_low = paired_difference(
-        per_seed(results, rl, f"pass_at_{low}"), per_seed(results, start, f"pass_at_{low}")
+def on_split(results: pd.DataFrame, rl: str, start: str, low: int, high: int, split: str):
+    """(verdict, p-value, the two differences) on one split, from two seed-paired differences RL − start,
+    each by the one rule (`decide`): above its start at the smallest k and below it at the largest is
+    supported (p: the larger of the two, both must hold); above it at the largest k is contradicted (it
+    reaches answers its start does not); anything else inconclusive."""
+    d_low, d_high = (
+        paired_difference(
+            per_seed(results, rl, f"pass_at_{k}", split), per_seed(results, start, f"pass_at_{k}", split)
+        )
+        for k in (low, high)
     )
-    d_high = paired_difference(
-        per_seed(results, rl, f"pass_at_{high}"), per_seed(results, start, f"pass_at_{high}")
-    )
-    raises = decide(d_low)  # supported: RL above its start at the smallest k
-    squeezes = decide(d_high, positive_supports=False)  # supported: below it at the largest k
+    raises, squeezes = decide(d_low), decide(d_high, positive_supports=False)
     if raises.verdict == SUPPORTED and squeezes.verdict == SUPPORTED:
-        verdict, p = SUPPORTED, max(raises.p_value, squeezes.p_value)
-    elif squeezes.verdict == CONTRADICTED:
-        verdict, p = CONTRADICTED, squeezes.p_value
+        return SUPPORTED, max(raises.p_value, squeezes.p_value), d_low, d_high
+    if squeezes.verdict == CONTRADICTED:
+        return CONTRADICTED, squeezes.p_value, d_low, d_high
+    return INCONCLUSIVE, max(raises.p_value, squeezes.p_value), d_low, d_high
+
+
+def claim(
+    results: pd.DataFrame, roles: Roles, rl: str, start: str, low: int, high: int, splits: list[str]
+) -> Claim:
+    """Decided on ID prompts and on each named shift (`on_split`), combined as `decide_any` combines tests:
+    supported when some split supports it and none contradicts it, contradicted the other way round, the
+    p-value the deciding split's times the number of splits (Bonferroni). A split where both reach pass@k
+    = 1 at the largest k (an easy ID) cannot decide; a harder shift can."""
+    key = f"{KEY}[{rl}]"
+    found = {split: on_split(results, rl, start, low, high, split) for split in splits}
+    sides = {v for v, *_ in found.values()} & {SUPPORTED, CONTRADICTED}
+    ps = [p for _, p, *_ in found.values() if not math.isnan(p)]
+    if len(sides) == 1:
+        verdict = sides.pop()
+        p = min(1.0, min(p for v, p, *_ in found.values() if v == verdict) * len(found))
     else:
-        verdict, p = INCONCLUSIVE, max(raises.p_value, squeezes.p_value)
-    evidence = (
-        diff_text(d_low, rl, start, f"pass@{low}")
-        + "; "
-        + diff_text(d_high, rl, start, f"pass@{high}")
-        + f"; pass@{high} {rl} {summary(per_seed(results, rl, f'pass_at_{high}'))}, "
-        f"{start} {summary(per_seed(results, start, f'pass_at_{high}'))}"
-    )
-    read = (
-        reading(d_low, f"At k = {low}, {rl}", "above", "below", start).rstrip(".")
-        + "; "
-        + reading(d_high, f"at k = {high}, {rl}", "above", "below", start)
-    )
+        verdict, p = INCONCLUSIVE, min(1.0, min(ps) * len(found)) if ps else math.nan
+    parts, reads = [], []
+    for split, (_, _, d_low, d_high) in found.items():
+        label = roles.split_label(split)
+        parts.append(
+            f"{label}: "
+            + diff_text(d_low, rl, start, f"pass@{low}")
+            + "; "
+            + diff_text(d_high, rl, start, f"pass@{high}")
+        )
+        reads.append(
+            f"{label}: " + reading(d_low, f"at k = {low}, {rl}", "above", "below", start).rstrip(".") + "; "
+            + reading(d_high, f"at k = {high},", "above", "below", "it").rstrip(".")
+        )  # fmt: skip
+    deciding = next((d for v, _, d, _ in found.values() if v == verdict), found[splits[0]][2])
     compared = f"RL, here: {rl}; its start, here: {start}"
-    return Claim(key, TEXT, verdict, evidence, reading=read, compared=compared, p_value=p, effect=d_low)
+    return Claim(key, TEXT, verdict, " | ".join(parts), reading=". ".join(reads) + f" ({len(found)} splits "
+                 f"tested; the p-value is Bonferroni-multiplied by {len(found)}).", compared=compared,
+                 p_value=p, effect=deciding)  # fmt: skip
 
 
 def statements(results: pd.DataFrame, roles: Roles, rule: str) -> list[str]:
@@ -158,7 +178,7 @@ def figure(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_title(roles.split_label(split), fontsize="medium")
-        ax.set_xlabel("k (samples per prompt, log scale)")
+        ax.set_xlabel("k (log scale)")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("pass@k")
     axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
