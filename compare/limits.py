@@ -38,6 +38,7 @@ MAX_RUNS = 10_000  # runs of one suite or collection (each trains and evaluates 
 MAX_GRID_POINTS = 10_000  # points of the grid's cross product (every one is validated at load)
 MAX_STAGE_TOKENS = 10**10  # tokens one stage generates in all: beyond what any machine here can finish
 MAX_SELF_BLEU_PAIRS = 10**8  # sentence-vs-reference pairs of one split's self-BLEU (O(k^2) per prompt)
+MAX_PASS_AT_K = 1024  # samples per prompt for pass@k (eval.pass_at_k); the curve is read up to 64 and beyond
 
 # Bytes one item holds in memory at the stage's peak, generously (Python objects, tokenised copies,
 # Arrow tables, JSON rows): the limit is the memory free now divided by these.

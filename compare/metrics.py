@@ -55,3 +55,20 @@ def pairwise_accuracy(
         if ga != gb
     ]
     return statistics.fmean(hits) if hits else math.nan
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k from n samples of one prompt, c of which pass (Chen et al. 2021,
+    eq. 1): 1 − C(n−c, k) / C(n, k), the chance that k of the n drawn without replacement hold a pass.
+    Computed as 1 − ∏_{i=n−c+1}^{n} (1 − k/i), which needs no large binomials. Needs 1 ≤ k ≤ n."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def pass_ks(most: int) -> list[int]:
+    """The k of a pass@k curve: 1, 2, 4, ... up to `most`, and `most` itself."""
+    ks = [1 << i for i in range(most.bit_length()) if 1 << i <= most]
+    return ks if ks[-1] == most else [*ks, most]

@@ -143,12 +143,12 @@ def write_suite(folder: Path, suite, runs: list[Run], cache: StageCache, outcome
 
     done = [r for r in runs if complete(r, cache)]
     failed = [_failed_row(r, outcome) for r in runs if not complete(r, cache)]
-    results, samples, logs, snapshots = collect(done, cache)
+    results, samples, logs, snapshots, compute = collect(done, cache)
     # seconds each stage took when it ran (kept in its completion marker), so warm runs report them too
     seconds = {
         s.name: cache.info(s.name).get("seconds", float("nan")) for r in done for s in stage_order(r.roots)
     }
-    write_report(folder, suite, results, samples, logs, seconds, failed, snapshots)
+    write_report(folder, suite, results, samples, logs, seconds, failed, snapshots, compute)
     mark(folder)
 
 

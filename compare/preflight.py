@@ -271,8 +271,10 @@ def check_sizes(suite: Suite, stages: dict, path: Path, ram: int) -> None:
 
         # the evaluation (compare/stages/evaluate.py): k samples per prompt (x n with best-of-n) per split
         k, prompts = ev.samples_per_prompt, task.eval_prompts
-        factors = [
-            (k, "eval.samples_per_prompt", "samples per prompt"),
+        factors = [  # pass@k draws its own K per prompt when the evaluation's k are fewer
+            (k, "eval.samples_per_prompt", "samples per prompt")
+            if k >= ev.pass_at_k
+            else (ev.pass_at_k, "eval.pass_at_k", "samples per prompt for pass@k"),
             (prompts, "task.eval_prompts", "prompts"),
         ]
         for kind in arm.recipe:  # selection: n candidates sampled per answer

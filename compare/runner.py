@@ -358,13 +358,16 @@ def _ray_pool(
 
 
 def collect(runs: list[Run], cache: StageCache):
-    """Results (one row per run and split), per-sample rows, training logs, and the held-out samples online
-    RL saved along training (`compare.stages.snapshots`; four DataFrames), all read from cached stages."""
+    """Results (one row per run and split, with each run's compute), per-sample rows, training logs, the
+    held-out samples online RL saved along training (`compare.stages.snapshots`) and compute per run and
+    stage (`compare/compute.py`): five DataFrames, all read from cached stages."""
     import pandas as pd
 
+    from compare.compute import Ledger
     from compare.stages.snapshots import FILE as SNAPSHOTS
 
-    results, samples, logs, snapshots = [], [], [], []
+    results, samples, logs, snapshots, compute_rows = [], [], [], [], []
+    ledger = Ledger(runs, cache)
 
     def read(stage: Stage, file: str, parse, *args):
         path = cache.path(stage.name) / file
@@ -394,8 +397,15 @@ def collect(runs: list[Run], cache: StageCache):
         }
         metrics = read(run.eval, "metrics.json", json_file)
         gold = read(run.demonstrator, "metrics.json", gold_of_splits, metrics)
+        stages = ledger.rows(run)
+        after_base = [r for r in stages if r["stage"] != "base"]  # the base model: the same for every arm
+        compute = {  # nan when a stage was not counted
+            "compute_flops": sum(r["flops"] for r in after_base),
+            "compute_seconds": sum(r["seconds"] for r in after_base),
+        }
+        compute_rows.extend({**meta, **r} for r in stages)
         for split, m in metrics.items():
-            results.append({**meta, "split": split, **m, "demonstrator_gold": gold[split]})
+            results.append({**meta, "split": split, **m, "demonstrator_gold": gold[split], **compute})
         samples.extend({**meta, **row} for row in read(run.eval, "samples.jsonl", read_jsonl))
         for stage in stage_order([run.eval]):  # the arm's own training stages, inputs first
             history = cache.path(stage.name) / "log_history.json"
@@ -409,7 +419,13 @@ def collect(runs: list[Run], cache: StageCache):
     for col in ("proxy_reward", "rm_accuracy"):
         if col not in results_df:
             results_df[col] = float("nan")
-    return results_df, pd.DataFrame(samples), pd.DataFrame(logs), pd.DataFrame(snapshots)
+    return (
+        results_df,
+        pd.DataFrame(samples),
+        pd.DataFrame(logs),
+        pd.DataFrame(snapshots),
+        pd.DataFrame(compute_rows),
+    )
 
 
 # -- a warm run: the report folder is already what this run would write ----------------------------------

@@ -101,8 +101,8 @@ def test_loads_offline_without_errors(opened, folder, tmp_path):
     assert seen["errors"] == []
     assert seen["requests"] and all(url.startswith(("file:", "data:")) for url in seen["requests"])
     assert page.locator("#t-results tbody tr").count() == 11  # the reward model alone is not a policy
-    assert page.locator("#t-claims-checked tbody tr").count() == 21
-    assert page.locator("#t-claims-checked td.verdict").count() == 42  # before and after the correction
+    assert page.locator("#t-claims-checked tbody tr").count() == 23
+    assert page.locator("#t-claims-checked td.verdict").count() == 46  # before and after the correction
     assert page.locator("#key-results li").count() >= 4  # the first screen: what was found
     shot = (
         ROOT / "docs" / "images" / "report.png" if os.environ.get("SFT_VS_RLHF_SCREENSHOT") == "1" else None

@@ -302,3 +302,87 @@ def test_an_undecided_claim_says_how_many_seeds_would_decide_it():
     # differences 0, 0.1, 0.05: mean 0.05, sd 0.05 -> n = 7, as for mean 1 and sd 1 (t_{0.975, 6} / sqrt 7 < 1)
     assert claim.verdict == INCONCLUSIVE and claim.seeds_needed == 7
     assert not math.isnan(claim.p_value)
+
+
+def pass_rows(rl_low: float, rl_high: float) -> pd.DataFrame:
+    """pass@1 and pass@64 of the base model (0.3, 0.9) and RM + PPO, which starts from it."""
+    rows = []
+    for seed, j in zip(SEEDS, JITTER):
+        rows.append(row("base", seed, 0.0, pass_at_1=0.3, pass_at_64=0.9))
+        rows.append(row("ppo", seed, 0.0, pass_at_1=0.3 + rl_low + j, pass_at_64=0.9 + rl_high + j))
+        rows.append(row("sft", seed, 0.0))  # no pass@k: not an RL arm, not a start
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "rl_low, rl_high, verdict",
+    [
+        (0.2, -0.1, SUPPORTED),  # squeezes: above at k = 1, below at k = 64
+        (0.2, 0.1, CONTRADICTED),  # expands: above at k = 64 too
+        (0.2, 0.0, INCONCLUSIVE),  # the same at k = 64: not a decided "below"
+        (0.0, -0.1, INCONCLUSIVE),  # no gain at k = 1
+    ],
+)
+def test_pass_at_k_claim(rl_low, rl_high, verdict):
+    claim = by_key(pass_rows(rl_low, rl_high))["pass_at_k[ppo]"]
+    assert claim.verdict == verdict
+    assert claim.compared == "RL, here: ppo; its start, here: base" and claim.suite == "arithmetic.yaml"
+    assert "pass@1 ppo − base" in claim.evidence and "pass@64 ppo − base" in claim.evidence
+
+
+def test_pass_at_k_claim_not_measured_without_pass_at_k():
+    claims = by_key(pd.DataFrame([row("base", s, 0.0) for s in SEEDS] + [row("ppo", s, 0.1) for s in SEEDS]))
+    assert claims["pass_at_k"].verdict == NOT_MEASURED
+
+
+def dpo_logs(change: float) -> pd.DataFrame:
+    """DPO's log p(chosen) over 20 steps per seed: -10 at the start, -10 + change at the end."""
+    rows = []
+    for seed, j in zip(SEEDS, JITTER):
+        for step in range(1, 21):
+            chosen = -10.0 + (change + j) * (step - 1) / 19
+            rows.append({"arm": "dpo", "seed": seed, "stage": "dpo", "step": step, "logps/chosen": chosen,
+                         "logps/rejected": chosen - step * 0.1, "rewards/accuracies": 0.5})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("change, verdict", [(-1.0, SUPPORTED), (1.0, CONTRADICTED), (0.0, INCONCLUSIVE)])
+def test_dpo_chosen_falls_claim(change, verdict):
+    results = pd.DataFrame([row("dpo", s, 0.5) for s in SEEDS])
+    claim = by_key(results, dpo_logs(change))["dpo_chosen_falls"]
+    assert claim.verdict == verdict and claim.suite == "generalization.yaml"
+    # start and end: the means of steps 1-2 and 19-20, 0.5 and 18.5 nineteenths of the way: 18/19 of it
+    assert claim.effect.mean == pytest.approx(-change * 18 / 19, abs=1e-9)
+    assert by_key(results)["dpo_chosen_falls"].verdict == NOT_MEASURED  # no training log
+
+
+def test_implicit_reward_accuracy_on_held_out_pairs():
+    from compare.report.preference_diagnostics import implicit_reward_accuracy
+
+    # seed 0, two prompts, 2 samples each: log π − log π_base orders prompt 0's pair as the gold does,
+    # prompt 1's the other way round -> 0.5; the gold tie of seed 1 is skipped (nan: no seed)
+    samples = pd.DataFrame(
+        [
+            {"arm": "dpo", "seed": 0, "split": "id", "prompt_index": p, "sample_index": i,
+             "logp_policy": lp, "logp_base": -5.0, "gold_reward": g}
+            for p, i, lp, g in ((0, 0, -1.0, 1.0), (0, 1, -2.0, 0.0), (1, 0, -1.0, 0.0), (1, 1, -2.0, 1.0))
+        ]
+        + [
+            {"arm": "dpo", "seed": 1, "split": "id", "prompt_index": 0, "sample_index": i,
+             "logp_policy": -1.0 - i, "logp_base": -5.0, "gold_reward": 0.5}
+            for i in (0, 1)
+        ]
+    )  # fmt: skip
+    assert implicit_reward_accuracy(samples, "dpo") == {0: 0.5}
+
+
+def test_pass_at_k_claim_decided_on_a_shift_where_id_saturates():
+    rows = []
+    for seed, j in zip(SEEDS, JITTER):  # ID: both solve everything at k = 64; OOD: the base model more
+        rows.append(row("base", seed, 0.0, pass_at_1=0.6, pass_at_64=1.0))
+        rows.append(row("ppo", seed, 0.0, pass_at_1=0.7 + j, pass_at_64=1.0))
+        rows.append(row("base", seed, 0.0, "ood", pass_at_1=0.2, pass_at_64=0.9))
+        rows.append(row("ppo", seed, 0.0, "ood", pass_at_1=0.3 + j, pass_at_64=0.8 + j))
+    claim = by_key(pd.DataFrame(rows))["pass_at_k[ppo]"]
+    assert claim.verdict == SUPPORTED and "2 splits tested" in claim.reading
+    assert "pass@64 ppo − base = -0.100" in claim.evidence.split("OOD: ")[1]

@@ -87,6 +87,34 @@ def test_results_and_report(micro_run):
     assert "report.html" in json.loads((out / ".sft-vs-rlhf-report").read_text())["files"]
 
 
+def test_compute_per_run_and_stage(micro_run):
+    _, _, out, _ = micro_run
+    compute = pd.read_csv(out / "compute.csv")
+    results = pd.read_csv(out / "results.csv")
+    first = compute[compute["seed"] == 0].set_index(["arm", "stage"])
+    # the base model: shared by all 10 runs, trained only; SFT trains on its demonstrations; DPO (1 epoch)
+    # trains on both sides of its comparisons and its reference reads them once more; the reward model
+    # trains on the same comparisons, which DPO, the RM and preferred-FT share
+    assert (
+        first.loc[("sft", "base"), "shared_by_runs"] == 10
+        and first.loc[("sft", "base"), "tokens_trained"] > 0
+    )
+    assert first.loc[("sft", "sft"), "tokens_forwarded"] == 0 < first.loc[("sft", "sft"), "tokens_trained"]
+    dpo = first.loc[("dpo", "dpo")]
+    assert dpo["tokens_trained"] == dpo["tokens_forwarded"] == first.loc[("rm", "rm"), "tokens_trained"]
+    assert first.loc[("dpo", "comparisons"), "shared_by_runs"] == 3
+    n = first.loc[("dpo", "dpo"), "parameters"]
+    assert dpo["flops"] == pytest.approx(8 * n * dpo["tokens_trained"])
+    # results: each run's compute after the base model (which every arm shares)
+    id_rows = results[(results["split"] == "id") & (results["seed"] == 0)].set_index("arm")
+    assert id_rows.loc["base", "compute_flops"] == 0
+    after_base = first.loc["dpo"].drop(index="base")
+    assert id_rows.loc["dpo", "compute_flops"] == pytest.approx(after_base["flops"].sum())
+    assert id_rows.loc["dpo", "compute_seconds"] == pytest.approx(after_base["seconds"].sum())
+    assert re.search(r"\| training [kMGTPE]?FLOP \| training s \|", (out / "report.md").read_text())
+    assert (out / "plots" / "gold_vs_compute.png").stat().st_size > 5000
+
+
 def test_rerun_hits_the_cache(micro_run, capsys):
     _, cache, out, argv = micro_run
     before = sorted(os.listdir(cache))

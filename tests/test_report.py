@@ -44,3 +44,24 @@ def test_no_negative_zero_in_numbers():
     assert fmt(-0.0001, float("nan")) == "0.000"
     assert fmt_ci([-0.0004, -0.0003, -0.0005]).startswith("0.000 ± ")
     assert fmt_ci([-0.0004, 0.002, -0.002], nonnegative=True).startswith("0.000 (0.000 to ")
+
+
+def test_main_table_shows_training_compute_when_recorded():
+    import pandas as pd
+
+    from compare.report.roles import Roles
+    from compare.report.tables import main_table
+
+    roles = Roles({"base": [], "sft": ["sft"]})
+    rows = [
+        {"arm": a, "seed": s, "split": sp, "gold_reward": 0.5, "kl_to_base": 0.0, "proxy_reward": float("nan"),
+         "distinct_2": 0.5, "well_formed": 1.0, "mean_length": 3.0, "compute_seconds": secs + s,
+         "compute_flops": secs * 5e9}
+        for a, secs in (("base", 10.0), ("sft", 20.0)) for s in (0, 1, 2) for sp in ("id", "ood")
+    ]  # fmt: skip
+    table = main_table(pd.DataFrame(rows), roles)
+    assert "| training GFLOP | training s |" in table and "| 100.000 ± 0.000 | 21.000 ± 2.484 |" in table
+    # 20, 21, 22 s: t(2) * 1 / sqrt(3); 1e11 FLOPs in gigaflops
+    assert "training" not in main_table(
+        pd.DataFrame(rows).drop(columns=["compute_seconds", "compute_flops"]), roles
+    )

@@ -162,7 +162,7 @@ def test_claims_with_their_verdicts(example):
     found = parse((example / "report.html").read_text())
     header, claims = found.tables["t-claims-checked"][0], found.tables["t-claims-checked"][1:]
     assert header[3:5] == ["verdict", "after correction"]
-    assert len(claims) == 21
+    assert len(claims) == 23  # 21, DPO's log p(chosen) and pass@k (not measured: no eval.pass_at_k)
     verdicts = [row[3][2:] for row in claims]  # "▲ supported" -> "supported"
     corrected = [row[4][2:] for row in claims]
     assert set(verdicts) | set(corrected) <= {"supported", "contradicted", "inconclusive", "not measured"}
@@ -190,8 +190,8 @@ def test_nothing_is_fetched_from_anywhere(example):
     assert not re.search(r"https?://|url\(|@import", page)
     assert "default-src 'none'" in page  # and the page's own policy forbids it
     assert (
-        page.count('src="data:image/png;base64,') == 4
-    )  # the figures not drawn as SVG (with the shift gaps)
+        page.count('src="data:image/png;base64,') == 5
+    )  # the figures not drawn as SVG (with the shift gaps and DPO's log-probabilities)
 
 
 def test_figures_carry_their_numbers(example):
@@ -239,7 +239,7 @@ def test_a_folder_without_the_newer_sample_columns_renders(altered):
     found = parse((altered / "report.html").read_text())
     data = next(json.loads(body) for attrs, body in found.scripts if attrs.get("id") == "report-samples")
     assert data["kinds"] == [] and set(data["columns"]["rm"]) == set(data["columns"]["lr"]) == {None}
-    assert len(found.tables["t-claims-checked"]) == 22  # a header and 21 claims
+    assert len(found.tables["t-claims-checked"]) == 24  # a header and 23 claims
 
 
 def test_sample_payload_keeps_every_sample_and_the_failure_kinds():

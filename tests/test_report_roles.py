@@ -84,10 +84,10 @@ def test_renamed_arms_give_the_same_report(tmp_path):
     assert main(["report", str(same)]) == 0 and main(["report", str(renamed)]) == 0
     before, after = (same / "report.md").read_text(), (renamed / "report.md").read_text()
     claims = claims_table(after)
-    assert len(claims) == 21  # 16 claims; 5 of those against SFT are checked for DPO and for PPO
+    assert len(claims) == 23  # 18 claims; 5 of those against SFT are checked for DPO and for PPO
     assert [named_back(c, RENAMES) for c in claims] == claims_table(before)
-    # as in the example itself, which sweeps no budget, noise, demonstrator, DPO beta or labeller bias, and has no online DPO
-    assert sum(NOT_MEASURED in c for c in claims) == 7
+    # as in the example itself, which sweeps no budget, noise, demonstrator, DPO beta or labeller bias, has no online DPO and no pass@k
+    assert sum(NOT_MEASURED in c for c in claims) == 8
     assert "prefopt" in "".join(claims) and "imitation" in "".join(claims)
     assert "### Differences from imitation, paired by seed" in after
     assert named_back(after, RENAMES) == before  # every table, statement and figure list too
@@ -96,7 +96,7 @@ def test_renamed_arms_give_the_same_report(tmp_path):
 # -- every claim, on synthetic results with every sweep ---------------------------------------------------
 def synthetic(names: dict[str, str]):
     """Results and logs with a budget, noise, demonstrator, DPO beta, PPO KL, best-of-n and labeller length
-    bias sweep, every evaluation split and the forward KL; arms renamed."""
+    bias sweep, every evaluation split, the forward KL, pass@k and DPO's log-probabilities; arms renamed."""
     rng = np.random.default_rng(0)
     sft, dpo, ppo = (names.get(a, a) for a in ("sft", "dpo", "ppo"))
     bon = names.get("best_of_n", "best_of_n")
@@ -122,7 +122,7 @@ def synthetic(names: dict[str, str]):
                 Column.LABEL_NOISE: flip, Column.DEMONSTRATOR_QUALITY: quality, "demonstrator_gold": quality,
                 "gold_reward": rng.normal(budget / 64 - flip), "kl_to_base": rng.exponential(),
                 "distinct_2_across": rng.uniform(), "forward_kl_train": rng.exponential(),
-                Column.LENGTH_BIAS: flip,
+                Column.LENGTH_BIAS: flip, "pass_at_1": rng.uniform(), "pass_at_64": rng.uniform(),
             }  # fmt: skip
             row.update({col: s if a == arm else np.nan for a, col in strength.items()})
             rows.append(row)
@@ -132,6 +132,12 @@ def synthetic(names: dict[str, str]):
          "heldout/gold": rng.normal(), "heldout/proxy": step / 4, Column.LENGTH_BIAS: bias}
         for seed, step in held for bias in (0.0, 0.3)
     )  # fmt: skip
+    dpo_logs = pd.DataFrame(
+        {"arm": dpo, "seed": seed, "stage": "dpo", "step": step, "logps/chosen": rng.normal(-step),
+         "logps/rejected": rng.normal(-2 * step), "rewards/accuracies": rng.uniform()}
+        for seed, step in held
+    )  # fmt: skip
+    logs = pd.concat([logs, dpo_logs], ignore_index=True)
     return pd.DataFrame(rows), logs, Roles(recipes, splits=TASKS["reviews"].split_specs)
 
 

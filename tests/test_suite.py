@@ -202,3 +202,21 @@ def test_include_and_collection(tmp_path):
     both = write(tmp_path, f"name: both\nsuites: [{path.name}, {other.name}]\n", "both.yaml")
     collection, suites = load_suites(both)
     assert collection.name == "both" and [s.name for s in suites] == ["micro", "other"]
+
+
+def test_pass_at_k_is_opt_in_and_needs_a_pass_rule(tmp_path):
+    from compare.suite import SuiteError
+
+    path = write(tmp_path, MICRO)
+    plain = plan_runs(load_suite(path))
+    assert "pass_at_k" not in load_suite(path).model_dump()["eval"]  # off: out of the dump and the keys
+    on = plan_runs(load_suite(path, ["eval.pass_at_k=8"]))
+    for a, b in zip(plain, on):
+        assert a.eval.key != b.eval.key and a.eval.params["eval"] == {
+            k: v for k, v in b.eval.params["eval"].items() if k != "pass_at_k"
+        }
+        assert [s.key for s in stage_order([a.eval]) if s.kind != "eval"] == [
+            s.key for s in stage_order([b.eval]) if s.kind != "eval"
+        ]  # only the evaluation changes
+    with pytest.raises(SuiteError, match=r"eval\.pass_at_k: task 'sentiment_en' has no pass rule"):
+        load_suite(path, ["eval.pass_at_k=8", "task.name=sentiment_en"])

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from compare.metrics import mean_ci
+from compare.report import pass_at_k, preference_diagnostics
 from compare.report.kl_claims import (
     arm_curves,
     at_equal_kl,
@@ -137,6 +138,8 @@ HOME_SUITE = {
     "curated": "curated.yaml",
     "dpo_overoptimises": "frontier.yaml",
     "online": "online.yaml",
+    "pass_at_k": "arithmetic.yaml",
+    "dpo_chosen_falls": "generalization.yaml",
 }
 
 
@@ -173,6 +176,8 @@ def check_claims(results: pd.DataFrame, logs: pd.DataFrame, roles: Roles) -> lis
         _claim_dpo_vs_preferred(results, roles),
         _claim_forgetting(results, roles),
         _claim_curated_demonstrations(results, roles),
+        preference_diagnostics.claim(logs, roles),
+        *pass_at_k.claims(results, roles),
     ]
     ordered = sorted(claims, key=lambda c: _ORDER.index(c.family))
     return correct([_with_home(c, shift_home) for c in ordered])
@@ -194,8 +199,8 @@ def _one_row_when_unmeasured(claims: list[Claim]) -> list[Claim]:
 
 
 _ORDER = ["data_needs", "noise", "ood", "shift", "diversity", "beyond_demonstrator", "dpo_vs_preferred",
-          "overoptimisation", "bias_needed", "dpo_overoptimises", "frontier", "best_of_n_kl", "online",
-          "forgetting", "curated"]  # fmt: skip
+          "dpo_chosen_falls", "overoptimisation", "bias_needed", "dpo_overoptimises", "frontier", "best_of_n_kl",
+          "online", "forgetting", "curated", "pass_at_k"]  # fmt: skip
 
 
 def _with_home(claim: Claim, shift_home: str) -> Claim:

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from compare.metrics import mean_ci
+from compare.report import pass_at_k, preference_diagnostics
 from compare.report.key_results import SCALE_NAMES, gold_scale
 from compare.report.roles import Column, Roles
 from compare.report.series import (
@@ -165,6 +166,44 @@ def gold_vs_kl(results: pd.DataFrame, roles: Roles, path: Path, scale: dict | No
     ax.set_ylabel("gold reward (ID)")
     ax.set_title("What each policy buys with its distance from the base model")
     ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    return _save(fig, path)
+
+
+def gold_vs_compute(
+    results: pd.DataFrame, roles: Roles, path: Path, scale: dict | None = None
+) -> Path | None:
+    """ID gold against each run's training compute (`compute_flops`, else `compute_seconds`: every stage
+    before the evaluation, shared ones whole), one point per arm and grid point: mean ± 95% interval over
+    seeds on both axes."""
+    column = next(
+        (c for c in ("compute_flops", "compute_seconds") if c in results and results[c].notna().any()), None
+    )
+    if column is None:
+        return None
+    from compare.report.tables import flop_unit
+
+    unit, prefix = flop_unit(results[column]) if column == "compute_flops" else (1.0, "")
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(roles.policies)}  # as in the other charts
+    for label, arm, rows in policy_groups(results, roles):
+        ids = rows[rows["split"] == "id"]
+        x, xh, _ = mean_ci((ids.groupby("seed")[column].mean() / unit).tolist())
+        y, yh, n = mean_ci(ids.groupby("seed")["gold_reward"].mean().tolist())
+        if not n or math.isnan(x) or x <= 0:  # the base model: nothing after itself
+            continue
+        xh = 0.0 if math.isnan(xh) else xh
+        ax.errorbar([x], [y], xerr=[[min(xh, 0.9 * x)], [xh]], yerr=0.0 if math.isnan(yh) else yh,
+                    fmt="s" if roles.is_oracle(arm) else "o", capsize=3, label=label, color=colours[arm])  # fmt: skip
+    reference_lines(ax, scale or {})
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    what = f"{prefix}FLOP" if column == "compute_flops" else "seconds"
+    ax.set_xlabel(f"training {what} per run after the base model (shared stages whole; log)")
+    ax.set_ylabel("gold reward (ID)")
+    ax.set_title("Gold reward against compute (the base model, at 0, is not drawn)", fontsize="medium")
     _legend_outside(ax)
     return _save(fig, path)
 
@@ -500,9 +539,11 @@ def report_figures(
         "objective": [
             ("Gold reward vs KL to the base model (ID prompts)", gold_vs_kl(results, roles, out / f"gold_vs_kl{ext}", scale)),
             ("What each stage optimises", training_objectives(logs, roles, out / f"training{ext}")),
+            ("Gold reward against compute", gold_vs_compute(results, roles, out / f"gold_vs_compute{ext}", scale)),
             ("Reward–KL frontier", frontier(results, roles, out / f"frontier{ext}")),
             ("Over-optimisation", overoptimisation(results, logs, roles, out / f"overoptimisation{ext}")),
             ("Where gold peaks, by labeller bias", labeller_bias(results, roles, out / f"labeller_bias{ext}")),
+            ("DPO: log p of the chosen and rejected answers", preference_diagnostics.figure(logs, roles, out / f"dpo_logps{ext}")),
         ],
         "data": [
             ("Learning curves", sweep_plot(results, roles, Column.BUDGET, "budget (annotation units, log scale)",
@@ -524,6 +565,7 @@ def report_figures(
             ("Forgetting vs forward KL", forgetting(results, roles, out / f"forgetting{ext}")),
             ("ID − shift gaps", shift_gaps(results, roles, out / f"shift_gaps{ext}")),
         ],
+        "reach": [("pass@k against k", pass_at_k.figure(results, roles, out / f"pass_at_k{ext}"))],
     }  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 A report folder holds `results.csv` (one row per run and split), `samples.csv` (one row per sample),
 `training_logs.csv`, `snapshots.csv` (held-out samples along online RL training, when any stage saved
-them: one row per run, checkpoint and prompt), `suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
+them: one row per run, checkpoint and prompt), `compute.csv` (FLOPs and seconds per run and stage),
+`suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
 failed), `report.md`, `report.html` (the same report as one self-contained page) and `plots/`. The report
 is built only from these, so it can be rebuilt at will.
 """
@@ -34,6 +35,7 @@ class ReportError(Exception):
     """A report folder whose saved files cannot be trusted, said in one line."""
 
 
+COMPUTE = "compute.csv"  # FLOPs and seconds of every run's stages (`compare/compute.py`)
 FAILED_RUNS = "failed_runs.csv"  # arm, point, seed, stage, reason, log of every run that has no results
 SNAPSHOTS = "snapshots.csv"  # held-out samples along training (compare/stages/snapshots.py)
 REBUILT = ("plots", "report.md", "report.html")  # what `rebuild_report` writes into a report folder
@@ -48,9 +50,12 @@ def write_report(
     stage_seconds: dict[str, float],
     failed: list[dict] = (),
     snapshots: pd.DataFrame | None = None,
+    compute: pd.DataFrame | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
+    if compute is not None and not compute.empty:  # per run and stage: `compare/compute.py`
+        compute.to_csv(out / COMPUTE, index=False)
     samples.to_csv(out / "samples.csv", index=False)
     logs.to_csv(out / "training_logs.csv", index=False)
     if snapshots is not None and not snapshots.empty:
@@ -235,7 +240,7 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
             for axis, figs in drawn.items()
         }
         claims = check_claims(results, logs, roles)
-        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots)
+        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs)
         page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles, snapshots)
         md_tmp, html_tmp = pages
         write_file(md_tmp, text)  # whole, and never through a link at that name

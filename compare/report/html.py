@@ -63,7 +63,7 @@ def render_html(
     """The whole page. `figures` is `report_figures`' answer: {axis: [(title, path of the PNG or None)]};
     `snapshots`: snapshots.csv, for the over-optimisation view."""
     roles = roles or Roles.of(suite, set(results["arm"]))
-    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots)
+    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs)
     scale = gold_scale(results, roles)
     pngs = {path.name: path for figs in figures.values() for _, path in figs if path is not None}
 

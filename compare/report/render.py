@@ -7,6 +7,7 @@ import unicodedata
 
 import pandas as pd
 
+from compare.report import pass_at_k, preference_diagnostics
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
 from compare.report.key_results import SCALE_NAMES, gold_scale, key_results
 from compare.report.roles import Roles
@@ -100,6 +101,7 @@ def render_markdown(
     failed=None,
     roles: Roles | None = None,
     snapshots=None,
+    logs: pd.DataFrame | None = None,
 ) -> str:
     """report.md. `snapshots`: snapshots.csv (held-out samples along training), for the line pointing to
     report.html's over-optimisation view."""
@@ -152,6 +154,19 @@ def render_markdown(
         "as such), which is an upper bound, not a competitor. RM score is the reward model's opinion (runs "
         "with a reward model only). A reward model evaluated alone is not a policy: it is in the "
         "reward-model table below."
+        + (
+            " Training FLOP and s: the compute of every stage a run needed after the base model (which every "
+            "arm shares) and before its evaluation, shared stages (the data, a warm start, a reward model) "
+            "counted whole for each arm that uses them: "
+            "6·N FLOPs per token trained, 2·N per token only forwarded (sampling, scoring, a reference), "
+            "and the seconds the cache recorded when each stage ran; per stage, the base model's included, in "
+            "`compute.csv`, where "
+            "`bound` names the token counts that are upper bounds (rollouts at max_new_tokens, the tiny "
+            "base's pretraining at n_positions). Best-of-n's n samples per answer are evaluation compute, "
+            "not counted here."
+            if "compute_seconds" in results and results["compute_seconds"].notna().any()
+            else ""
+        )
         + (f" Gold scale: {_scale_text(results, roles)}." if roles.gold_ceiling is not None else ""),
         "",
         main_table(results, roles),
@@ -171,7 +186,9 @@ def render_markdown(
     lines += failed_section(failed)
     lines += differences_section(results, roles)
     lines += efficiency_section(suite, results, roles)
-    lines += axis_sections(results, roles, figures, snapshots is not None and not snapshots.empty)
+    lines += axis_sections(
+        results, roles, figures, snapshots is not None and not snapshots.empty, samples, logs
+    )
     lines += claims_section(claims, 0 if failed is None else len(failed))
     lines += ["## Example generations", "", examples_section(samples, roles, suite.eval.examples), ""]
     lines += [
@@ -195,9 +212,17 @@ def _figure_lines(figs) -> list[str]:
     return lines
 
 
-def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict, snapshots: bool = False) -> list[str]:
+def axis_sections(
+    results: pd.DataFrame,
+    roles: Roles,
+    figures: dict,
+    snapshots: bool = False,
+    samples=None,
+    logs: pd.DataFrame | None = None,
+) -> list[str]:
     """One section per axis of the comparison: what the numbers say, then the figures that show it
-    (`snapshots`: held-out samples along training were saved, which report.html shows)."""
+    (`snapshots`: held-out samples along training were saved, which report.html shows; `samples` and
+    `logs`: for DPO's diagnostics)."""
     lines = ["## Objective: what each method optimises, and what it achieves", ""]
     lines += [
         "Each stage minimises its own objective (NLL of demonstrations, a preference loss, or the reward "
@@ -211,6 +236,21 @@ def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict, snapshots:
             "Watch it happen: report.html's *Watching over-optimisation* view moves a slider along online RL "
             "training (held-out completions saved at a few checkpoints, `snapshots.csv`) and along each "
             "strength sweep, and shows the same prompts' answers with gold, RM score and KL at each point.",
+            "",
+        ]
+    dpo = preference_diagnostics.table(results, samples, logs, roles) if logs is not None else None
+    if dpo:
+        lines += [
+            "### DPO's diagnostics",
+            "",
+            "The summed log-probabilities of the chosen and rejected answers of the training pairs under the "
+            "policy, at the start and end of training (the first and last 10% of logged steps), the training "
+            "pairs' accuracy (TRL's rewards/accuracies), the implicit reward β·log π/π_ref judged on pairs "
+            "of the policy's own samples of held-out ID prompts labelled by the gold reward (arms whose "
+            "reference is the base model), and the gold of the generations. A falling log p(chosen) and a "
+            "pair accuracy above the gold's gain are the failure signs reported for DPO.",
+            "",
+            dpo,
             "",
         ]
     lines += ["## Data needs: quality per annotation unit, and robustness to noise", ""]
@@ -238,6 +278,9 @@ def axis_sections(results: pd.DataFrame, roles: Roles, figures: dict, snapshots:
     lines += [f"- {x}" for x in generalisation_statements(results, roles)]
     lines += [f"- {x}" for x in forgetting_statements(results, roles)]
     lines += [""] + _figure_lines(figures["generalisation"])
+    reach = pass_at_k.statements(results, roles, roles.pass_rule)
+    if reach:
+        lines += ["## Reach: pass@k", "", *reach, "", *_figure_lines(figures.get("reach", []))]
     return lines
 
 

@@ -118,6 +118,7 @@ class Roles:
         splits: Sequence[Split] | None = None,
         gold_ceiling: float | None = None,
         shift_suite: str = "",
+        pass_rule: str = "",
     ):
         self.arms = {name: ArmKind(name, tuple(recipe)) for name, recipe in recipes.items()}
         self.names = list(self.arms)  # suite order: the order of every table and figure
@@ -126,6 +127,7 @@ class Roles:
         self.splits = {s.name: s for s in (builtin_splits() if splits is None else splits)}
         self.gold_ceiling = gold_ceiling  # the task's best possible gold reward (the report's scale)
         self.shift_suite = shift_suite  # the shipped suite that decides the claims on the task's shifts
+        self.pass_rule = pass_rule  # what counts as a pass for pass@k, in words (`Task.pass_rule`)
 
     @classmethod
     def of(cls, suite, present: Iterable[str] | None = None) -> Roles:
@@ -135,7 +137,7 @@ class Roles:
         recipes = {name: arm.recipe for name, arm in suite.arms.items()}
         if task is None:
             return cls(recipes, present)
-        return cls(recipes, present, task.split_specs, task.gold_ceiling, task.shift_suite)
+        return cls(recipes, present, task.split_specs, task.gold_ceiling, task.shift_suite, task.pass_rule)
 
     # -- the task's splits, by role ---------------------------------------------------------------------
     def split_label(self, split: str) -> str:

@@ -43,6 +43,8 @@ METRICS = [  # column, heading, higher is better (None: neither)
     ("distinct_2", "distinct-2", True),
     ("mean_length", "length", None),
     ("well_formed", "well-formed", True),
+    ("compute_flops", "training FLOP", None),
+    ("compute_seconds", "training s", None),
 ]
 
 MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in results.csv
@@ -53,10 +55,26 @@ MAIN_COLUMNS = [  # (metric, split): the main table; every other number is in re
     ("distinct_2", "id"),
     ("well_formed", "id"),
     ("mean_length", "id"),
+    # FLOPs and seconds of every stage after the base model, shared ones whole (compare/compute.py)
+    ("compute_flops", "id"),
+    ("compute_seconds", "id"),
 ]
 
 
-NONNEGATIVE = {"kl_to_base", "forward_kl_train", "distinct_2", "mean_length", "well_formed", "rm_accuracy"}
+PER_RUN = {
+    "compute_flops",
+    "compute_seconds",
+}  # one value per run, the same on each split's row: no split in its heading
+NONNEGATIVE = {
+    "compute_flops",
+    "compute_seconds",
+    "kl_to_base",
+    "forward_kl_train",
+    "distinct_2",
+    "mean_length",
+    "well_formed",
+    "rm_accuracy",
+}
 
 
 def fmt_ci(values, nonnegative: bool = False) -> str:
@@ -92,14 +110,26 @@ def grid_cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def flop_unit(flops: pd.Series) -> tuple[float, str]:
+    """(unit, its prefix) that writes the largest of `flops` with 1 to 3 digits before the point:
+    (1e9, "G") for 5e10 FLOPs; a tiny model's post-training takes megaflops, a 100M model's petaflops."""
+    largest = flops.abs().max()
+    for unit, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if largest >= unit:
+            return unit, prefix
+    return 1.0, ""
+
+
 def main_table(results: pd.DataFrame, roles: Roles) -> str:
     """The policies (no reward model alone) by grid point: mean ± 95% interval over seeds."""
     arms = roles.policies
     headings = {m: h for m, h, _ in METRICS}
-    cols = [(m, s) for m, s in MAIN_COLUMNS if results[m].notna().any()]
+    cols = [(m, s) for m, s in MAIN_COLUMNS if m in results and results[m].notna().any()]
     keys = group_columns(results)
     header = ["arm", *(grid_heading(c) for c in keys[1:]), "seeds"]
-    header += [f"{headings[m]} {roles.split_label(s)}" for m, s in cols]
+    unit, prefix = flop_unit(results["compute_flops"]) if "compute_flops" in results else (1.0, "")
+    headings["compute_flops"] = f"training {prefix}FLOP"
+    header += [headings[m] if m in PER_RUN else f"{headings[m]} {roles.split_label(s)}" for m, s in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = results.groupby(keys, sort=False, dropna=False)
     for key, group in sorted(groups, key=lambda kv: _arm_order(kv[0], arms)):
@@ -107,7 +137,12 @@ def main_table(results: pd.DataFrame, roles: Roles) -> str:
         if key[0] not in arms:
             continue
         cells = [f"**{key[0]}**", *(grid_cell(k) for k in key[1:]), str(group["seed"].nunique())]
-        cells += [fmt_ci(group.loc[group["split"] == s, m], m in NONNEGATIVE) for m, s in cols]
+        cells += [
+            fmt_ci(
+                group.loc[group["split"] == s, m] / (unit if m == "compute_flops" else 1.0), m in NONNEGATIVE
+            )
+            for m, s in cols
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

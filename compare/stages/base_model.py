@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+from compare.compute import NO_MODEL, Tokens
 from compare.lm.external import materialize, resolve
 from compare.lm.loading import save_model, set_seed
 from compare.lm.tiny import build_word_tokenizer, pretrain, tiny_gpt2
@@ -38,4 +39,17 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     (out / "log_history.json").write_text(json.dumps([{"step": i, "loss": x} for i, x in enumerate(losses)]))
 
 
-SPEC = StageSpec(kind="base", version=4, run=run)  # 4: the tiny model's GELU is one fused kernel
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """The tiny base's pretraining: steps x batch_size texts, each at most n_positions tokens (an upper
+    bound: batches are as wide as their longest text); an external model is not trained here."""
+    tiny = params.get("tiny")
+    if not tiny:
+        return NO_MODEL
+    return Tokens(
+        tiny["steps"] * tiny["batch_size"] * tiny["n_positions"], 0.0, "pretraining: texts at n_positions"
+    )
+
+
+SPEC = StageSpec(
+    kind="base", version=4, run=run, compute=compute
+)  # 4: the tiny model's GELU is one fused kernel

@@ -21,11 +21,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from compare.compute import NO_MODEL, Tokens, sampled
 from compare.lm.loading import load_policy
 from compare.lm.sampling import sample
 from compare.oracle import perceived, pick_annotator, prefers_first, thumbs_reference, thumbs_up
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import DataKind, StageSpec
+from compare.tasks import TASKS
+from compare.tasks.task import Task
 
 # the kinds of feedback an arm buys, each beside the stage that produces it (compare/stages/spec.py)
 DEMONSTRATIONS = DataKind(
@@ -192,10 +195,22 @@ def run_judge_data(params: dict, out: Path, inputs: dict[str, Path], ctx: Contex
     write_jsonl(out / "comparisons.jsonl", task.judge_comparisons())
 
 
+def no_model(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """The demonstrator, the prompts and a dataset's pairs: written without a model."""
+    return NO_MODEL
+
+
+def comparisons_compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """Both completions of every pair sampled from the policy; a dataset's own comparisons cost nothing."""
+    if TASKS[params["task"]["name"]].fixed_comparisons is not Task.fixed_comparisons:
+        return NO_MODEL
+    return sampled("comparisons.jsonl", ("chosen", "rejected"))(params, folder, inputs, counter)
+
+
 SPECS = (
-    StageSpec(kind="demos", version=1, run=run_demos),
-    StageSpec(kind="comparisons", version=2, run=run_comparisons),
-    StageSpec(kind="judge_data", version=1, run=run_judge_data),
-    StageSpec(kind="labels", version=1, run=run_labels),
-    StageSpec(kind="prompts", version=1, run=run_prompts),
+    StageSpec(kind="demos", version=1, run=run_demos, compute=no_model),
+    StageSpec(kind="comparisons", version=2, run=run_comparisons, compute=comparisons_compute),
+    StageSpec(kind="judge_data", version=1, run=run_judge_data, compute=no_model),
+    StageSpec(kind="labels", version=1, run=run_labels, compute=sampled("labels.jsonl", ("completion",))),
+    StageSpec(kind="prompts", version=1, run=run_prompts, compute=no_model),
 )

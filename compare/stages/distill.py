@@ -40,6 +40,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.lm.loading import load_policy
 from compare.lm.sampling import use_mask_positions
 from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
@@ -118,6 +119,14 @@ def workload(s: DistillSettings) -> tuple[int, int, str]:
     return s.episodes, tokens, f"{s.episodes} episodes x 1 completion x {s.max_new_tokens} tokens"
 
 
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """One completion per episode, sampled by the student and scored by the teacher (forward), then one
+    update of the student (forward and backward); the teacher's own training is its stage's count."""
+    train = params["train"]
+    prompt = train_prompt_tokens(params, counter)
+    return rollouts(train["episodes"], prompt, train["max_new_tokens"], 2, 1)
+
+
 SPEC = StageSpec(
     kind="distill",
     version=1,
@@ -132,4 +141,5 @@ SPEC = StageSpec(
     objective=("loss", "reverse KL to the teacher per token ↓"),
     distributed=True,
     workload=workload,
+    compute=compute,
 )

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from compare.compute import offline
 from compare.lm.loading import load_policy, stored_as_adapter
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import COMPARISONS
@@ -103,4 +104,5 @@ SPEC = StageSpec(
     strength="beta",
     objective=("loss", "DPO loss ↓"),
     distributed=True,
+    compute=offline("comparisons.jsonl", ("chosen", "rejected"), reference=True),
 )

@@ -23,7 +23,7 @@ from pathlib import Path
 from compare.diversity import ead_n, self_bleu, within_and_across
 from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import completion_logprobs, reward_scores, sample
-from compare.metrics import distinct_n, pairwise_accuracy, sampled_kl
+from compare.metrics import distinct_n, pairwise_accuracy, pass_at_k, pass_ks, sampled_kl
 from compare.stages.best_of_n import best_of_n, bon_kl_bound
 from compare.stages.common import Context, make_task, write_jsonl
 from compare.stages.spec import StageSpec
@@ -43,18 +43,25 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         forward_kl = (
             0.0 if same_as_base else forward_kl_train(task, base, policy, tokenizer, settings, params["seed"])
         )
-    for split in task.eval_splits:
-        prompts = task.prompts(split)
-        n = params.get("best_of_n", 1)
+    n = params.get("best_of_n", 1)
+
+    def draw(prompts: list[str], per_prompt: int, seed: int):
+        """`per_prompt` answers of the arm to each prompt (with best-of-n, each the best of n), their
+        reward-model scores, and best-of-n's estimated log-ratio (else None)."""
         samples = sample(
-            policy, tokenizer, prompts, k * n, settings["max_new_tokens"], temperature, seed=params["seed"]
+            policy, tokenizer, prompts, per_prompt * n, settings["max_new_tokens"], temperature, seed=seed
         )
         proxy = (
             reward_scores(*rm, samples.prompts, samples.completions) if rm else [None] * len(samples.prompts)
         )
-        log_ratio = None
         if n > 1:
-            samples, proxy, log_ratio = best_of_n(samples, proxy, k, n)
+            return best_of_n(samples, proxy, per_prompt, n)
+        return samples, proxy, None
+
+    pass_k = settings.get("pass_at_k", 0)  # off unless the suite asks for it (its key then says so)
+    for split in task.eval_splits:
+        prompts = task.prompts(split)
+        samples, proxy, log_ratio = draw(prompts, k, params["seed"])
         base_lp = completion_logprobs(base, tokenizer, samples.prompts, samples.completion_ids, temperature)
         if log_ratio is not None:  # best-of-n: log pi_bon(y) = log pi(y) + estimated log-ratio
             samples.logprobs = [b + r for b, r in zip(base_lp, log_ratio)]
@@ -102,9 +109,30 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
                 [golds[i].reward for i in a],
                 [golds[i + 1].reward for i in a],
             )
+        if pass_k:
+            passed = [task.passes(p, c, g) for p, c, g in zip(samples.prompts, samples.completions, golds)]
+            per_prompt = k
+            if k < pass_k:  # pass@k needs K samples of each prompt: drawn for it alone
+                extra, _, _ = draw(prompts, pass_k, params["seed"] + PASS_SEED_OFFSET)
+                golds_k = task.golds(extra.prompts, extra.completions)
+                passed = [task.passes(p, c, g) for p, c, g in zip(extra.prompts, extra.completions, golds_k)]
+                per_prompt = pass_k
+            m.update(pass_at(passed, per_prompt, pass_k))
         metrics[split] = m
     write_jsonl(out / "samples.jsonl", rows)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+
+PASS_SEED_OFFSET = 7919  # the seed of pass@k's own samples: the run's seed + this, apart from the others
+
+
+def pass_at(passed: list[bool], per_prompt: int, most: int) -> dict[str, float]:
+    """`pass_at_<k>` for k in `pass_ks(most)`: the mean over prompts of the unbiased pass@k estimate, from
+    `per_prompt` samples of each prompt (prompt-major, as `sample` returns them)."""
+    counts = [sum(passed[i : i + per_prompt]) for i in range(0, len(passed), per_prompt)]
+    return {
+        f"pass_at_{k}": statistics.fmean(pass_at_k(per_prompt, c, k) for c in counts) for k in pass_ks(most)
+    }
 
 
 def forward_kl_train(task, base, policy, tokenizer, settings: dict, seed: int) -> float:

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.lm.sampling import reward_function
 from compare.stages.common import Context, make_task, train_and_save
 from compare.stages.rloo import episode_prompts, group_trainer, rm_scorer, start_policy, workload
@@ -110,6 +111,14 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     return trainer
 
 
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """As RLOO's; a verifier is no model, so only a reward model adds a scoring pass."""
+    train = params["train"]
+    prompt = train_prompt_tokens(params, counter)
+    passes = 1 + (train["beta"] > 0) + (train["reward"] == "reward_model")
+    return rollouts(train["episodes"] * train["num_generations"], prompt, train["max_new_tokens"], passes, 1)
+
+
 SPEC = StageSpec(
     kind="grpo",
     version=2,  # 2: held-out snapshots along training
@@ -125,4 +134,5 @@ SPEC = StageSpec(
     objective=("reward", "reward ↑ (RM score or verifier)"),
     distributed=True,
     workload=workload,
+    compute=compute,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compare.compute import offline
 from compare.stages.common import Context
 from compare.stages.rm import RewardSettings, train_reward_model
 from compare.stages.spec import StageSpec
@@ -21,5 +22,11 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
 
 # 2: trained with LoRA, stored as its adapter on the base (docs/cache.md)
 SPEC = StageSpec(
-    kind="judge", version=2, run=run, memory=(16, 4), distributed=True, train_settings=RewardSettings
+    kind="judge",
+    version=2,
+    run=run,
+    memory=(16, 4),
+    distributed=True,
+    train_settings=RewardSettings,
+    compute=offline("comparisons.jsonl", ("chosen", "rejected")),
 )

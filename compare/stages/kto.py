@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from compare.compute import offline
 from compare.lm.loading import load_policy, stored_as_adapter
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import LABELS
@@ -92,4 +93,5 @@ SPEC = StageSpec(
     strength="beta",
     objective=("loss", "KTO loss ↓"),
     distributed=True,
+    compute=offline("labels.jsonl", ("completion",), reference=True),
 )

@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from compare.compute import Tokens
 from compare.lm.loading import load_policy, save_model
 from compare.lm.sampling import sample
 from compare.stages.common import (
@@ -126,6 +127,14 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     shutil.rmtree(out / "trainer", ignore_errors=True)
 
 
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """The pairs it sampled (both sides, kept in its comparisons.jsonl), then DPO's `epochs` over each
+    round's pairs with the frozen reference scoring them at every epoch."""
+    pairs = counter.rows(folder / "comparisons.jsonl", ("chosen", "rejected"))
+    epochs = params["train"]["epochs"]
+    return Tokens(epochs * pairs, pairs + epochs * pairs)
+
+
 SPEC = StageSpec(
     kind="online_dpo",
     version=1,
@@ -138,4 +147,5 @@ SPEC = StageSpec(
     memory=(20, 8),  # + the frozen reference, a full copy also with LoRA
     strength="beta",
     objective=("loss", "DPO loss on each round's pairs ↓"),
+    compute=compute,
 )

@@ -47,6 +47,7 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
+from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.lm.loading import (
     device,
     ensure_pad_token,
@@ -628,6 +629,14 @@ def workload(s: PPOSettings) -> tuple[int, int, str]:
     return 0, tokens, f"{s.episodes} episodes (+ {heldout} held-out prompts) x {s.max_new_tokens} tokens"
 
 
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """Each episode's rollout through the policy, the reference, the reward model and the value model
+    (forward), then `ppo_epochs` updates of the policy and the value model (forward and backward)."""
+    train = params["train"]
+    prompt = train_prompt_tokens(params, counter)
+    return rollouts(train["episodes"], prompt, train["max_new_tokens"], 4, 2 * train["ppo_epochs"])
+
+
 SPEC = StageSpec(
     kind="ppo",
     version=3,  # 2: a LoRA policy is stored as its adapter; 3: held-out snapshots along training
@@ -643,4 +652,5 @@ SPEC = StageSpec(
     objective=("objective/rlhf_reward", "RM score − β·KL ↑"),
     distributed=True,
     workload=workload,
+    compute=compute,
 )

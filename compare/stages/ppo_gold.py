@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.stages.common import Context
 from compare.stages.ppo import PPOSettings, run_ppo, workload
 from compare.stages.spec import Job, Role, StageSpec
@@ -17,6 +18,13 @@ from compare.stages.spec import Job, Role, StageSpec
 
 def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     run_ppo(job, out, inputs, ctx, reward="gold")
+
+
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """As PPO's, without a reward model: the gold reward is the task's own function."""
+    train = params["train"]
+    prompt = train_prompt_tokens(params, counter)
+    return rollouts(train["episodes"], prompt, train["max_new_tokens"], 3, 2 * train["ppo_epochs"])
 
 
 SPEC = StageSpec(
@@ -32,4 +40,5 @@ SPEC = StageSpec(
     objective=("objective/rlhf_reward", "gold − β·KL ↑"),
     distributed=True,
     workload=workload,
+    compute=compute,
 )

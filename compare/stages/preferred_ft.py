@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compare.compute import offline
 from compare.stages.common import Context, read_jsonl
 from compare.stages.data import COMPARISONS
 from compare.stages.sft import SFTSettings, train_sft
@@ -31,4 +32,5 @@ SPEC = StageSpec(
     memory=(16, 4),
     objective=("loss", "NLL of chosen responses ↓"),
     distributed=True,
+    compute=offline("comparisons.jsonl", ("chosen",)),
 )

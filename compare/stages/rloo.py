@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import reward_function, reward_scores, use_mask_positions
 from compare.stages.common import (
@@ -159,6 +160,15 @@ def workload(s) -> tuple[int, int, str]:  # RLOO's settings, or GRPO's
     )
 
 
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """`num_generations` completions per episode, sampled, scored by the reward model and by the
+    reference (when beta > 0), then one update (forward and backward)."""
+    train = params["train"]
+    prompt = train_prompt_tokens(params, counter)
+    passes = 2 + (train["beta"] > 0)
+    return rollouts(train["episodes"] * train["num_generations"], prompt, train["max_new_tokens"], passes, 1)
+
+
 SPEC = StageSpec(
     kind="rloo",
     version=3,  # 2: trained with LoRA, stored as its adapter on its start (docs/cache.md); 3: snapshots
@@ -173,4 +183,5 @@ SPEC = StageSpec(
     objective=("reward", "RM score ↑"),
     distributed=True,
     workload=workload,
+    compute=compute,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compare.compute import offline
 from compare.lm.loading import ensure_pad_token, load_classifier
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import COMPARISONS
@@ -61,4 +62,5 @@ SPEC = StageSpec(
     memory=(16, 4),
     objective=("loss", "Bradley–Terry loss ↓"),
     distributed=True,
+    compute=offline("comparisons.jsonl", ("chosen", "rejected")),
 )

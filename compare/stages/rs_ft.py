@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import reward_scores, sample
 from compare.stages.common import Context, make_task
@@ -95,6 +96,19 @@ def workload(s: RSFTSettings) -> tuple[int, int, str]:
     )
 
 
+def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
+    """Each iteration: n completions of each prompt, sampled and scored by the reward model; `epochs` of
+    SFT on the kept one per prompt."""
+    train = params["train"]
+    prompt = train_prompt_tokens(params, counter)
+    drawn = train["iterations"] * train["prompts"] * train["n"]
+    sampling = rollouts(drawn, prompt, train["max_new_tokens"], 2, 0)
+    kept = rollouts(
+        train["iterations"] * train["prompts"], prompt, train["max_new_tokens"], 0, train["epochs"]
+    )
+    return Tokens(kept.trained, sampling.forwarded, kept.bound)
+
+
 SPEC = StageSpec(
     kind="rs_ft",
     version=1,
@@ -108,4 +122,5 @@ SPEC = StageSpec(
     strength="n",
     objective=("reward", "RM score of the kept samples ↑"),
     distributed=False,
+    compute=compute,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compare.compute import offline
 from compare.lm.loading import load_policy
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import DEMONSTRATIONS
@@ -54,4 +55,5 @@ SPEC = StageSpec(
     memory=(16, 4),
     objective=("loss", "NLL of demonstrations ↓"),
     distributed=True,
+    compute=offline("demos.jsonl", ("completion",)),
 )

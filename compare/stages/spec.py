@@ -154,6 +154,9 @@ class StageSpec:
     # an internal stage that trains with a recipe stage's settings in params["train"] (judge: the reward
     # model's): their class, whose NEUTRAL settings stay out of its key as they do for recipe stages
     train_settings: type | None = None
+    # (params, its folder, its inputs' folders, a token counter) -> the tokens it processed
+    # (`compare.compute.Tokens`: trained and forwarded), for compute per arm; None: not counted
+    compute: Callable[..., Any] | None = None
 
     @property
     def in_recipes(self) -> bool:

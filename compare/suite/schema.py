@@ -377,6 +377,22 @@ class Evaluation(Strict):
         1.0, gt=0, description="Sampling temperature; KL to the base is measured at the same temperature."
     )
     examples: int = Field(3, ge=0, description="Example generations per arm shown in the report.")
+    pass_at_k: int = Field(
+        0,
+        ge=0,
+        le=limits.MAX_PASS_AT_K,
+        description="0: off. K: pass@k for k = 1, 2, 4, ... up to K on every split (the unbiased estimator "
+        "of Chen et al. 2021, by the task's pass rule): from the evaluation's own samples when "
+        "samples_per_prompt >= K, else from K more samples per prompt drawn for it alone. Tasks with a pass "
+        "rule only (arithmetic, reviews).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_pass_at_k(self, handler) -> dict[str, Any]:
+        settings = handler(self)  # off, it stays out of the dump: suites without it keep their stage keys
+        if settings.get("pass_at_k") == 0:
+            del settings["pass_at_k"]
+        return settings
 
 
 class Suite(Strict):
@@ -440,6 +456,15 @@ class Suite(Strict):
                 message = f"{seed} is out of range (0 to {limits.MAX_SEED})"
                 raise error_at(("seed",), message, v["seed"])
         return v
+
+    @model_validator(mode="after")
+    def _pass_rule_for_pass_at_k(self):
+        task = TASKS.get(self.task.name)
+        if self.eval.pass_at_k and task is not None and not task.pass_rule:
+            with_one = [t for t, c in TASKS.items() if c.pass_rule]
+            message = f"task {self.task.name!r} has no pass rule (tasks with one: {', '.join(with_one)})"
+            raise error_at(("eval", "pass_at_k"), message, self.eval.pass_at_k)
+        return self
 
     @model_validator(mode="after")
     def _what_settings_need(self):

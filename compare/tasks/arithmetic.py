@@ -268,6 +268,7 @@ class Arithmetic(Task):
     options = ArithmeticOptions
     stage_fields = with_fields(OPTION_FIELDS)
     gold_ceiling = 1.0  # every digit right, nothing else
+    pass_rule = "the verifier accepts the answer (the exact sum, after well-formed steps if any)"
     split_specs = (
         ID_SPLIT,
         Split("ood", SplitRole.SHIFT, "OOD", "longer operands (3 digits)"),
@@ -375,6 +376,10 @@ class Arithmetic(Task):
             ok = answer == column_sum(a, b) and (steps is None or steps_well_formed(steps, columns))
             rewards.append(float(ok))
         return rewards
+
+    def passes(self, prompt: str, completion: str, gold: GoldScore) -> bool:
+        """The verifier's verdict: an exact answer (the gold reward is then at its ceiling, 1.0)."""
+        return self.verifier_rewards([prompt], [completion])[0] == 1.0
 
     # -- writers: the demonstrator and the pretraining corpus ------------------------------------------
     def _slipped(self, a: int, b: int, rng: random.Random) -> tuple[frozenset[int], list[str]]:

@@ -85,6 +85,11 @@ COVERAGE_WEIGHT = 0.5
 SPECIFICITY_WEIGHT = 0.25
 LONGEST_HELPFUL = 4  # sentences; each one more costs LENGTH_PENALTY
 LENGTH_PENALTY = 0.25
+# pass@k's threshold on a review: a clean positive on-topic review scores 1 + 0.25 specificity + 0.5 x its
+# coverage, so 1.5 is reached from two of the three aspects on (1.58) and not by one (1.42): "solved" sits
+# near the ceiling (1.75), where samples of a trained policy pass a few times in ten, so pass@k still
+# moves at large k (at 1.0, a clean positive sentence, most arms pass at k = 8 already)
+PASS_GOLD = 1.5
 FORMAT_PENALTY = 0.5  # per sentence away from the number a format prompt asks for
 
 POSITIVE_ADJ = [w for w, s in ADJECTIVES.items() if s >= 0.5]
@@ -178,6 +183,11 @@ class Reviews(Task):
     )
     gold_ceiling = 1.0 + COVERAGE_WEIGHT + SPECIFICITY_WEIGHT  # positive, specific, covering: 1.75
     shift_suite = "generalization.yaml"
+    pass_rule = (
+        f"gold reward at least {PASS_GOLD:g} of {1.0 + COVERAGE_WEIGHT + SPECIFICITY_WEIGHT:g} on a review (every "
+        "sentence positive, well formed and on topic, covering two or more of the domain's aspects); the "
+        "exact next numbers on a counting prompt"
+    )
 
     def __init__(self, **settings):
         super().__init__(**settings)
@@ -279,6 +289,10 @@ class Reviews(Task):
         words = completion.split()
         right = sum(1 for want, got in zip(answer, words) if want == got) / len(answer)
         return GoldScore(reward=right, well_formed=words == [*answer, "."], positivity=0.0)
+
+    def passes(self, prompt: str, completion: str, gold: GoldScore) -> bool:
+        """A review at `PASS_GOLD` or above; on a counting prompt, the exact count (gold 1.0)."""
+        return gold.reward >= (1.0 if count_answer(prompt) is not None else PASS_GOLD)
 
     def labeller_view(self, prompt: str, completion: str) -> View:
         """Length in sentences; style = enthusiastic or flattering markers ("very", "you will love it .")."""

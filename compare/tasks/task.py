@@ -114,6 +114,8 @@ class Task:
     stage_fields: dict[str, tuple[str, ...]] = STAGE_FIELDS  # the task settings each stage reads
     gold_ceiling: float | None = None  # the best gold reward a completion can get (the report's scale)
     shift_suite: str = ""  # the shipped suite (experiments/) that decides the claims on its named shifts
+    # what counts as a pass for pass@k (`passes`), in words for the report; "" when the task has no pass
+    pass_rule: str = ""
 
     def __init__(
         self,
@@ -167,6 +169,11 @@ class Task:
         3): it is what a task with checkable answers gives every method for free. None: no verifier.
         """
         return None
+
+    def passes(self, prompt: str, completion: str, gold: GoldScore) -> bool:
+        """Whether a completion solves its prompt, for pass@k (`eval.pass_at_k`); tasks with a `pass_rule`
+        override it. Read by evaluation only, like the gold reward."""
+        raise NotImplementedError(f"task {self.name!r} has no pass rule")
 
     def demonstrate(self, prompt: str, rng: random.Random) -> str:
         """A completion written by the simulated expert labeller (imperfect by design)."""
