@@ -36,7 +36,7 @@ eval: {samples_per_prompt: 2, max_new_tokens: 8, examples: 1}
 # values, hand-made results), `smoke` (a stage, a loader or a task on a tiny model built in the test) and
 # `slow` (end-to-end: whole micro suites, the benchmarks' smoke runs, the browser, the notebook).
 # `pytest -m "not slow"` runs the first two. A test marked slow by hand stays slow whatever its module.
-UNIT = {"test_stats", "test_claims", "test_claims_known", "test_metrics", "test_compute", "test_oracle", "test_reviews",
+UNIT = {"test_stats", "test_claims", "test_claims_known", "test_ladder", "test_metrics", "test_compute", "test_oracle", "test_reviews",
         "test_ppo_math", "test_diversity", "test_suite", "test_suite_limits", "test_report",
         "test_report_roles", "test_report_html", "test_data_kinds",
         "test_teaching"}  # fmt: skip

@@ -6,6 +6,8 @@ tests build smaller ones the same way.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
@@ -49,6 +51,19 @@ def tiny_gpt2(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions: in
         pad_token_id=tokenizer.pad_token_id,
     )
     return GPT2LMHeadModel(config)
+
+
+def parameter_count(model) -> int:
+    """Trainable parameters, each counted once (GPT-2's output layer shares the token embedding)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def steps_for_ratio(tokens_per_parameter: float, parameters: int, batch_size: int, mean_tokens: float) -> int:
+    """Optimiser steps that show the model `tokens_per_parameter` corpus tokens per parameter, each batch
+    holding `batch_size` texts of `mean_tokens` tokens on average (padding not counted):
+    ceil(ratio * parameters / (batch_size * mean_tokens)), at least 1. Chinchilla (Hoffmann et al. 2022)
+    trains compute-optimally at about 20 tokens per parameter; the default 64-wide base sees about 20."""
+    return max(1, math.ceil(tokens_per_parameter * parameters / (batch_size * mean_tokens) - 1e-9))
 
 
 def pretrain(

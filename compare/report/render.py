@@ -10,6 +10,7 @@ import pandas as pd
 from compare.report import pass_at_k, preference_diagnostics
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
 from compare.report.key_results import SCALE_NAMES, gold_scale, key_results
+from compare.report.ladder import ladder_section, sizes
 from compare.report.roles import Roles
 from compare.report.tables import (
     data_table,
@@ -60,7 +61,7 @@ def describe_base(suite: Suite) -> str:
         return f"`{b.model}`" + (f" (GGUF file `{b.gguf_file}`)" if b.gguf_file else "")
     return (
         f"built-in tiny GPT-2 ({b.tiny.n_layer} layers, {b.tiny.n_embd} hidden, "
-        f"pretrained {b.tiny.steps} steps on the task corpus)"
+        f"pretrained {pretraining_length(suite)} on the task corpus)"
     )
 
 
@@ -91,6 +92,12 @@ def labels_line(suite: Suite) -> str:
     )
 
 
+def pretraining_length(suite: Suite) -> str:
+    t = suite.base.tiny
+    ratio = t.tokens_per_parameter
+    return f"{t.steps} steps" if ratio is None else f"on {ratio:g} corpus tokens per parameter"
+
+
 def render_markdown(
     suite: Suite,
     results,
@@ -104,9 +111,17 @@ def render_markdown(
     logs: pd.DataFrame | None = None,
 ) -> str:
     """report.md. `snapshots`: snapshots.csv (held-out samples along training), for the line pointing to
-    report.html's over-optimisation view."""
+    report.html's over-optimisation view; `logs` (the training logs) also decide the claims again per
+    base-model size when the grid sweeps it (`ladder_section`)."""
     roles = roles or Roles.of(suite, set(results["arm"]))
     base = describe_base(suite)
+    ladder = sizes(results)
+    if len(ladder) > 1:  # one base model per size: the grid's values, not the suite's default
+        base = (
+            f"built-in tiny GPT-2 at {len(ladder)} sizes ({'; '.join(label for label, _ in ladder)}), each "
+            f"pretrained {pretraining_length(suite)} on the task corpus: each size is its own comparison "
+            "(Base-size ladder, below)"
+        )
     seeds = sorted(results["seed"].unique().tolist())
     cost = suite.budget.cost
     # each kind of feedback's price (the cost model, fairness rule 2): "a demonstration costs 4 units, ..."
@@ -190,6 +205,7 @@ def render_markdown(
         results, roles, figures, snapshots is not None and not snapshots.empty, samples, logs
     )
     lines += claims_section(claims, 0 if failed is None else len(failed))
+    lines += ladder_section(results, logs, roles)
     lines += ["## Example generations", "", examples_section(samples, roles, suite.eval.examples), ""]
     lines += [
         "## Provenance",

@@ -29,6 +29,7 @@ class Column:
     DEMONSTRATOR_QUALITY = "grid.task.demonstrator_quality"
     LENGTH_BIAS = "grid.task.annotator.length_bias"  # the labellers' preference for longer answers
     STYLE_BIAS = "grid.task.annotator.style_bias"  # ... for enthusiastic, flattering answers
+    BASE_SIZE = ("grid.base.tiny.n_layer", "grid.base.tiny.n_embd")  # the built-in base model's size
 
 
 @dataclass(frozen=True)

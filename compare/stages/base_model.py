@@ -14,8 +14,8 @@ from pathlib import Path
 
 from compare.compute import NO_MODEL, Tokens
 from compare.lm.external import materialize, resolve
-from compare.lm.loading import save_model, set_seed
-from compare.lm.tiny import build_word_tokenizer, pretrain, tiny_gpt2
+from compare.lm.loading import EOS, save_model, set_seed
+from compare.lm.tiny import build_word_tokenizer, parameter_count, pretrain, steps_for_ratio, tiny_gpt2
 from compare.stages.common import Context, make_task
 from compare.stages.spec import StageSpec
 
@@ -32,11 +32,33 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     set_seed(tiny["seed"])  # initialisation seeded too, whatever ran before in this process
     model = tiny_gpt2(tokenizer, tiny["n_layer"], tiny["n_head"], tiny["n_embd"], tiny["n_positions"])
     corpus = task.pretraining_corpus(tiny["corpus_size"], random.Random(f"corpus-{tiny['seed']}"))
+    parameters = parameter_count(model)
+    # tokens a text holds with its EOS, as pretraining sees it (the same tokenizer, no padding)
+    mean_tokens = sum(len(ids) for ids in tokenizer([t + EOS for t in corpus])["input_ids"]) / len(corpus)
+    ratio = tiny.get("tokens_per_parameter")
+    steps = (
+        tiny["steps"]
+        if ratio is None
+        else steps_for_ratio(ratio, parameters, tiny["batch_size"], mean_tokens)
+    )
     losses = pretrain(
-        model, tokenizer, corpus, tiny["steps"], tiny["batch_size"], tiny["lr"], tiny["seed"], "pretrain base"
+        model, tokenizer, corpus, steps, tiny["batch_size"], tiny["lr"], tiny["seed"], "pretrain base"
     )
     save_model(model, tokenizer, out)
     (out / "log_history.json").write_text(json.dumps([{"step": i, "loss": x} for i, x in enumerate(losses)]))
+    tail = losses[-min(len(losses), 100) :]  # the loss it ended at, smoothed over its last steps
+    (out / "pretraining.json").write_text(
+        json.dumps(
+            {
+                "parameters": parameters,
+                "steps": steps,
+                "tokens": round(steps * tiny["batch_size"] * mean_tokens),
+                "tokens_per_parameter": steps * tiny["batch_size"] * mean_tokens / parameters,
+                "final_loss": sum(tail) / len(tail),
+            },
+            indent=1,
+        )
+    )
 
 
 def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:

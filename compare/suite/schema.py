@@ -235,7 +235,17 @@ class TinyBase(Strict):
     n_embd: int = Field(64, ge=8, description="Hidden size.")
     n_positions: int = Field(64, ge=16, description="Longest sequence (prompt + completion) in tokens.")
     corpus_size: int = Field(20000, ge=100, description="Pretraining texts.")
-    steps: int = Field(1500, ge=1, description="Pretraining optimiser steps.")
+    steps: int = Field(
+        1500, ge=1, description="Pretraining optimiser steps (not read when `tokens_per_parameter` is set)."
+    )
+    tokens_per_parameter: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description="Pretrain on this many corpus tokens per model parameter instead of a fixed `steps` "
+        "(steps = ceil(ratio x parameters / (batch_size x mean tokens per corpus text))), so that bases of "
+        "different sizes are comparably trained (docs/scale.md); empty = `steps`.",
+    )
     batch_size: int = Field(64, ge=1, description="Pretraining batch size.")
     lr: float = Field(3e-3, gt=0, description="Pretraining learning rate.")
     seed: int = Field(0, description="Pretraining seed (the base model is the same for every run).")
@@ -250,6 +260,14 @@ class TinyBase(Strict):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _one_length_rule(self, handler) -> dict[str, Any]:
+        """Only the pretraining length that is read: `steps`, or `tokens_per_parameter` when set (then the
+        steps follow from it). Left unset, the dump is what it was before the ratio existed: same stage keys."""
+        settings = handler(self)
+        del settings["steps" if settings["tokens_per_parameter"] is not None else "tokens_per_parameter"]
+        return settings
 
 
 class BaseModelSettings(Strict):
