@@ -180,9 +180,9 @@ def ladder_section(results: pd.DataFrame, logs: pd.DataFrame | None, roles: Role
         f"This suite sweeps the base model's size ({', '.join(labels)}). Each size is its own comparison: "
         "every claim is decided again on that size's runs alone (Holm's correction over that size's "
         "claims), and arms are never compared across sizes. The claims table above pools the sizes (each "
-        "seed's arms compared at the same size, then averaged over sizes). A verdict *held* when every size "
-        "decides it the same way (after correction), *flipped* when one size supports it and another "
-        "contradicts it.",
+        "seed's arms compared at the same size, then averaged over sizes), and so do the tables and "
+        "figures above. A verdict **held** when every size decides it the same way (after correction), "
+        "**flipped** when one size supports it and another contradicts it.",
         "",
         "### Verdicts per size",
         "",
@@ -190,6 +190,7 @@ def ladder_section(results: pd.DataFrame, logs: pd.DataFrame | None, roles: Role
         "|---|---|" + "---|" * len(labels) + "---|",
     ]
     keys = list(dict.fromkeys(c.key for claims in per_size.values() for c in claims))
+    outcomes: dict[str, list[str]] = {}
     for key in keys:
         found = {label: next((c for c in per_size[label] if c.key == key), None) for label in labels}
         verdicts = [(c.corrected or c.verdict) if c else NOT_MEASURED for c in found.values()]
@@ -197,14 +198,28 @@ def ladder_section(results: pd.DataFrame, logs: pd.DataFrame | None, roles: Role
             continue
         first = next(c for c in found.values() if c)
         cells = [_verdict_cell(c) for c in found.values()]
+        outcome = across_sizes(verdicts)
+        outcomes.setdefault(outcome, []).append(f"`{key}`")
         lines.append(
             f"| {table_cell(first.claim)} | {table_cell(first.compared or '–')} | "
             + " | ".join(cells)
-            + f" | **{across_sizes(verdicts)}** |"
+            + f" | **{outcome}** |"
         )
-    lines += [""]
+    lines += ["", _outcome_line(outcomes), ""]
     lines += _ranking_lines(results, roles, cols, ladder)
     return lines
+
+
+def _outcome_line(outcomes: dict[str, list[str]]) -> str:
+    parts = [
+        f"{outcome}: {', '.join(outcomes[outcome])}"
+        for outcome in (HELD, FLIPPED, SOME)
+        if outcome in outcomes
+    ]
+    undecided = len(outcomes.get(UNDECIDED, []))
+    if undecided:
+        parts.append(f"{undecided} claim(s) decided at no size")
+    return "In short: " + "; ".join(parts) + "."
 
 
 def _verdict_cell(claim) -> str:
@@ -251,6 +266,7 @@ def _ranking_lines(results, roles: Roles, cols, ladder) -> list[str]:
             taus.append((name, first, second, tau, p_value, n))
         diffs = {label: pair_differences(by) for label, by in scores.items()}
         inversions += [(name, inv) for inv in find_inversions(diffs)]
+    inversions.sort(key=lambda item: not item[1].both_decided)  # the strongest first, else as found
     lines += [
         "### Rank agreement between sizes",
         "",
@@ -269,9 +285,16 @@ def _ranking_lines(results, roles: Roles, cols, ladder) -> list[str]:
             "",
         ]
         return lines
+    both = sum(inv.both_decided for _, inv in inversions)
     lines += [
-        "Pairs of policies ordered one way at one size and decided the other way (seed-paired 95% interval "
-        "excluding zero) at another; **decided both ways** when the first order is significant too.",
+        f"{len(inversions)} pair(s) of policies ordered one way at one size and decided the other way "
+        f"(seed-paired 95% interval excluding zero) at another, {both} of them **decided both ways** (the "
+        "first order significant too)"
+        + (
+            "; the others are ordered at the first size by a difference its seeds do not decide."
+            if both < len(inversions)
+            else "."
+        ),
         "",
     ]
     for name, inv in inversions:
