@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,6 +34,7 @@ from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SU
 from compare.suite.schema import TinyBase
 
 SIZE = "grid.base.tiny.n_embd"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the pretraining rule ---------------------------------------------------------------------------------
@@ -198,3 +203,18 @@ def test_ladder_end_to_end(tmp_path):
     assert "each pretrained on 2 corpus tokens per parameter" in text
     html = (out / "report.html").read_text()
     assert 'id="base-size-ladder"' in html and "Kendall" in html
+    # benchmarks/scale_time.py: every stage of each size done, with the seconds its cache records
+    bench = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale_time.py"), str(suite), "--cache-dir", str(cache)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    rows = {line.split()[0]: line.split() for line in bench.stdout.splitlines()[2:-1]}
+    assert set(rows) == {"n_embd=8", "n_embd=16", "shared"}
+    for size in ("n_embd=8", "n_embd=16"):
+        done, every = rows[size][1].split("/")
+        assert done == every and float(rows[size][2]) > 0  # its base model took some seconds
+    last = bench.stdout.splitlines()[-1]
+    assert (
+        last.startswith("scale stages=")
+        and last.split()[1].split("=")[1].split("/")[0] == last.split()[1].split("/")[1]
+    )
