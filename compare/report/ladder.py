@@ -298,7 +298,7 @@ def _ranking_lines(results, roles: Roles, cols, ladder) -> list[str]:
         "",
     ]
     for name, inv in inversions:
-        strength = "**decided both ways**" if inv.both_decided else "ordered (not decided)"
+        strength = "**decided both ways**" if inv.both_decided else "not decided there"
         lines.append(
             f"- {name} gold: {inv.ahead} ahead of {inv.behind} at {inv.ordered_at} "
             f"({fmt(inv.at_ordered.mean, inv.at_ordered.half_width)}, {strength}), behind at "
