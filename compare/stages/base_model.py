@@ -67,9 +67,9 @@ def compute(params: dict, folder: Path, inputs: dict, counter) -> Tokens:
     tiny = params.get("tiny")
     if not tiny:
         return NO_MODEL
-    return Tokens(
-        tiny["steps"] * tiny["batch_size"] * tiny["n_positions"], 0.0, "pretraining: texts at n_positions"
-    )
+    made = folder / "pretraining.json"  # the steps it ran: `steps`, or those `tokens_per_parameter` set
+    steps = json.loads(made.read_text())["steps"] if made.is_file() else tiny["steps"]
+    return Tokens(steps * tiny["batch_size"] * tiny["n_positions"], 0.0, "pretraining: texts at n_positions")
 
 
 SPEC = StageSpec(
