@@ -170,8 +170,13 @@ def available_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def materialize(source: Source, out: Path) -> None:
-    """Load the model (dequantising GGUF to float32), give it a pad token, save a plain folder at `out`."""
+def materialize(source: Source, out: Path, chat_template: bool = True) -> None:
+    """Load the model (dequantising GGUF to float32), give it a pad token, save a plain folder at `out`.
+
+    The tokenizer keeps the chat template the model brings (a GGUF file's `tokenizer.chat_template`
+    becomes the tokenizer's) unless `chat_template` is False: then it is saved without one, and every
+    stage uses plain text (compare/lm/chat.py).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -186,6 +191,8 @@ def materialize(source: Source, out: Path) -> None:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     ensure_pad_token(model, tokenizer)  # also rows for tokens a GGUF tokenizer added
+    if not chat_template:
+        tokenizer.chat_template = None
     save_model(model, tokenizer, out)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from compare.lm.chat import prompt_text, prompt_token_ids, scored_token_ids
+
 
 @dataclass
 class Samples:
@@ -60,11 +62,15 @@ def sample(
     seed: int,
     batch_size: int = 256,
 ) -> Samples:
-    """Sample `n` completions per prompt with a KV cache; logits are divided by `temperature` (row 3)."""
+    """Sample `n` completions per prompt with a KV cache; logits are divided by `temperature` (row 3).
+
+    Each prompt is tokenised by `compare.lm.chat.prompt_token_ids`: with a chat template, the templated
+    user turn and the assistant's generation prompt.
+    """
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_token_ids(tokenizer, prompts)
     rows = [p for p in prompt_ids for _ in range(n)]
     out = Samples([p for p in prompts for _ in range(n)], [], [], [], [])
     for start in range(0, len(rows), batch_size):
@@ -138,7 +144,7 @@ def completion_logprobs(
 def token_logprobs(model, tokenizer, prompts, completion_ids, temperature: float, batch_size=256):
     """Per-token log-probs of each completion (a list of 1-D tensors), read one position early (row 4)."""
     dev = next(model.parameters()).device
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_token_ids(tokenizer, prompts)
     result = []
     for start in range(0, len(prompt_ids), batch_size):
         p_ids, p_mask = left_pad(prompt_ids[start : start + batch_size], tokenizer.pad_token_id)
@@ -157,13 +163,15 @@ def reward_scores(
 ) -> list[float]:
     """Reward-model score of prompt + completion + EOS, read at the last non-pad token (docs/ppo.md row 8).
 
-    The reward trainer appends EOS to every training text, so scoring does the same.
+    The reward trainer appends EOS to every training text, so scoring does the same; with a chat template
+    the model reads the templated conversation, as the trainer did (`compare.lm.chat.scored_token_ids`).
     """
     dev = next(rm.parameters()).device
-    texts = [p + c + tokenizer.eos_token for p, c in zip(prompts, completions)]
     scores = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
+    for start in range(0, len(prompts), batch_size):
+        enc = scored_token_ids(
+            tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size]
+        )
         ids, mask = right_pad(enc, tokenizer.pad_token_id)
         scores.extend(sequence_scores(rm, ids.to(dev), mask.to(dev)).tolist())
     return scores
@@ -172,7 +180,7 @@ def reward_scores(
 # -- TRL's online trainers (RLOO, GRPO): one reward path -------------------------------------------------
 def completion_texts(tokenizer, prompts: list[str], completion_ids: list[list[int]]) -> list[str]:
     """Each completion's text as `sample` writes it (`completion_text`), from its token ids."""
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_token_ids(tokenizer, prompts)
     return [completion_text(tokenizer, c, p) for c, p in zip(completion_ids, prompt_ids)]
 
 
@@ -185,11 +193,13 @@ def reward_function(tokenizer, score: Callable[[list[str], list[str]], list[floa
     early for one trained on texts that end with it (docs/ppo.md row 8). The function rebuilds each
     completion from its ids with `completion_text` and calls `score(prompts, completions)`:
     `reward_scores` for a reward model (which appends EOS), a task's verifier. `name` is the function's
-    name in TRL's logs (`rewards/<name>/mean`).
+    name in TRL's logs (`rewards/<name>/mean`). With a chat template TRL hands over conversational
+    prompts (message lists): the task's prompt string is read back from the user's turn.
     """
 
-    def reward(prompts: list[str], completion_ids: list[list[int]], **_) -> list[float]:
-        return score(list(prompts), completion_texts(tokenizer, prompts, completion_ids))
+    def reward(prompts: list, completion_ids: list[list[int]], **_) -> list[float]:
+        texts = [prompt_text(p) for p in prompts]
+        return score(texts, completion_texts(tokenizer, texts, completion_ids))
 
     reward.__name__ = name
     return reward

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from compare.compute import offline
+from compare.lm.chat import conversational
 from compare.lm.loading import load_policy, stored_as_adapter
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import COMPARISONS
@@ -66,9 +67,8 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     if not settings.lora_r and stored_as_adapter(inputs["model"]):  # a LoRA start TRL cannot reload
         reference = load_policy(str(inputs["model"]))[0]
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
-    data = Dataset.from_list(
-        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
-    )
+    pairs = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    data = Dataset.from_list(conversational(tokenizer, pairs))  # messages with a chat template
     args = trainer_args(
         DPOConfig,
         settings,

@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import Field
 
 from compare.compute import offline
+from compare.lm.chat import conversational
 from compare.lm.loading import load_policy, stored_as_adapter
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import LABELS
@@ -53,9 +54,10 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     if not settings.lora_r and stored_as_adapter(inputs["model"]):  # a LoRA start TRL cannot reload
         reference = load_policy(str(inputs["model"]))[0]
     rows = read_jsonl(inputs["data"] / "labels.jsonl")
-    data = Dataset.from_list(
-        [{"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])} for r in rows]
-    )
+    labelled = [
+        {"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])} for r in rows
+    ]
+    data = Dataset.from_list(conversational(tokenizer, labelled))  # messages with a chat template
     args = trainer_args(
         KTOConfig,
         settings,

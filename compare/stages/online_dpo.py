@@ -28,6 +28,7 @@ from typing import Literal
 from pydantic import Field
 
 from compare.compute import Tokens
+from compare.lm.chat import conversational
 from compare.lm.loading import load_policy, save_model
 from compare.lm.sampling import sample
 from compare.stages.common import (
@@ -90,9 +91,10 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
         golds = task.gold_rewards(pairs.prompts, pairs.completions)
         rows = label_pairs(task, chunk, pairs.completions, golds, job.task, rng)
         labelled += [{**row, "round": r} for row in rows]
-        data = Dataset.from_list(
-            [{"prompt": x["prompt"], "chosen": x["chosen"], "rejected": x["rejected"]} for x in rows]
-        )
+        comparisons = [
+            {"prompt": x["prompt"], "chosen": x["chosen"], "rejected": x["rejected"]} for x in rows
+        ]
+        data = Dataset.from_list(conversational(tokenizer, comparisons))  # messages with a chat template
         args = trainer_args(
             DPOConfig,
             settings,

@@ -48,6 +48,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.lm.chat import prompt_token_ids, uses_chat
 from compare.lm.loading import (
     device,
     ensure_pad_token,
@@ -266,7 +267,7 @@ def rollout(
 ) -> Batch:
     """1. Roll out: one response per prompt, sampled at `temperature` by the shared sampler (row 3)."""
     samples = sample(policy, tokenizer, prompts, 1, max_new_tokens, temperature, seed)
-    prompt_rows = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    prompt_rows = prompt_token_ids(tokenizer, prompts)  # templated, with a chat template (as `sample`)
     dev = next(policy.parameters()).device
     return make_batch(tokenizer, prompts, samples.completions, prompt_rows, samples.completion_ids, dev)
 
@@ -290,9 +291,14 @@ def score_responses(batch: Batch, tokenizer, penalty: float | None, rm=None, tas
 
     The RM was trained on texts with EOS appended (TRL's RewardTrainer), so a response without EOS gets one
     here; a response that ended with EOS already has it. Then `penalty` is subtracted from responses
-    without EOS (row 9).
+    without EOS (row 9). With a chat template the RM reads the templated conversation of the decoded
+    response instead (`reward_scores`), the text TRL's RewardTrainer trained it on.
     """
-    if rm is not None:
+    if rm is not None and uses_chat(tokenizer):
+        scores = torch.tensor(
+            reward_scores(rm, tokenizer, batch.prompts, batch.completions), device=batch.mask.device
+        )
+    elif rm is not None:
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         spare = torch.full_like(batch.has_eos, pad, dtype=batch.response_ids.dtype).unsqueeze(1)
         ids = torch.cat([batch.prompt_ids, batch.response_ids, spare], 1)

@@ -32,6 +32,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.lm.chat import conversational, uses_chat
 from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import reward_function, reward_scores, use_mask_positions
 from compare.stages.common import (
@@ -121,6 +122,8 @@ def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, mo
                   **config):  # fmt: skip
     """One epoch over the episodes' prompts, each sampled `num_generations` times: episodes * k
     completions, `batch_size` of them per optimiser step; `config`: the trainer's own settings."""
+    from datasets import Dataset
+
     train = job.settings
     optimiser = TrainSettings(epochs=1, batch_size=train.batch_size, lr=train.lr, bf16_cpu=train.bf16_cpu)
     args = trainer_args(
@@ -136,6 +139,8 @@ def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, mo
         disable_dropout=True,
         **config,
     )
+    if uses_chat(tokenizer):  # TRL's conversational prompts: it applies the template when it samples
+        data = Dataset.from_list(conversational(tokenizer, data.to_list()))
     trainer = trainer_cls(
         model=model,
         reward_funcs=score,

