@@ -261,3 +261,42 @@ def test_config_round_trip(chat_dir):
         or (chat_dir / "chat_template.jinja").is_file()
     )
     assert tokenizer.chat_template == TEMPLATE
+
+
+# -- a micro suite on the templated model: every arm trains, evaluates and reports --------------------------
+@pytest.mark.slow
+def test_micro_suite_with_a_chat_template(chat_dir, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from compare.cli import main
+
+    suite = {
+        "name": "chat",
+        "description": "a tiny model with a chat template",
+        "task": {"train_prompts": 64, "eval_prompts": 4},
+        "base": {"model": str(chat_dir)},
+        "budget": {"units": 48, "cost": {"demonstration": 4, "comparison": 1}},
+        "stages": {
+            "sft": {"epochs": 1, "batch_size": 8},
+            "dpo": {"epochs": 1, "batch_size": 8},
+            "rm": {"epochs": 1, "batch_size": 8},
+            "ppo": {"episodes": 8, "rollout_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 8, "gold_eval_prompts": 4},
+            "rloo": {"episodes": 4, "batch_size": 4, "num_generations": 2, "max_new_tokens": 8},
+        },
+        "arms": {"base": {"recipe": []}, "sft": {"recipe": ["sft"]}, "dpo": {"recipe": ["dpo"]},
+                 "ppo": {"recipe": ["rm", "ppo"]}, "rloo": {"recipe": ["rm", "rloo"]}},
+        "grid": {"seed": [0]},
+        "eval": {"samples_per_prompt": 2, "max_new_tokens": 8},
+    }  # fmt: skip
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "report"
+    assert main(["run", str(path), "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--threads", "1"]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["arm"]) == {"base", "sft", "dpo", "ppo", "rloo"}
+    assert results["gold_reward"].notna().all()
+    # every trained arm moved away from the base under the templated prompts
+    assert results.loc[results["arm"] != "base", "kl_to_base"].ne(0).all()
+    (base,) = (tmp_path / "cache").glob("base-*")
+    assert load_policy(base)[1].chat_template == TEMPLATE

@@ -64,8 +64,11 @@ def llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
-def write_tiny_gguf(path: Path, words: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """A 2-layer llama as F32 tensors; returns its tokens and its tensors in transformers' layout."""
+def write_tiny_gguf(
+    path: Path, words: list[str], chat_template: str | None = None
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """A 2-layer llama as F32 tensors (with `tokenizer.chat_template` if given); returns its tokens and its
+    tensors in transformers' layout."""
     from gguf import GGUFWriter, TokenType
 
     tokens, merges = byte_level_vocabulary(words)
@@ -110,6 +113,8 @@ def write_tiny_gguf(path: Path, words: list[str]) -> tuple[list[str], dict[str, 
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
     writer.add_pad_token_id(0)  # pad == EOS: the base stage must give the model a pad token of its own
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     for name, value in tensors.items():
         permuted = name.endswith(("attn_q.weight", "attn_k.weight"))
         writer.add_tensor(name, llama_cpp_permute(value, HEADS) if permuted else value)
@@ -221,6 +226,23 @@ def test_materialize_gguf_into_a_plain_folder(gguf_model, tmp_path):
     ids = torch.tensor([tokenizer("food review : the staff is nice .")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits[..., :vocab], gguf(ids).logits)
+
+
+@pytest.mark.parametrize("setting", ["auto", "none"])
+def test_gguf_chat_template_reaches_the_base_unless_none(tmp_path, setting):
+    """A GGUF file's `tokenizer.chat_template` is the base folder's template (compare/lm/chat.py), or none."""
+    from transformers import AutoTokenizer
+
+    template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + ' ' }}{% endfor %}"
+    path = tmp_path / "chat.gguf"
+    write_tiny_gguf(path, ["good", "bad"], chat_template=template)
+    stage = base_stage(load_suite(write_suite(tmp_path, {"model": str(path), "chat_template": setting})))
+    assert stage.params["source"]["chat_template"] == setting
+    from compare.stages.base_model import run
+
+    run(stage.params, tmp_path / "base", {}, None)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert tokenizer.chat_template == (template if setting == "auto" else None)
 
 
 def test_count_parameters_from_the_gguf_header(gguf_model):
