@@ -91,15 +91,17 @@ class Resources:
 def stage_memory(kind: str, params: dict, parameters: int | None) -> int | None:
     """Bytes a training stage of a base with `parameters` parameters needs at its peak (as preflight's
     memory check computes it), or None for a stage that declares no memory or a base of unknown size."""
-    from compare.preflight import memory_needed
+    from compare.memory import StageLoad, memory_needed, stage_load
     from compare.stages import SPECS
 
     spec = SPECS[kind]
     if parameters is None or spec.memory is None:
         return None
-    train = params.get("train")
-    lora = bool(train.get("lora_r")) if isinstance(train, dict) else False
-    return int(memory_needed(parameters, {(kind, lora)}))
+    train, settings_cls = params.get("train"), spec.settings or spec.train_settings
+    load = StageLoad(kind)
+    if isinstance(train, dict) and settings_cls is not None:
+        load = stage_load(kind, settings_cls.model_validate(train))
+    return int(memory_needed(parameters, {load}))
 
 
 def base_parameters(suite) -> int | None:

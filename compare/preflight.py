@@ -21,6 +21,7 @@ from pathlib import Path
 from compare import limits
 from compare.lm import external as basemodel
 from compare.lm.external import is_local
+from compare.memory import Shape, StageLoad, memory_needed, stage_load, stage_needed
 from compare.plan import apply_point, arm_budget, arm_settings, grid_points
 from compare.stages import DATA_KINDS, RECIPE_STAGES, SPECS, Produces
 from compare.stages.data import COMPARISONS
@@ -205,7 +206,7 @@ def _tiny_bytes(suite: Suite) -> tuple[float, float]:
     t = suite.base.tiny
     parameters = t.n_layer * (12 * t.n_embd**2 + 13 * t.n_embd) + (TINY_VOCABULARY + t.n_positions) * t.n_embd
     kinds = {kind for arm in suite.arms.values() for kind in trained_kinds(arm)} | {"eval"}
-    per_parameter = max([16] + [SPECS[k].memory[0] for k in kinds if SPECS[k].memory])
+    per_parameter = max([16] + [SPECS[k].memory.bytes_per_parameter(False) for k in kinds if SPECS[k].memory])
     weights = parameters * per_parameter * basemodel.OVERHEAD
     activations = (
         t.batch_size * t.n_layer * t.n_positions * (3 * t.n_head * t.n_positions + 16 * t.n_embd) * 4
@@ -362,30 +363,26 @@ def check_lengths(suite: Suite, stages, path: Path) -> None:
         )
 
 
-# -- the memory estimate: bytes per parameter from each stage spec, against what the machine has -----------
-def stage_bytes(kind: str) -> tuple[int, int]:
-    """Bytes per base-model parameter that a stage holds at its peak (full fine-tuning, LoRA), in float32:
-    weights 4, gradients 4, AdamW state 8 for every trained copy, 4 for every frozen one (its spec's
-    `memory`). With LoRA the adapters are small and the frozen base serves as the reference."""
-    return SPECS[kind].memory
-
-
-def memory_needed(parameters: int, stages: set[tuple[str, bool]]) -> float:
-    """Bytes the hungriest stage needs: `stages` holds (kind, uses LoRA) pairs."""
-    per_param = max(stage_bytes(kind)[1 if lora else 0] for kind, lora in stages)
-    return parameters * per_param * basemodel.OVERHEAD
-
-
-def too_large(source: basemodel.Source, stages: set[tuple[str, bool]]) -> str | None:
+# -- the memory estimate (compare/memory.py) against what the machine has -----------------------------------
+def too_large(source: basemodel.Source, stages: set[StageLoad | tuple[str, bool]]) -> str | None:
     """Why the model will not fit (one sentence), or None when it fits or its size is unknown."""
-    parameters = basemodel.count_parameters(source)
-    if parameters is None or not stages:
+    found = basemodel.model_shape(source)
+    if found is None or not stages:
         return None
-    need, have = memory_needed(parameters, stages), basemodel.available_memory()
+    stages = {StageLoad(*s) for s in stages}
+    shape = Shape(*found)
+    parameters = shape.parameters
+    need, have = memory_needed(shape, stages), basemodel.available_memory()
     if need <= have:
         return None
-    full = sorted(k for k, lora in stages if not lora and stage_bytes(k)[1] < stage_bytes(k)[0])
-    hint = f"; train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}" if full else ""
+    full = sorted({s.kind for s in stages if not s.lora and SPECS[s.kind].memory.trained})
+    hints = [f"train with LoRA (stages.<stage>.lora_r) in {', '.join(full)}"] if full else []
+    hungry = [s for s in stages if stage_needed(shape, s) > have]
+    if any(s.sequences and not s.checkpointing for s in hungry):
+        hints.append("set gradient_checkpointing: true")
+    if any(not s.bf16_weights for s in hungry):
+        hints.append("bf16_weights: true")
+    hint = f"; {', '.join(hints)}" if hints else ""
     return (
         f"{parameters / 1e6:,.1f}M parameters need about {need / basemodel.GB:.3g} GB to train here, "
         f"but {have / basemodel.GB:.3g} GB is available{hint}, or pick a smaller model"
@@ -397,13 +394,14 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
     path = path or suite.source
     if not suite.base.external:
         return
-    stages = {("eval", False)}
+    half = basemodel.computes_in_bf16()
+    stages = {StageLoad("eval")}
     for arm in suite.arms.values():
         settings = arm_settings(suite, arm)
         for kind in trained_kinds(arm):
             spec = RECIPE_STAGES[kind]
             if spec.memory is not None:
-                stages.add((kind, spec.lora(getattr(settings, kind))))
+                stages.add(stage_load(kind, getattr(settings, kind), half))
     base = suite.base
     problem = too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
     if problem:

@@ -292,7 +292,10 @@ def test_micro_suite_with_a_chat_template(chat_dir, tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     out = tmp_path / "report"
-    assert main(["run", str(path), "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        main(["run", str(path), "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--threads", "1"])
+        == 0
+    )
     results = pd.read_csv(out / "results.csv")
     assert set(results["arm"]) == {"base", "sft", "dpo", "ppo", "rloo"}
     assert results["gold_reward"].notna().all()

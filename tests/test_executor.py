@@ -196,7 +196,7 @@ def test_stage_memory_from_the_parameter_count():
     from compare.lm.external import OVERHEAD
     from compare.stages import SPECS
 
-    full, lora = SPECS["ppo"].memory
+    full, lora = (SPECS["ppo"].memory.bytes_per_parameter(lora) for lora in (False, True))
     assert stage_memory("ppo", {"train": {"lora_r": None}}, 10**6) == int(10**6 * full * OVERHEAD)
     assert stage_memory("ppo", {"train": {"lora_r": 8}}, 10**6) == int(10**6 * lora * OVERHEAD)
     assert stage_memory("ppo", {"train": {}}, None) is None  # the tiny model: no memory asked

@@ -132,10 +132,34 @@ def resolve(model: str | None, gguf_file: str | None, package: str | None) -> So
 
 def count_parameters(source: Source) -> int | None:
     """Parameters of the model, from the GGUF header or the config (no weights loaded); None if unknown."""
+    shape = model_shape(source)
+    return shape[0] if shape else None
+
+
+def model_shape(source: Source) -> tuple[int, int, int, int] | None:
+    """(parameters, layers, hidden size, vocabulary) from the GGUF header or the config, no weights loaded;
+    None if unknown. A dimension the header or config does not give is 0."""
     if source.gguf_path is not None:
         from gguf import GGUFReader
 
-        return int(sum(int(t.n_elements) for t in GGUFReader(source.gguf_path).tensors))
+        reader = GGUFReader(source.gguf_path)
+
+        def field(name: str) -> int:
+            f = reader.fields.get(name)
+            return int(f.parts[f.data[0]][0]) if f is not None and f.data else 0
+
+        arch = (
+            bytes(reader.fields["general.architecture"].parts[-1]).decode()
+            if "general.architecture" in reader.fields
+            else ""
+        )
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        return (
+            int(sum(int(t.n_elements) for t in reader.tensors)),
+            field(f"{arch}.block_count"),
+            field(f"{arch}.embedding_length"),
+            len(tokens.data) if tokens is not None else 0,
+        )
     if source.gguf_file:  # a GGUF file in a hub repo: unknown without downloading it
         return None
     import torch
@@ -147,7 +171,17 @@ def count_parameters(source: Source) -> int | None:
         return None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+    text = config.get_text_config()
+    dims = [getattr(text, k, 0) or 0 for k in ("num_hidden_layers", "hidden_size", "vocab_size")]
+    return (sum(p.numel() for p in model.parameters()), *dims)
+
+
+def computes_in_bf16() -> bool:
+    """Whether training here computes in bfloat16 anyway: a GPU that supports it (see
+    `compare.stages.common.use_bf16`)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def available_memory() -> float:

@@ -153,21 +153,24 @@ def load_causal_lm(path: str | Path, **kwargs):
     return _from_pretrained(path, AutoModelForCausalLM, **kwargs)
 
 
-def load_classifier(path: str | Path, num_labels: int | None = None):
+def load_classifier(path: str | Path, num_labels: int | None = None, dtype: torch.dtype | None = None):
     """A sequence-classification model (a reward model, a value model, a judge) from a folder, hub id or
-    adapter chain, on the CPU; `num_labels` for a fresh head on a policy's body."""
+    adapter chain, on the CPU; `num_labels` for a fresh head on a policy's body; `dtype` to hold it in
+    another dtype than the one it was saved in."""
     from transformers import AutoModelForSequenceClassification
 
     config_kwargs = {"num_labels": num_labels} if num_labels is not None else {}
-    return _from_pretrained(path, AutoModelForSequenceClassification, config_kwargs)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return _from_pretrained(path, AutoModelForSequenceClassification, config_kwargs, **kwargs)
 
 
-def load_policy(path: str | Path, **kwargs):
-    """A causal LM and its tokenizer from a folder or hub id; a pad token distinct from EOS is ensured."""
+def load_policy(path: str | Path, dtype: torch.dtype | None = None, **kwargs):
+    """A causal LM and its tokenizer from a folder or hub id; a pad token distinct from EOS is ensured.
+    `dtype`: hold the model in another dtype than the one it was saved in (`bf16_weights`)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, **{**kwargs, **NO_REMOTE_CODE})
-    model = load_causal_lm(path, **kwargs)
+    model = load_causal_lm(path, **kwargs, **({"dtype": dtype} if dtype is not None else {}))
     ensure_pad_token(model, tokenizer)
     model.to(device()).eval()
     return model, tokenizer

@@ -8,6 +8,7 @@ and every recomputed log-prob uses the same temperature and positions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,22 @@ def sample(
     Each prompt is tokenised by `compare.lm.chat.prompt_token_ids`: with a chat template, the templated
     user turn and the assistant's generation prompt.
     """
+    with evaluating(model):  # a model training with activation checkpointing would drop its KV cache
+        return _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, seed, batch_size)
+
+
+@contextmanager
+def evaluating(model):
+    """`model` in eval mode for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _sample(model, tokenizer, prompts, n, max_new_tokens, temperature, seed, batch_size) -> Samples:
     dev = next(model.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id

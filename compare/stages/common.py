@@ -98,8 +98,21 @@ def use_bf16(bf16_cpu: bool) -> bool:
     return torch.cuda.is_bf16_supported() if device().type == "cuda" else bf16_cpu
 
 
+def weight_dtype(settings) -> torch.dtype:
+    """The dtype a stage holds its models in: bfloat16 with `bf16_weights` where the device supports it
+    (the CPU does; a GPU if `torch.cuda.is_bf16_supported()`), else float32, as they are saved."""
+    bf16 = getattr(settings, "bf16_weights", False)
+    if bf16 and (device().type != "cuda" or torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float32
+
+
 def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra):
-    """TRL config for one stage: its optimiser settings (`epochs`, `batch_size`, `lr`), quiet, seeded."""
+    """TRL config for one stage: its optimiser settings (`epochs`, `batch_size`, `lr`), quiet, seeded.
+
+    Activation checkpointing only when the stage asks for it (`gradient_checkpointing`): TRL's configs
+    turn it on by default, and it costs a recomputed forward pass for the same numbers.
+    """
     cuda = device().type == "cuda"
     return config_cls(
         output_dir=str(out / "trainer"),
@@ -118,6 +131,7 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
         use_cpu=not cuda,
         bf16=use_bf16(train.bf16_cpu),
         dataloader_num_workers=0,
+        activation_checkpointing=train.gradient_checkpointing,  # TRL turns it on by default
         **extra,
     )
 

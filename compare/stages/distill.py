@@ -45,7 +45,7 @@ from compare.lm.loading import load_policy
 from compare.lm.sampling import use_mask_positions
 from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
 from compare.stages.rloo import episode_prompts
-from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings, TrainSettings
+from compare.stages.spec import LORA_HELP, Job, Memory, Role, StageSpec, TrainingSettings, TrainSettings
 
 
 class DistillSettings(TrainingSettings):
@@ -136,7 +136,7 @@ SPEC = StageSpec(
     role=Role.ORACLE,  # its teacher optimised the gold reward (see the module's docstring)
     teacher="ppo_gold",
     reads_task=True,
-    memory=(20, 8),  # student trained (16), teacher frozen (4); LoRA: both frozen, adapters small
+    memory=Memory(trained=1, frozen=1, lora=2),  # student trained, teacher frozen; LoRA: both frozen
     strength="episodes",  # no penalty to the start: more of the teacher's signal moves it further
     objective=("loss", "reverse KL to the teacher per token ↓"),
     distributed=True,

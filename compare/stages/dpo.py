@@ -24,9 +24,9 @@ from pydantic import Field, model_validator
 from compare.compute import offline
 from compare.lm.chat import conversational
 from compare.lm.loading import load_policy, stored_as_adapter
-from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args, weight_dtype
 from compare.stages.data import COMPARISONS
-from compare.stages.spec import Job, Role, StageSpec, TrainSettings
+from compare.stages.spec import Job, Memory, Role, StageSpec, TrainSettings
 
 
 class DPOSettings(TrainSettings):
@@ -62,10 +62,10 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     from trl import DPOConfig, DPOTrainer
 
     settings = job.settings
-    model, tokenizer = load_policy(str(inputs["model"]))
+    model, tokenizer = load_policy(str(inputs["model"]), dtype=weight_dtype(settings))
     reference = None  # TRL's: the adapter disabled (LoRA), else reloaded from the start's folder
     if not settings.lora_r and stored_as_adapter(inputs["model"]):  # a LoRA start TRL cannot reload
-        reference = load_policy(str(inputs["model"]))[0]
+        reference = load_policy(str(inputs["model"]), dtype=weight_dtype(settings))[0]
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
     pairs = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
     data = Dataset.from_list(conversational(tokenizer, pairs))  # messages with a chat template
@@ -100,7 +100,7 @@ SPEC = StageSpec(
     settings=DPOSettings,
     role=Role.PREFERENCE,
     data=COMPARISONS,
-    memory=(20, 4),  # + the frozen reference
+    memory=Memory(trained=1, frozen=1, lora=1, sequences=2),  # + the frozen reference
     strength="beta",
     objective=("loss", "DPO loss ↓"),
     distributed=True,

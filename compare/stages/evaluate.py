@@ -26,7 +26,7 @@ from compare.lm.sampling import completion_logprobs, reward_scores, sample
 from compare.metrics import distinct_n, pairwise_accuracy, pass_at_k, pass_ks, sampled_kl
 from compare.stages.best_of_n import best_of_n, bon_kl_bound
 from compare.stages.common import Context, make_task, write_jsonl
-from compare.stages.spec import StageSpec
+from compare.stages.spec import Memory, StageSpec
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -158,4 +158,4 @@ def diversity(completions: list[str], k: int, vocab_size: int) -> dict[str, floa
     }
 
 
-SPEC = StageSpec(kind="eval", version=5, run=run, memory=(12, 12))  # policy, base and reward model
+SPEC = StageSpec(kind="eval", version=5, run=run, memory=Memory(0, 3, 3))  # policy, base, reward model

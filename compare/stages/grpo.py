@@ -29,7 +29,7 @@ from compare.lm.sampling import reward_function
 from compare.stages.common import Context, make_task, train_and_save
 from compare.stages.rloo import episode_prompts, group_trainer, rm_scorer, start_policy, workload
 from compare.stages.snapshots import SnapshotSettings, watch_training
-from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings
+from compare.stages.spec import LORA_HELP, Job, Memory, Role, StageSpec, TrainingSettings
 from compare.tasks.task import has_verifier
 
 
@@ -129,7 +129,7 @@ SPEC = StageSpec(
     needs_reward_model=lambda s: s.reward == "reward_model",
     needs_verifier=lambda s: s.reward == "verifier",
     reads_task=True,
-    memory=(24, 8),  # policy trained, reference and reward model frozen
+    memory=Memory(trained=1, frozen=2, lora=2),  # policy trained, reference and reward model frozen
     strength="beta",
     objective=("reward", "reward ↑ (RM score or verifier)"),
     distributed=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from compare.compute import offline
 from compare.stages.common import Context
 from compare.stages.rm import RewardSettings, train_reward_model
-from compare.stages.spec import StageSpec
+from compare.stages.spec import Memory, StageSpec
 
 
 def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -25,7 +25,7 @@ SPEC = StageSpec(
     kind="judge",
     version=2,
     run=run,
-    memory=(16, 4),
+    memory=Memory(1, 0, 1, sequences=2),
     distributed=True,
     train_settings=RewardSettings,
     compute=offline("comparisons.jsonl", ("chosen", "rejected")),

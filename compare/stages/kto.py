@@ -24,9 +24,9 @@ from pydantic import Field
 from compare.compute import offline
 from compare.lm.chat import conversational
 from compare.lm.loading import load_policy, stored_as_adapter
-from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args, weight_dtype
 from compare.stages.data import LABELS
-from compare.stages.spec import Job, Role, StageSpec, TrainSettings
+from compare.stages.spec import Job, Memory, Role, StageSpec, TrainSettings
 
 
 class KTOSettings(TrainSettings):
@@ -49,10 +49,10 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     from trl import KTOConfig, KTOTrainer
 
     settings = job.settings
-    model, tokenizer = load_policy(str(inputs["model"]))
+    model, tokenizer = load_policy(str(inputs["model"]), dtype=weight_dtype(settings))
     reference = None  # TRL's: the adapter disabled (LoRA), else reloaded from the start's folder
     if not settings.lora_r and stored_as_adapter(inputs["model"]):  # a LoRA start TRL cannot reload
-        reference = load_policy(str(inputs["model"]))[0]
+        reference = load_policy(str(inputs["model"]), dtype=weight_dtype(settings))[0]
     rows = read_jsonl(inputs["data"] / "labels.jsonl")
     labelled = [
         {"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])} for r in rows
@@ -91,7 +91,7 @@ SPEC = StageSpec(
     settings=KTOSettings,
     role=Role.PREFERENCE,
     data=LABELS,
-    memory=(20, 4),  # + the frozen reference
+    memory=Memory(trained=1, frozen=1, lora=1),  # + the frozen reference
     strength="beta",
     objective=("loss", "KTO loss ↓"),
     distributed=True,

@@ -39,10 +39,11 @@ from compare.stages.common import (
     read_jsonl,
     train,
     trainer_args,
+    weight_dtype,
     write_jsonl,
 )
 from compare.stages.data import COMPARISON_TEMPERATURE, COMPARISONS, label_pairs
-from compare.stages.spec import Job, Role, StageSpec, TrainSettings
+from compare.stages.spec import Job, Memory, Role, StageSpec, TrainSettings
 from compare.tracking import round_context
 
 
@@ -77,8 +78,10 @@ def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     settings, seed = job.settings, job.seed
     task = make_task(job.task, inputs)  # its gold reward is read only to label, through the annotator
     prompts = [row["prompt"] for row in read_jsonl(inputs["data"] / "prompts.jsonl")]
-    model, tokenizer = load_policy(str(inputs["model"]))
-    reference, _ = load_policy(str(inputs["model"]))  # frozen: the starting policy in every round
+    model, tokenizer = load_policy(str(inputs["model"]), dtype=weight_dtype(settings))
+    reference, _ = load_policy(
+        str(inputs["model"]), dtype=weight_dtype(settings)
+    )  # frozen: the starting policy in every round
     rng = random.Random(f"online-dpo-{seed}")
     labelled, history, steps, start = [], [], 0, 0
     for r, n in enumerate(rounds_of(len(prompts), settings.rounds)):
@@ -146,7 +149,7 @@ SPEC = StageSpec(
     role=Role.PREFERENCE,
     data=COMPARISONS,
     on_policy=True,
-    memory=(20, 8),  # + the frozen reference, a full copy also with LoRA
+    memory=Memory(trained=1, frozen=1, lora=2, sequences=2),  # the reference: a full copy also with LoRA
     strength="beta",
     objective=("loss", "DPO loss on each round's pairs ↓"),
     compute=compute,

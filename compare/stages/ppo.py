@@ -14,7 +14,9 @@ below points into that table. One rollout batch, top to bottom (see `train`):
 
 Models: the policy; a frozen reference (a separate copy, or with LoRA the policy with its adapter
 disabled); a value model initialised from the reward model (values = the RM's score head at every
-position), or, for the gold reward, from the policy's body with a zero scalar head; the frozen RM.
+position), or, for the gold reward, from the policy's body with a zero scalar head; the frozen RM (with
+LoRA, the value model with its adapters disabled: two frozen bases, not four copies). Optionally in
+bfloat16 (`bf16_weights`) and with activation checkpointing in the trained models.
 Dropout is off in all of them (row 6). `accelerate` places them and runs backward, so `accelerate
 launch` gives data parallelism: `rollout_batch_size` is the global batch, split over processes.
 
@@ -81,9 +83,17 @@ from compare.ppo_math import (
     policy_loss,
     value_loss,
 )
-from compare.stages.common import Context, NonFiniteError, check_finite, lora_config, make_task, use_bf16
+from compare.stages.common import (
+    Context,
+    NonFiniteError,
+    check_finite,
+    lora_config,
+    make_task,
+    use_bf16,
+    weight_dtype,
+)
 from compare.stages.snapshots import SnapshotSettings, snapshot_steps, take_snapshot, write_snapshots
-from compare.stages.spec import Job, Produces, Role, StageSpec, TrainingSettings
+from compare.stages.spec import Job, Memory, Produces, Role, StageSpec, TrainingSettings
 from compare.tracking import StageLogger
 
 SEED_STRIDE = 100003  # per-process seed offset (row 19)
@@ -148,8 +158,24 @@ class Models:
     policy: torch.nn.Module  # a peft model when training LoRA
     ref: torch.nn.Module | None  # None with LoRA: the reference is the policy with its adapter disabled
     value: torch.nn.Module  # a sequence-classification model; its head gives per-token values
-    rm: torch.nn.Module | None  # None when the reward is the gold reward
+    rm: (
+        torch.nn.Module | None
+    )  # None for the gold reward, and with LoRA (the value model's adapters disabled)
     tokenizer: object
+    value_adapters: torch.nn.Module | None = None  # with LoRA: the peft model around `value`
+    shares_rm: bool = False  # the reward model is `value` with its adapters disabled (LoRA)
+
+
+@contextmanager
+def reward_model(models: Models):
+    """The frozen reward model, or None for the gold reward: its own copy, or with LoRA the value model with
+    its adapters disabled, which is the reward model itself (the value model starts as a copy of it, and
+    peft's disabled adapters give back its linear layers and its scalar head; row 20's sharing for the RM)."""
+    if not models.shares_rm:
+        yield models.rm
+    else:
+        with models.value_adapters.disable_adapter():
+            yield models.value
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -162,18 +188,31 @@ def disable_dropout(model: torch.nn.Module) -> None:
                 setattr(module, name, 0.0)
 
 
-def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Models:
+def load_models(
+    inputs: dict[str, Path],
+    reward: str,
+    lora_r: int | None,
+    dtype: torch.dtype = torch.float32,
+    checkpointing: bool = False,
+) -> Models:
+    """Policy, reference, value model and reward model, in `dtype`; with LoRA the reference and the reward
+    model are no copies but the policy's and the value model's frozen bases (adapters disabled).
+    `checkpointing`: activation checkpointing in the two trained models."""
     from transformers import AutoTokenizer
 
     policy_path = str(inputs["model"])
-    policy, tokenizer = load_policy(policy_path)
+    policy, tokenizer = load_policy(policy_path, dtype=dtype)
     ref = None
+    if checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora_r:
         from peft import get_peft_model
 
         policy = get_peft_model(policy, lora_config(lora_r, "CAUSAL_LM"))
     else:
-        ref = load_policy(policy_path)[0].requires_grad_(False)  # a separate frozen copy (row 20)
+        ref = load_policy(policy_path, dtype=dtype)[0].requires_grad_(
+            False
+        )  # a separate frozen copy (row 20)
     rm = None
     if reward == "model":
         rm_path = str(inputs["reward_model"])
@@ -182,10 +221,11 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
             != tokenizer.get_vocab()
         ):
             raise ValueError(f"the reward model at {rm_path} must share the policy's tokenizer")
-        rm = load_classifier(rm_path).requires_grad_(False)
-        value = load_classifier(rm_path)  # a critic that knows the reward
+        if not lora_r:  # with LoRA, the value model's base (see `reward_model`)
+            rm = load_classifier(rm_path, dtype=dtype).requires_grad_(False)
+        value = load_classifier(rm_path, dtype=dtype)  # a critic that knows the reward
     elif reward == "gold":
-        value = load_classifier(policy_path, num_labels=1)
+        value = load_classifier(policy_path, num_labels=1, dtype=dtype)
         torch.nn.init.zeros_(value.score.weight)
         if getattr(value.score, "bias", None) is not None:
             torch.nn.init.zeros_(value.score.bias)
@@ -194,15 +234,21 @@ def load_models(inputs: dict[str, Path], reward: str, lora_r: int | None) -> Mod
     for model in (value, rm):
         if model is not None:
             ensure_pad_token(model, tokenizer)
+    if checkpointing:
+        value.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    value_adapters = None
     if lora_r:  # the value model trains adapters and its head; it is called through its own classes
         from peft import get_peft_model
 
-        value = get_peft_model(value, lora_config(lora_r, "SEQ_CLS")).get_base_model()
+        value_adapters = get_peft_model(value, lora_config(lora_r, "SEQ_CLS"))
+        value = value_adapters.get_base_model()
     for model in (policy, ref, value, rm):
         if model is not None:
             disable_dropout(model)
             model.to(device())
-    return Models(policy, ref, value, rm, tokenizer)
+    return Models(
+        policy, ref, value, rm, tokenizer, value_adapters, shares_rm=reward == "model" and bool(lora_r)
+    )
 
 
 @contextmanager
@@ -294,7 +340,7 @@ def score_responses(batch: Batch, tokenizer, penalty: float | None, rm=None, tas
     without EOS (row 9). With a chat template the RM reads the templated conversation of the decoded
     response instead (`reward_scores`), the text TRL's RewardTrainer trained it on.
     """
-    if rm is not None and uses_chat(tokenizer):
+    if rm is not None and uses_chat(tokenizer):  # (rm: the model, or `reward_model(models)`)
         scores = torch.tensor(
             reward_scores(rm, tokenizer, batch.prompts, batch.completions), device=batch.mask.device
         )
@@ -325,7 +371,8 @@ def heldout_metrics(
     with reference(models) as ref:
         ref_lp = completion_logprobs(ref, tokenizer, samples.prompts, samples.completion_ids, temperature)
     gold = task.gold_rewards(samples.prompts, samples.completions)
-    proxy = reward_scores(models.rm, tokenizer, samples.prompts, samples.completions) if models.rm else []
+    with reward_model(models) as rm:
+        proxy = reward_scores(rm, tokenizer, samples.prompts, samples.completions) if rm is not None else []
     return {
         "heldout/gold": sum(gold) / len(gold),
         "heldout/proxy": sum(proxy) / len(proxy) if proxy else math.nan,
@@ -363,7 +410,9 @@ def run_ppo(job: Job, out: Path, inputs: dict[str, Path], ctx: Context, reward: 
     settings = job.settings
     accelerator = make_accelerator(settings.bf16_cpu)
     task = make_task(job.task, inputs)  # with the judge model, for a task whose gold is one
-    models = load_models(inputs, reward, settings.lora_r)
+    models = load_models(
+        inputs, reward, settings.lora_r, weight_dtype(settings), settings.gradient_checkpointing
+    )
     snapshots: list[dict] = []
     history = train(models, task, settings, job.seed, accelerator, ctx, snapshots)
     accelerator.wait_for_everyone()
@@ -539,7 +588,8 @@ def train(
                     ref_logprobs = gather_logprobs(policy_logits(ref, batch, temperature), batch.response_ids)
 
                 # 2. score: RM or gold, missing-EOS penalty
-                scores = score_responses(batch, tokenizer, s.missing_eos_penalty, models.rm, task)
+                with reward_model(models) as rm:
+                    scores = score_responses(batch, tokenizer, s.missing_eos_penalty, rm, task)
                 t3 = time.perf_counter()
 
                 # 3. KL penalty: per token, score on the last response token (rows 10-11)
@@ -653,7 +703,9 @@ SPEC = StageSpec(
     needs_reward_model=True,
     produces=Produces.POLICY,
     reads_task=True,
-    memory=(40, 12),  # policy and value trained, reference and reward model frozen
+    # policy and value trained, reference and reward model frozen; with LoRA the reference is the policy's
+    # base and the reward model the value model's (adapters disabled): two frozen bases
+    memory=Memory(trained=2, frozen=2, lora=2),
     strength="kl_coef",
     objective=("objective/rlhf_reward", "RM score − β·KL ↑"),
     distributed=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from compare.compute import Tokens, rollouts, train_prompt_tokens
 from compare.stages.common import Context
 from compare.stages.ppo import PPOSettings, run_ppo, workload
-from compare.stages.spec import Job, Role, StageSpec
+from compare.stages.spec import Job, Memory, Role, StageSpec
 
 
 def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -35,7 +35,7 @@ SPEC = StageSpec(
     settings=PPOSettings,
     role=Role.ORACLE,
     reads_task=True,
-    memory=(36, 8),  # no reward model
+    memory=Memory(trained=2, frozen=1, lora=2),  # no reward model; the value model has its own base
     strength="kl_coef",
     objective=("objective/rlhf_reward", "gold − β·KL ↑"),
     distributed=True,

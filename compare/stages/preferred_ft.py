@@ -12,7 +12,7 @@ from compare.compute import offline
 from compare.stages.common import Context, read_jsonl
 from compare.stages.data import COMPARISONS
 from compare.stages.sft import SFTSettings, train_sft
-from compare.stages.spec import Job, Role, StageSpec
+from compare.stages.spec import Job, Memory, Role, StageSpec
 
 
 def run(job: Job, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
@@ -29,7 +29,7 @@ SPEC = StageSpec(
     settings=SFTSettings,
     role=Role.IMITATION,
     data=COMPARISONS,
-    memory=(16, 4),
+    memory=Memory(trained=1, frozen=0, lora=1),
     objective=("loss", "NLL of chosen responses ↓"),
     distributed=True,
     compute=offline("comparisons.jsonl", ("chosen",)),

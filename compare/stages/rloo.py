@@ -42,9 +42,10 @@ from compare.stages.common import (
     point_reference_at_start,
     train_and_save,
     trainer_args,
+    weight_dtype,
 )
 from compare.stages.snapshots import SnapshotSettings, watch_training
-from compare.stages.spec import LORA_HELP, Job, Role, StageSpec, TrainingSettings, TrainSettings
+from compare.stages.spec import LORA_HELP, Job, Memory, Role, StageSpec, TrainingSettings, TrainSettings
 
 
 class RLOOSettings(TrainingSettings, SnapshotSettings):
@@ -100,7 +101,7 @@ def start_policy(inputs: dict[str, Path], train, out: Path):
     """The policy to train and its tokenizer; TRL's reference is pointed at the start (with LoRA it is the
     adapter disabled) and both take positions from the mask."""
     policy_path = str(inputs["model"])
-    model, tokenizer = load_policy(policy_path)
+    model, tokenizer = load_policy(policy_path, dtype=weight_dtype(train))
     if train.beta > 0 and not train.lora_r:
         point_reference_at_start(model, tokenizer, policy_path, out)
     use_mask_positions(model)
@@ -183,7 +184,7 @@ SPEC = StageSpec(
     role=Role.ONLINE_RL,
     needs_reward_model=True,
     reads_task=True,
-    memory=(24, 8),  # policy trained, reference and reward model frozen
+    memory=Memory(trained=1, frozen=2, lora=2),  # policy trained, reference and reward model frozen
     strength="beta",
     objective=("reward", "RM score ↑"),
     distributed=True,

@@ -14,9 +14,9 @@ from pathlib import Path
 from compare.compute import offline
 from compare.lm.chat import conversational
 from compare.lm.loading import ensure_pad_token, load_classifier
-from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args, weight_dtype
 from compare.stages.data import COMPARISONS
-from compare.stages.spec import Job, Produces, Role, StageSpec, TrainSettings
+from compare.stages.spec import Job, Memory, Produces, Role, StageSpec, TrainSettings
 
 
 class RewardSettings(TrainSettings):
@@ -31,7 +31,9 @@ def train_reward_model(settings: RewardSettings, seed: int, out: Path, inputs: d
 
     path = str(inputs["model"])
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = load_classifier(path, num_labels=1)  # the policy's body (an adapter chain too), a fresh head
+    model = load_classifier(
+        path, num_labels=1, dtype=weight_dtype(settings)
+    )  # the policy's body (an adapter chain too), a fresh head
     ensure_pad_token(model, tokenizer)
     rows = read_jsonl(inputs["data"] / "comparisons.jsonl")
     pairs = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
@@ -60,7 +62,7 @@ SPEC = StageSpec(
     role=Role.REWARD_MODEL,
     data=COMPARISONS,
     produces=Produces.REWARD_MODEL,
-    memory=(16, 4),
+    memory=Memory(trained=1, frozen=0, lora=1, sequences=2),
     objective=("loss", "Bradley–Terry loss ↓"),
     distributed=True,
     compute=offline("comparisons.jsonl", ("chosen", "rejected")),

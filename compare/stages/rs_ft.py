@@ -29,7 +29,7 @@ from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import reward_scores, sample
 from compare.stages.common import Context, make_task
 from compare.stages.sft import train_sft
-from compare.stages.spec import Job, Role, StageSpec, TrainSettings
+from compare.stages.spec import Job, Memory, Role, StageSpec, TrainSettings
 from compare.tracking import round_context
 
 
@@ -118,7 +118,7 @@ SPEC = StageSpec(
     role=Role.ONLINE_RL,
     needs_reward_model=True,
     reads_task=True,
-    memory=(20, 8),  # SFT's, + the frozen reward model
+    memory=Memory(trained=1, frozen=1, lora=2),  # SFT's, + the frozen reward model
     strength="n",
     objective=("reward", "RM score of the kept samples ↑"),
     distributed=False,

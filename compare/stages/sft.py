@@ -12,9 +12,9 @@ from pathlib import Path
 from compare.compute import offline
 from compare.lm.chat import conversational
 from compare.lm.loading import load_policy
-from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args
+from compare.stages.common import Context, lora_config, read_jsonl, train_and_save, trainer_args, weight_dtype
 from compare.stages.data import DEMONSTRATIONS
-from compare.stages.spec import Job, Role, StageSpec, TrainSettings
+from compare.stages.spec import Job, Memory, Role, StageSpec, TrainSettings
 
 
 class SFTSettings(TrainSettings):
@@ -26,8 +26,8 @@ def train_sft(rows: list[dict], job: Job, out: Path, inputs: dict[str, Path], ct
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = load_policy(str(inputs["model"]))
     settings = job.settings
+    model, tokenizer = load_policy(str(inputs["model"]), dtype=weight_dtype(settings))
     args = trainer_args(SFTConfig, settings, job.seed, out, ctx, max_length=None)
     trainer = SFTTrainer(
         model=model,
@@ -54,7 +54,7 @@ SPEC = StageSpec(
     role=Role.IMITATION,
     data=DEMONSTRATIONS,
     strength="epochs",  # more passes over the demonstrations move further from the base
-    memory=(16, 4),
+    memory=Memory(trained=1, frozen=0, lora=1),
     objective=("loss", "NLL of demonstrations ↓"),
     distributed=True,
     compute=offline("demos.jsonl", ("completion",)),

@@ -82,6 +82,18 @@ LORA_HELP = (
 )
 
 
+CHECKPOINTING_HELP = (
+    "Activation (gradient) checkpointing: keep only each layer's input in the forward pass and recompute "
+    "the rest in the backward pass; much less activation memory for about a third more compute. The same "
+    "numbers up to floating-point order."
+)
+
+BF16_WEIGHTS_HELP = (
+    "Hold the stage's models in bfloat16 where the device supports it (a GPU with bf16, or the CPU), instead "
+    "of float32: half the weight memory, and trained weights, gradients and AdamW's moments in bf16 too "
+    "(LoRA adapters stay float32). Changes results by bf16's rounding."
+)
+
 BF16_CPU_HELP = (
     "Train in bfloat16 autocast on the CPU too (on a GPU that supports it, bf16 is always used): up to "
     "about 1.6x faster per forward and backward pass on CPUs with AVX512-BF16, with bf16's rounding."
@@ -93,9 +105,15 @@ class TrainingSettings(StageSettings):
 
     # settings added after a stage's version whose value here reproduces the results of before: left out
     # of the stage's key at that value (compare.plan), so adding them kept every cached stage valid
-    NEUTRAL: ClassVar[dict[str, Any]] = {"bf16_cpu": False}
+    NEUTRAL: ClassVar[dict[str, Any]] = {
+        "bf16_cpu": False,
+        "gradient_checkpointing": False,
+        "bf16_weights": False,
+    }
 
     bf16_cpu: bool = Field(False, description=BF16_CPU_HELP)
+    gradient_checkpointing: bool = Field(False, description=CHECKPOINTING_HELP)
+    bf16_weights: bool = Field(False, description=BF16_WEIGHTS_HELP)
 
 
 class TrainSettings(TrainingSettings):
@@ -105,6 +123,27 @@ class TrainSettings(TrainingSettings):
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     batch_size: int = Field(16, ge=1, description="Examples per optimiser step.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a stage holds at its peak, in copies of the base model's weights (compare/preflight.py).
+
+    Full fine-tuning: `trained` copies with their gradients and AdamW's two moments (4 numbers a
+    parameter), `frozen` copies beside them (a reference, a reward model). With LoRA: `lora` frozen
+    copies (the adapters are small; a reference is the policy with its adapter disabled).
+    """
+
+    trained: int
+    frozen: int
+    lora: int
+    sequences: int = 1  # sequences per training example in a step (2: chosen and rejected)
+
+    def bytes_per_parameter(self, lora: bool, weight_bytes: int = 4) -> int:
+        """Bytes a base parameter costs: `weight_bytes` 4 (float32) or 2 (bfloat16) a number."""
+        if lora:
+            return self.lora * weight_bytes
+        return (4 * self.trained + self.frozen) * weight_bytes
 
 
 @dataclass(frozen=True)
@@ -143,7 +182,7 @@ class StageSpec:
     sampling: Callable[[Any], dict] | None = None  # Produces.SAMPLING: settings -> the evaluator's params
     # online stages: settings -> (prompts it holds at once, tokens it generates, how), for preflight
     workload: Callable[[Any], tuple[int, int, str]] | None = None
-    memory: tuple[int, int] | None = None  # bytes per base parameter at its peak: (full, LoRA); float32
+    memory: Memory | None = None  # the copies of the base it holds at its peak (preflight's estimate)
     strength: str | None = None  # the setting that sets how far it may move from its start (frontier)
     objective: tuple[str, str] | None = None  # (logged column, what it is) for "what each stage optimises"
     distributed: bool = False  # every process takes part under `accelerate launch` (data parallel)
