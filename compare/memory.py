@@ -20,13 +20,16 @@ and, for one training step (`activations`):
   checkpointing (`gradient_checkpointing`), each layer keeps only its input (2 bytes per token and hidden
   unit in 16-bit) and one layer at a time is recomputed in full.
 - the logits of every token over the vocabulary and their log-softmax, float32: 8 bytes per token and
-  vocabulary entry (the losses read log-probs in float32).
+  vocabulary entry (the losses read log-probs in float32), for a stage that trains a policy; a reward
+  model's head is a scalar. A stage that trains two models in one step (PPO: policy and value) holds
+  both models' activations (`Memory.forwards`).
 
 A step holds `sequences` sequences of `tokens` tokens: the batch (PPO: a minibatch; a pair-wise loss: both
 sides) of prompts plus completions. An external model's prompts are only read when a stage runs, so a
 prompt is taken to be `ASSUMED_PROMPT_TOKENS` long and an offline stage's completion
-`ASSUMED_COMPLETION_TOKENS`; an online stage's completion is its `max_new_tokens`. Then `OVERHEAD` on
-the whole, for the allocator's slack and the libraries.
+`ASSUMED_COMPLETION_TOKENS`, unless the task is built in: then its longest prompt at `TOKENS_PER_WORD`
+and the evaluation's `max_new_tokens` (preflight). An online stage's completion is its `max_new_tokens`.
+Then `OVERHEAD` on the whole, for the allocator's slack and the libraries.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from compare.lm.external import OVERHEAD
 
 ASSUMED_PROMPT_TOKENS = 256
 ASSUMED_COMPLETION_TOKENS = 256
+TOKENS_PER_WORD = 2  # a built-in task's words under a real model's subword tokenizer, generously
 ACTIVATION_BYTES = 34  # per token, layer and hidden unit, 16-bit, all of a layer's activations kept
 CHECKPOINT_BYTES = 2  # per token, layer and hidden unit, 16-bit: only the layer's input kept
 LOGIT_BYTES = 8  # per token and vocabulary entry: float32 logits and their log-softmax
@@ -63,9 +67,16 @@ class StageLoad(NamedTuple):
     tokens: int = 0  # tokens in each
 
 
-def stage_load(kind: str, settings, half: bool = False) -> StageLoad:
+def stage_load(
+    kind: str,
+    settings,
+    half: bool = False,
+    prompt_tokens: int = ASSUMED_PROMPT_TOKENS,
+    completion_tokens: int = ASSUMED_COMPLETION_TOKENS,
+) -> StageLoad:
     """The `StageLoad` of a recipe stage with these settings; `half`: the run computes in bf16 anyway (a
-    GPU with bf16 support, or `bf16_cpu`)."""
+    GPU with bf16 support, or `bf16_cpu`); the prompt's tokens, and an offline stage's completion's, where
+    they are known better than the assumption (a built-in task's prompts)."""
     from compare.stages import SPECS
 
     spec = SPECS[kind]
@@ -73,7 +84,7 @@ def stage_load(kind: str, settings, half: bool = False) -> StageLoad:
         sequences = settings.rollout_batch_size // settings.minibatches
     else:
         sequences = getattr(settings, "batch_size", 0) * spec.memory.sequences
-    completion = getattr(settings, "max_new_tokens", ASSUMED_COMPLETION_TOKENS)
+    completion = getattr(settings, "max_new_tokens", completion_tokens)
     bf16 = bool(getattr(settings, "bf16_weights", False))
     return StageLoad(
         kind,
@@ -82,7 +93,7 @@ def stage_load(kind: str, settings, half: bool = False) -> StageLoad:
         checkpointing=bool(getattr(settings, "gradient_checkpointing", False)),
         half=half or bf16 or bool(getattr(settings, "bf16_cpu", False)),
         sequences=sequences,
-        tokens=ASSUMED_PROMPT_TOKENS + completion,
+        tokens=prompt_tokens + completion,
     )
 
 
@@ -95,6 +106,9 @@ def weight_bytes(stage: StageLoad) -> float:
 
 def activation_bytes(shape: Shape, stage: StageLoad) -> float:
     """Bytes of one training step's activations and logits (0 when the model's dimensions are unknown)."""
+    from compare.stages import SPECS, Produces
+
+    spec = SPECS[stage.kind]
     tokens = stage.sequences * stage.tokens
     if not tokens or not shape.layers:
         return 0.0
@@ -103,7 +117,8 @@ def activation_bytes(shape: Shape, stage: StageLoad) -> float:
         per_token = shape.hidden * (CHECKPOINT_BYTES * shape.layers + ACTIVATION_BYTES) * scale
     else:
         per_token = shape.hidden * ACTIVATION_BYTES * shape.layers * scale
-    return tokens * (per_token + LOGIT_BYTES * shape.vocab)
+    logits = LOGIT_BYTES * shape.vocab if spec.produces is Produces.POLICY else 0  # an RM: a scalar head
+    return tokens * (per_token * spec.memory.forwards + logits)
 
 
 def stage_needed(model: int | Shape, stage: StageLoad | tuple) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 from compare import limits
 from compare.lm import external as basemodel
 from compare.lm.external import is_local
-from compare.memory import Shape, StageLoad, memory_needed, stage_load, stage_needed
+from compare.memory import TOKENS_PER_WORD, Shape, StageLoad, memory_needed, stage_load, stage_needed
 from compare.plan import apply_point, arm_budget, arm_settings, grid_points
 from compare.stages import DATA_KINDS, RECIPE_STAGES, SPECS, Produces
 from compare.stages.data import COMPARISONS
@@ -395,13 +395,19 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
     if not suite.base.external:
         return
     half = basemodel.computes_in_bf16()
+    lengths = {}
+    if suite.task.data is None:  # a built-in task: its prompts are known, and short
+        lengths = {
+            "prompt_tokens": TOKENS_PER_WORD * longest_prompt(suite),
+            "completion_tokens": suite.eval.max_new_tokens,
+        }
     stages = {StageLoad("eval")}
     for arm in suite.arms.values():
         settings = arm_settings(suite, arm)
         for kind in trained_kinds(arm):
             spec = RECIPE_STAGES[kind]
             if spec.memory is not None:
-                stages.add(stage_load(kind, getattr(settings, kind), half))
+                stages.add(stage_load(kind, getattr(settings, kind), half, **lengths))
     base = suite.base
     problem = too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
     if problem:

@@ -91,3 +91,21 @@ def test_bf16_cpu_benchmark(tiny_policy_dir):
     )
     assert re.search(r"^bf16_cpu fp32_s=[\d.]+ bf16_s=[\d.]+ speedup=[\d.]+$", out, re.M)
     assert "| bfloat16 autocast |" in out
+
+
+def test_memory_benchmark(tiny_policy_dir):
+    args = (
+        "--model",
+        str(tiny_policy_dir),
+        "--scale",
+        "0.1",
+        "--stages",
+        "sft,ppo",
+        "--configs",
+        "before,both",
+    )
+    out = script("memory.py", *args)
+    assert "| sft | before |" in out and "| ppo | both |" in out
+    assert re.search(r"^memory stages=2 peak_before_mb=\d+ peak_after_mb=\d+$", out, re.M)
+    table = script("memory.py", "--estimates")  # the table in docs/own_model.md
+    assert "| Llama-2-7B | ppo |" in table

@@ -263,7 +263,13 @@ def test_installed_package_shipping_a_gguf(gguf_package, gguf_model, tmp_path):
     suite = load_suite(write_suite(tmp_path, {"package": PACKAGE}))
     assert suite.base.external
     stage = base_stage(suite)
-    assert stage.params["source"] == {"model": None, "gguf_file": None, "package": PACKAGE, "version": "1.0"}
+    assert stage.params["source"] == {
+        "model": None,
+        "gguf_file": None,
+        "package": PACKAGE,
+        "version": "1.0",
+        "chat_template": "auto",
+    }
     # another base is another stage: the cache never hands back the wrong model
     other = load_suite(write_suite(tmp_path, {"model": str(gguf_model[0])}))
     assert base_stage(other).key != stage.key

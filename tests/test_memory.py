@@ -40,6 +40,9 @@ def test_activations_by_hand():
     # checkpointing: each layer's input (2 bytes, x2 in float32) and one layer recomputed in full
     assert activation_bytes(shape, load._replace(checkpointing=True)) == 30 * (8 * (2 * 2 + 34) * 2 + 8 * 100)
     assert activation_bytes(Shape(M), load) == 0  # dimensions unknown
+    # a reward model has a scalar head (no logits); PPO keeps the policy's and the value model's activations
+    assert activation_bytes(shape, load._replace(kind="rm")) == 30 * (2 * 34 * 2 * 8)
+    assert activation_bytes(shape, load._replace(kind="ppo")) == 30 * (2 * (2 * 34 * 2 * 8) + 8 * 100)
     assert activation_bytes(shape, StageLoad("eval")) == 0  # no training step
     total = memory_needed(shape, {load})
     assert total == pytest.approx((M * 16 + 30 * (2 * 34 * 2 * 8 + 8 * 100)) * OVERHEAD)

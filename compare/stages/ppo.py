@@ -705,7 +705,7 @@ SPEC = StageSpec(
     reads_task=True,
     # policy and value trained, reference and reward model frozen; with LoRA the reference is the policy's
     # base and the reward model the value model's (adapters disabled): two frozen bases
-    memory=Memory(trained=2, frozen=2, lora=2),
+    memory=Memory(trained=2, frozen=2, lora=2, forwards=2),
     strength="kl_coef",
     objective=("objective/rlhf_reward", "RM score − β·KL ↑"),
     distributed=True,

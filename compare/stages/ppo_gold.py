@@ -35,7 +35,9 @@ SPEC = StageSpec(
     settings=PPOSettings,
     role=Role.ORACLE,
     reads_task=True,
-    memory=Memory(trained=2, frozen=1, lora=2),  # no reward model; the value model has its own base
+    memory=Memory(
+        trained=2, frozen=1, lora=2, forwards=2
+    ),  # no reward model; the value model has its own base
     strength="kl_coef",
     objective=("objective/rlhf_reward", "gold − β·KL ↑"),
     distributed=True,

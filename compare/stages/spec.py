@@ -138,6 +138,7 @@ class Memory:
     frozen: int
     lora: int
     sequences: int = 1  # sequences per training example in a step (2: chosen and rejected)
+    forwards: int = 1  # models whose activations one training step keeps (PPO: policy and value)
 
     def bytes_per_parameter(self, lora: bool, weight_bytes: int = 4) -> int:
         """Bytes a base parameter costs: `weight_bytes` 4 (float32) or 2 (bfloat16) a number."""
