@@ -394,6 +394,14 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
     path = path or suite.source
     if not suite.base.external:
         return
+    base = suite.base
+    problem = too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stage_loads(suite))
+    if problem:
+        raise SuiteError(f"{path}: base: {base.model or base.package}: {problem}")
+
+
+def stage_loads(suite: Suite) -> set[StageLoad]:
+    """Every stage of the suite's arms as the memory estimate reads it (compare/memory.py), evaluation too."""
     half = basemodel.computes_in_bf16()
     lengths = {}
     if suite.task.data is None:  # a built-in task: its prompts are known, and short
@@ -408,10 +416,7 @@ def check_memory(suite: Suite, path: Path | str | None = None) -> None:
             spec = RECIPE_STAGES[kind]
             if spec.memory is not None:
                 stages.add(stage_load(kind, getattr(settings, kind), half, **lengths))
-    base = suite.base
-    problem = too_large(basemodel.resolve(base.model, base.gguf_file, base.package), stages)
-    if problem:
-        raise SuiteError(f"{path}: base: {base.model or base.package}: {problem}")
+    return stages
 
 
 # -- the stage cache and the report folder -------------------------------------------------------------------

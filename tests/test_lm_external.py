@@ -436,8 +436,7 @@ def test_lora_hint_names_only_stages_that_have_lora(config_only_dir, monkeypatch
 
 def test_check_memory_reads_lora_from_the_suite(config_only_dir, tmp_path, monkeypatch):
     """The CLI's check takes each arm's stages, with the arm's own overrides, LoRA or not."""
-    from compare.memory import Shape, stage_load
-    from compare.suite.grid import arm_settings
+    from compare.memory import Shape
 
     path, parameters = config_only_dir
     shape = Shape(*basemodel.model_shape(basemodel.resolve(str(path), None, None)))
@@ -447,8 +446,8 @@ def test_check_memory_reads_lora_from_the_suite(config_only_dir, tmp_path, monke
     arms["dpo"]["stages"] = {"dpo": {"lora_r": 4}}  # LoRA for this arm only
     (tmp_path / "lora").mkdir()
     lora = load_suite(write_suite(tmp_path / "lora", {"model": str(path)}, arms=arms, stages=stages))
-    loads = [stage_load(k, getattr(arm_settings(lora, lora.arms[k]), k)) for k in ("sft", "dpo")]
-    assert all(load.lora for load in loads)
+    loads = memory_estimate.stage_loads(lora)
+    assert {load.kind for load in loads if load.lora} == {"sft", "dpo"}
     # room for exactly what the all-LoRA suite needs: the suite with a full DPO does not fit
     monkeypatch.setenv("SFT_VS_RLHF_MEMORY_GB", str(memory_estimate.memory_needed(shape, loads) / GB))
     with pytest.raises(SuiteError, match=f"suite.yaml: base: {path}: .*M parameters.*LoRA.* in dpo"):
