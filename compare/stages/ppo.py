@@ -158,9 +158,8 @@ class Models:
     policy: torch.nn.Module  # a peft model when training LoRA
     ref: torch.nn.Module | None  # None with LoRA: the reference is the policy with its adapter disabled
     value: torch.nn.Module  # a sequence-classification model; its head gives per-token values
-    rm: (
-        torch.nn.Module | None
-    )  # None for the gold reward, and with LoRA (the value model's adapters disabled)
+    # None for the gold reward, and with LoRA (then it is the value model with its adapters disabled)
+    rm: torch.nn.Module | None
     tokenizer: object
     value_adapters: torch.nn.Module | None = None  # with LoRA: the peft model around `value`
     shares_rm: bool = False  # the reward model is `value` with its adapters disabled (LoRA)
@@ -210,9 +209,8 @@ def load_models(
 
         policy = get_peft_model(policy, lora_config(lora_r, "CAUSAL_LM"))
     else:
-        ref = load_policy(policy_path, dtype=dtype)[0].requires_grad_(
-            False
-        )  # a separate frozen copy (row 20)
+        # a separate frozen copy (row 20)
+        ref = load_policy(policy_path, dtype=dtype)[0].requires_grad_(False)
     rm = None
     if reward == "model":
         rm_path = str(inputs["reward_model"])
