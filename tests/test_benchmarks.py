@@ -107,5 +107,7 @@ def test_memory_benchmark(tiny_policy_dir):
     out = script("memory.py", *args)
     assert "| sft | before |" in out and "| ppo | both |" in out
     assert re.search(r"^memory stages=2 peak_before_mb=\d+ peak_after_mb=\d+$", out, re.M)
-    table = script("memory.py", "--estimates")  # the table in docs/own_model.md
+    table = script("memory.py", "--estimates")  # the table in docs/own_model.md, which must stay true
     assert "| Llama-2-7B | ppo |" in table
+    docs = (ROOT / "docs" / "own_model.md").read_text()
+    assert all(line in docs for line in table.strip().splitlines())

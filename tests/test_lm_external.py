@@ -370,8 +370,10 @@ def test_memory_needed_by_hand():
     lora_rlhf = {("sft", True), ("rm", True), ("ppo", True), ("eval", False)}
     # PPO holds policy + value trained (16 + 16 bytes a parameter) and reference + reward model (4 + 4)
     assert memory_estimate.memory_needed(million, full_rlhf) == pytest.approx(40 * 1.25 * million)
-    # LoRA: the frozen weights only (ppo: 12), and evaluation holds three models (12)
+    # LoRA: the frozen bases only (ppo: 8, its reference and reward model are the two bases with their
+    # adapters disabled), and evaluation holds three models (12)
     assert memory_estimate.memory_needed(million, lora_rlhf) == pytest.approx(12 * 1.25 * million)
+    assert memory_estimate.memory_needed(million, {("ppo", True)}) == pytest.approx(8 * 1.25 * million)
     assert memory_estimate.memory_needed(million, {("sft", False), ("dpo", False)}) == pytest.approx(
         20 * 1.25 * million
     )
