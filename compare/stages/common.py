@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -114,6 +115,9 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
     turn it on by default, and it costs a recomputed forward pass for the same numbers.
     """
     cuda = device().type == "cuda"
+    # transformers 5.x renamed the switch (the old name warns); TRL's configs turn it on by default
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    switch = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     return config_cls(
         output_dir=str(out / "trainer"),
         num_train_epochs=train.epochs,
@@ -131,7 +135,7 @@ def trainer_args(config_cls, train, seed: int, out: Path, ctx: Context, **extra)
         use_cpu=not cuda,
         bf16=use_bf16(train.bf16_cpu),
         dataloader_num_workers=0,
-        activation_checkpointing=train.gradient_checkpointing,  # TRL turns it on by default
+        **{switch: train.gradient_checkpointing},
         **extra,
     )
 
