@@ -18,7 +18,7 @@ from compare.pipeline import run_suite
 from compare.plan import plan_runs, stage_order
 from compare.stages.common import make_task, read_jsonl, write_jsonl
 from compare.stages.sft import SFTSettings, train_sft
-from compare.stages.spec import DataKind, Role, StageSpec
+from compare.stages.spec import DataKind, Memory, Role, StageSpec
 from compare.suite import load_suite, schema
 
 # An editor reads one sample of the policy and rewrites it as the demonstrator would: the arm pays for
@@ -69,7 +69,7 @@ METHOD = StageSpec(
     role=Role.IMITATION,
     data=EDITS,
     strength="epochs",
-    memory=(16, 4),
+    memory=Memory(trained=1, frozen=0, lora=1),
 )
 
 

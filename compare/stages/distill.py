@@ -89,7 +89,11 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     for lm in (model, teacher):  # the trainer runs the backbones directly: positions from the mask there
         use_mask_positions(lm.base_model)
     optimiser = TrainSettings(
-        epochs=1, batch_size=settings.batch_size, lr=settings.lr, bf16_cpu=settings.bf16_cpu
+        epochs=1,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        bf16_cpu=settings.bf16_cpu,
+        gradient_checkpointing=settings.gradient_checkpointing,
     )
     args = trainer_args(
         DistillationConfig,
