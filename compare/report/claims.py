@@ -14,8 +14,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+import compare.report.pass_at_k as pass_at_k
+import compare.report.preference_diagnostics as preference_diagnostics
 from compare.metrics import mean_ci
-from compare.report import pass_at_k, preference_diagnostics
 from compare.report.kl_claims import (
     arm_curves,
     at_equal_kl,

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+import compare.report.pass_at_k as pass_at_k
+import compare.report.preference_diagnostics as preference_diagnostics
 from compare.metrics import mean_ci
-from compare.report import pass_at_k, preference_diagnostics
 from compare.report.key_results import SCALE_NAMES, gold_scale
 from compare.report.roles import Column, Roles
 from compare.report.series import (

@@ -7,7 +7,8 @@ import unicodedata
 
 import pandas as pd
 
-from compare.report import pass_at_k, preference_diagnostics
+import compare.report.pass_at_k as pass_at_k
+import compare.report.preference_diagnostics as preference_diagnostics
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
 from compare.report.key_results import SCALE_NAMES, gold_scale, key_results
 from compare.report.ladder import ladder_section, sizes
