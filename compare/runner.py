@@ -399,10 +399,9 @@ def collect(runs: list[Run], cache: StageCache):
         gold = read(run.demonstrator, "metrics.json", gold_of_splits, metrics)
         stages = ledger.rows(run)
         after_base = [r for r in stages if r["stage"] != "base"]  # the base model: the same for every arm
-        compute = {  # nan when a stage was not counted
-            "compute_flops": sum(r["flops"] for r in after_base),
-            "compute_seconds": sum(r["seconds"] for r in after_base),
-        }
+        # nan when a stage was not counted; the seconds stay in compute.csv (no two runs share them, and
+        # results.csv is the same however and wherever a suite runs): the report adds them back
+        compute = {"compute_flops": sum(r["flops"] for r in after_base)}
         compute_rows.extend({**meta, **r} for r in stages)
         for split, m in metrics.items():
             results.append({**meta, "split": split, **m, "demonstrator_gold": gold[split], **compute})

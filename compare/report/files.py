@@ -149,6 +149,10 @@ def read_saved(folder: Path, samples: bool = True):
         folder / "results.csv", ("arm", "seed", "split", "gold_reward", "budget"), fields=True
     )
     _numbers_only(results, folder / "results.csv", text=("arm", "split"))
+    if (folder / COMPUTE).exists() and "compute_seconds" not in results:
+        results = with_training_seconds(
+            results, read_csv_checked(folder / COMPUTE, ("arm", "seed", "stage", "seconds"), rows=False)
+        )
     if samples:
         samples = read_csv_checked(
             folder / "samples.csv",
@@ -175,6 +179,22 @@ def read_saved(folder: Path, samples: bool = True):
     if not isinstance(prov, dict):
         raise ReportError(f"{prov_path}: not a provenance record (a JSON object)")
     return suite, results, samples, logs, prov, failed
+
+
+def with_training_seconds(results: pd.DataFrame, compute: pd.DataFrame) -> pd.DataFrame:
+    """`results` with each run's `compute_seconds`: the seconds of every stage its policy needed after the
+    base model, summed from compute.csv (not saved in results.csv: wall seconds differ from run to run)."""
+    keys = [c for c in ("arm", "seed", "budget") if c in compute] + [
+        c for c in results.columns if c.startswith("grid.") and c in compute
+    ]
+    seconds = (
+        compute[compute["stage"] != "base"]
+        .groupby(keys, dropna=False)["seconds"]
+        .sum(min_count=1)
+        .rename("compute_seconds")
+        .reset_index()
+    )
+    return results.merge(seconds, on=keys, how="left")
 
 
 def read_snapshots(folder: Path) -> pd.DataFrame:
