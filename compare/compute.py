@@ -11,8 +11,9 @@ stage says so. LoRA stages are counted as full fine-tuning (an upper bound too: 
 weight gradients). Seconds are what each stage's completion marker recorded when it ran.
 
 Each stage spec says how its tokens are counted (`StageSpec.compute`: params, folder, inputs, counter ->
-`Tokens`); a stage without one is reported as not counted. A run's compute is the sum over every stage its
-policy needed before the evaluation, shared stages counted whole for each arm that uses them.
+`Tokens`); a stage without one is reported as not counted. This module is the counting's vocabulary, a
+leaf the stages import; `compare/ledger.py` adds it up per run: the sum over every stage its policy needed
+before the evaluation, shared stages counted whole for each arm that uses them.
 """
 
 from __future__ import annotations
@@ -91,14 +92,6 @@ def sampled(data_file: str, fields: tuple[str, ...]):
     return count
 
 
-def train_prompt_tokens(params: dict, counter: Counter) -> float:
-    """The mean tokens of the task's training prompts (what an online stage rolls out on)."""
-    from compare.stages.common import make_task
-
-    task = make_task(params["task"])
-    return counter.prompts(task.prompts("train"))
-
-
 def rollouts(
     completions: float, prompt: float, max_new: int, forward_passes: float, update_passes: float
 ) -> Tokens:
@@ -123,62 +116,3 @@ def parameter_count(model_dir: str) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     return sum(p.numel() for p in model.parameters())
-
-
-class Ledger:
-    """The compute of the runs of one report, stage by stage, read from the cache; each stage counted once
-    however many runs share it."""
-
-    def __init__(self, runs, cache):
-        from compare.plan import stage_order
-
-        self.cache = cache
-        self.sharing: dict[str, int] = {}
-        for run in runs:
-            for stage in stage_order([run.eval]):
-                self.sharing[stage.name] = self.sharing.get(stage.name, 0) + 1
-        self.counters: dict[str, Counter] = {}
-        self.counted: dict[str, Tokens | None] = {}
-
-    def rows(self, run) -> list[dict]:
-        """One row per stage the run's policy needed (its evaluation left out), inputs first: the stage,
-        how many of the report's runs share it, N, tokens trained and forwarded, FLOPs, seconds, and what
-        was bounded ("not counted" for a stage whose spec has no count)."""
-        from transformers import AutoTokenizer
-
-        from compare.plan import stage_order
-        from compare.stages import SPECS
-
-        chain = [s for s in stage_order([run.eval]) if s.kind != "eval"]
-        base_dir = str(self.cache.path(next(s for s in chain if s.kind == "base").name))
-        if base_dir not in self.counters:
-            self.counters[base_dir] = Counter(
-                AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False)
-            )
-        n_params = parameter_count(base_dir)
-        rows = []
-        for stage in chain:
-            if stage.name not in self.counted:
-                count = SPECS[stage.kind].compute
-                inputs = {k: self.cache.path(s.name) for k, s in stage.inputs.items() if s is not None}
-                self.counted[stage.name] = (
-                    count(stage.params, self.cache.path(stage.name), inputs, self.counters[base_dir])
-                    if count is not None
-                    else None
-                )
-            tokens = self.counted[stage.name]
-            nan = float("nan")
-            rows.append(
-                {
-                    "stage": stage.kind,
-                    "stage_name": stage.name,
-                    "shared_by_runs": self.sharing.get(stage.name, 1),
-                    "parameters": n_params,
-                    "tokens_trained": tokens.trained if tokens else nan,
-                    "tokens_forwarded": tokens.forwarded if tokens else nan,
-                    "flops": tokens.flops(n_params) if tokens else nan,
-                    "seconds": float(self.cache.info(stage.name).get("seconds", nan)),
-                    "bound": tokens.bound if tokens else "not counted",
-                }
-            )
-        return rows

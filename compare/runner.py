@@ -360,10 +360,10 @@ def _ray_pool(
 def collect(runs: list[Run], cache: StageCache):
     """Results (one row per run and split, with each run's compute), per-sample rows, training logs, the
     held-out samples online RL saved along training (`compare.stages.snapshots`) and compute per run and
-    stage (`compare/compute.py`): five DataFrames, all read from cached stages."""
+    stage (`compare/ledger.py`): five DataFrames, all read from cached stages."""
     import pandas as pd
 
-    from compare.compute import Ledger
+    from compare.ledger import Ledger
     from compare.stages.snapshots import FILE as SNAPSHOTS
 
     results, samples, logs, snapshots, compute_rows = [], [], [], [], []

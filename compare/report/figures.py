@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 import compare.report.pass_at_k as pass_at_k
 import compare.report.preference_diagnostics as preference_diagnostics
 from compare.metrics import mean_ci
+from compare.report.canvas import panels
+from compare.report.canvas import save as _save
 from compare.report.key_results import SCALE_NAMES, gold_scale
 from compare.report.roles import Column, Roles
 from compare.report.series import (
@@ -39,26 +41,6 @@ def objective(stage: str) -> tuple[str, str]:
     """(logged column, what it is) of a training stage's own objective, from its spec."""
     spec = SPECS.get(stage)
     return spec.objective if spec is not None and spec.objective else ("loss", stage)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    if path.suffix in (".svg", ".pdf"):  # a slide (`slide_figures`): 16:9, as large as the slide
-        fig.set_size_inches(12.8, 7.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": legends beside the axes are kept whole
-    return path
-
-
-def panels(n: int, width: float, height: float, per_row: int = 4, sharey: bool = False):
-    """A figure with n panels, at most `per_row` a row; returns the figure and a flat list of n axes.
-    `sharey`: one gold scale for every panel, where panels are compared by height."""
-    cols = min(n, per_row)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows))
-    axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).flat)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
 
 
 def log_axis(ax, ticks: list[float]) -> None:

@@ -158,7 +158,7 @@ def figure(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     """pass@k against k (log2 axis) per arm, one panel per split: mean ± 95% interval over seeds."""
     import matplotlib.ticker
 
-    from compare.report.figures import _save, panels
+    from compare.report.canvas import panels, save
 
     ks = pass_ks(results)
     if len(ks) < 2:
@@ -183,4 +183,4 @@ def figure(results: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     axes[0].set_ylabel("pass@k")
     axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("pass@k against k: does a method expand what is solved, or sharpen it?", fontsize="medium")
-    return _save(fig, path)
+    return save(fig, path)

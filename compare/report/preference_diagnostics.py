@@ -159,7 +159,7 @@ def claim(logs: pd.DataFrame, roles: Roles) -> Claim:
 def figure(logs: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     """log p(chosen) and log p(rejected) over training steps (mean over seeds), one panel per arm that
     trained with a DPO loss; the training pairs' accuracy on a second axis."""
-    from compare.report.figures import _save, panels
+    from compare.report.canvas import panels, save
 
     arms = preference_arms(logs, roles)
     if not arms:
@@ -184,7 +184,7 @@ def figure(logs: pd.DataFrame, roles: Roles, path: Path) -> Path | None:
     labels.append("training pairs' accuracy (right axis)")
     fig.legend(handles, labels, fontsize="small", loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle("DPO: log p of the chosen and rejected answers over training", fontsize="medium")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def matplotlib_line():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from compare.compute import Counter
 from compare.lm.loading import device
 from compare.tasks import TASKS, Task
 from compare.tracking import tracked, trainer_report_to
@@ -331,3 +332,9 @@ def finish_training(trainer, out: Path) -> None:
         import shutil
 
         shutil.rmtree(trainer_dir)
+
+
+def train_prompt_tokens(params: dict, counter: Counter) -> float:
+    """The mean tokens of the task's training prompts (what an online stage rolls out on)."""
+    task = make_task(params["task"])
+    return counter.prompts(task.prompts("train"))

@@ -40,10 +40,17 @@ from pathlib import Path
 
 from pydantic import Field
 
-from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.compute import Tokens, rollouts
 from compare.lm.loading import load_policy
 from compare.lm.sampling import use_mask_positions
-from compare.stages.common import Context, lora_config, make_task, train_and_save, trainer_args
+from compare.stages.common import (
+    Context,
+    lora_config,
+    make_task,
+    train_and_save,
+    train_prompt_tokens,
+    trainer_args,
+)
 from compare.stages.rloo import episode_prompts
 from compare.stages.spec import LORA_HELP, Job, Memory, Role, StageSpec, TrainingSettings, TrainSettings
 

@@ -24,9 +24,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.compute import Tokens, rollouts
 from compare.lm.sampling import reward_function
-from compare.stages.common import Context, make_task, train_and_save
+from compare.stages.common import Context, make_task, train_and_save, train_prompt_tokens
 from compare.stages.rloo import episode_prompts, group_trainer, rm_scorer, start_policy, workload
 from compare.stages.snapshots import SnapshotSettings, watch_training
 from compare.stages.spec import LORA_HELP, Job, Memory, Role, StageSpec, TrainingSettings

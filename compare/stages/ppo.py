@@ -49,7 +49,7 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.compute import Tokens, rollouts
 from compare.lm.chat import prompt_token_ids, uses_chat
 from compare.lm.loading import (
     device,
@@ -89,6 +89,7 @@ from compare.stages.common import (
     check_finite,
     lora_config,
     make_task,
+    train_prompt_tokens,
     use_bf16,
     weight_dtype,
 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compare.compute import Tokens, rollouts, train_prompt_tokens
-from compare.stages.common import Context
+from compare.compute import Tokens, rollouts
+from compare.stages.common import Context, train_prompt_tokens
 from compare.stages.ppo import PPOSettings, run_ppo, workload
 from compare.stages.spec import Job, Memory, Role, StageSpec
 

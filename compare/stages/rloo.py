@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.compute import Tokens, rollouts
 from compare.lm.chat import conversational, uses_chat
 from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import reward_function, reward_scores, use_mask_positions
@@ -41,6 +41,7 @@ from compare.stages.common import (
     make_task,
     point_reference_at_start,
     train_and_save,
+    train_prompt_tokens,
     trainer_args,
     weight_dtype,
 )

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from compare.compute import Tokens, rollouts, train_prompt_tokens
+from compare.compute import Tokens, rollouts
 from compare.lm.loading import load_policy, load_reward_model
 from compare.lm.sampling import reward_scores, sample
-from compare.stages.common import Context, make_task
+from compare.stages.common import Context, make_task, train_prompt_tokens
 from compare.stages.sft import train_sft
 from compare.stages.spec import Job, Memory, Role, StageSpec, TrainSettings
 from compare.tracking import round_context

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from compare import limits
-from compare.stages import DATA_KINDS, RECIPE_STAGES, DataKind, Produces
+from compare.stages import DATA_KINDS, RECIPE_STAGES, SPECS, DataKind, Produces
 from compare.suite.errors import error_at
 from compare.tasks import TASKS
 from compare.tasks.task import Options, has_verifier
@@ -168,7 +168,11 @@ class CommonTaskSettings(Strict):
             return None
         if v is None:
             raise ValueError(f"task {name!r} reads a dataset: add task.data (path, columns, ...)")
-        return model.model_validate(v)  # its splits and columns are checked in preflight
+        data = model.model_validate(v)  # its splits and columns are checked in preflight
+        if "judge_training" in type(data).model_fields:  # the judge is trained by the `judge` stage's code
+            settings = SPECS["judge"].train_settings.model_validate(data.judge_training)
+            data.judge_training = settings.model_dump()
+        return data
 
     @model_validator(mode="after")
     def _options_of_the_task(self):

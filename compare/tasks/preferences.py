@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from compare.tasks.hub import (
     DATASET_FIELDS,
@@ -192,15 +192,6 @@ class PreferenceData(DatasetSource):
         if settings.get("judge_fraction") is None:
             settings.pop("judge_fraction", None)
         return settings
-
-    @field_validator("judge_training")
-    @classmethod
-    def _judge_training(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # the judge is trained by the rm stage's code with its settings: imported when a suite is read,
-        # long after the stages and tasks are (the stages import the tasks)
-        from compare.stages.rm import RewardSettings
-
-        return RewardSettings.model_validate(v).model_dump()
 
     @model_validator(mode="after")
     def _one_judge(self):
