@@ -187,8 +187,8 @@ def with_training_seconds(results: pd.DataFrame, compute: pd.DataFrame) -> pd.Da
     keys = [c for c in ("arm", "seed", "budget") if c in compute] + [
         c for c in results.columns if c.startswith("grid.") and c in compute
     ]
-    seconds = (
-        compute[compute["stage"] != "base"]
+    seconds = (  # the base model's seconds as 0: a run of the base model alone trained nothing after it
+        compute.assign(seconds=compute["seconds"].where(compute["stage"] != "base", 0.0))
         .groupby(keys, dropna=False)["seconds"]
         .sum(min_count=1)
         .rename("compute_seconds")
