@@ -15,6 +15,7 @@ from compare.cli import main
 from compare.preflight import REPORT_MARKER, check_out_folder
 from compare.report import ReportError, rebuild_report, render_html
 from compare.report import files as report_files
+from compare.report.charts import SVG_FIGURES
 from compare.report.html import markdown_sections, samples_payload, script_json, table_cells
 from compare.report.overopt import overopt_section, sweep_tracks, track_chart, training_tracks
 from compare.report.roles import Roles
@@ -189,9 +190,10 @@ def test_nothing_is_fetched_from_anywhere(example):
     assert links and all(link.startswith(("data:", "#")) for link in links), set(links) - {"#"}
     assert not re.search(r"https?://|url\(|@import", page)
     assert "default-src 'none'" in page  # and the page's own policy forbids it
-    assert (
-        page.count('src="data:image/png;base64,') == 5
-    )  # the figures not drawn as SVG (with the shift gaps and DPO's log-probabilities)
+    drawn = set(re.findall(r"plots/(\w+\.png)", (example / "report.md").read_text()))
+    assert {"shift_gaps.png", "dpo_logps.png", "gold_vs_compute.png"} <= drawn
+    # every figure of report.md is in the page: an SVG chart, or else the PNG itself, inlined
+    assert page.count('src="data:image/png;base64,') == len(drawn - set(SVG_FIGURES)) == 6
 
 
 def test_figures_carry_their_numbers(example):
@@ -369,10 +371,14 @@ def test_a_sweep_track_reads_each_settings_results_and_first_answers():
 
 
 def test_the_view_is_in_the_page_only_with_something_to_show(example):
-    page = (example / "report.html").read_text()  # the example sweeps best-of-n's n: a track per seed
+    # the example: each online RL stage along training, and best-of-n along its n, a track per seed
+    page = (example / "report.html").read_text()
     data = json.loads(re.search(r'id="report-overopt">(.*?)</script>', page)[1])
-    assert [p["title"] for p in data["tracks"]] == [f"best_of_n · seed {s}, along n" for s in (0, 1, 2)]
-    assert 'id="oo-slider"' in page and page.count('class="oo-chart"') == 6  # against n and against KL
+    titles = [p["title"] for p in data["tracks"]]
+    runs = ("ppo", "sft_ppo (ppo)", "rloo", "ppo_gold (oracle bound)")
+    expected = [f"{run} · seed {s}, along training" for run in runs for s in (0, 1, 2)]
+    assert titles == expected + [f"best_of_n · seed {s}, along n" for s in (0, 1, 2)]
+    assert 'id="oo-slider"' in page and page.count('class="oo-chart"') == 2 * len(titles)  # x and KL
     roles = Roles({"base": [], "sft": ["sft"]})
     results = pd.DataFrame({"arm": ["sft"], "seed": [0], "split": ["id"], "gold_reward": [0.5]})
     assert overopt_section(results, pd.DataFrame(), None, roles) is None
