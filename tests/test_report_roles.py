@@ -60,7 +60,14 @@ def rename_arms(folder: Path, names: dict[str, str]) -> None:
     suite["arms"] = {names.get(k, k): v for k, v in suite["arms"].items()}
     suite["grid"] = {_renamed_key(k, names, ""): v for k, v in suite["grid"].items()}
     (folder / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
-    for name in ("results.csv", "samples.csv", "training_logs.csv", "failed_runs.csv"):
+    for name in (
+        "results.csv",
+        "samples.csv",
+        "training_logs.csv",
+        "failed_runs.csv",
+        "compute.csv",
+        "snapshots.csv",
+    ):
         _rename_csv(folder / name, names)
 
 
