@@ -95,13 +95,7 @@ def build_trainer(job: Job, out: Path, inputs: dict[str, Path], ctx: Context):
     teacher, _ = load_policy(str(inputs["teacher"]))
     for lm in (model, teacher):  # the trainer runs the backbones directly: positions from the mask there
         use_mask_positions(lm.base_model)
-    optimiser = TrainSettings(
-        epochs=1,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        bf16_cpu=settings.bf16_cpu,
-        gradient_checkpointing=settings.gradient_checkpointing,
-    )
+    optimiser = TrainSettings.one_pass(settings)
     args = trainer_args(
         DistillationConfig,
         optimiser,

@@ -127,13 +127,7 @@ def group_trainer(trainer_cls, config_cls, job: Job, out: Path, ctx: Context, mo
     from datasets import Dataset
 
     train = job.settings
-    optimiser = TrainSettings(
-        epochs=1,
-        batch_size=train.batch_size,
-        lr=train.lr,
-        bf16_cpu=train.bf16_cpu,
-        gradient_checkpointing=train.gradient_checkpointing,
-    )
+    optimiser = TrainSettings.one_pass(train)
     args = trainer_args(
         config_cls,
         optimiser,

@@ -124,6 +124,18 @@ class TrainSettings(TrainingSettings):
     batch_size: int = Field(16, ge=1, description="Examples per optimiser step.")
     lora_r: int | None = Field(None, ge=1, description=LORA_HELP)
 
+    @classmethod
+    def one_pass(cls, settings: TrainingSettings) -> TrainSettings:
+        """The optimiser of a stage that samples its own data (RLOO, GRPO, distillation): one pass, with
+        the stage's batch size, learning rate and precision and checkpointing switches."""
+        return cls(
+            epochs=1,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            bf16_cpu=settings.bf16_cpu,
+            gradient_checkpointing=settings.gradient_checkpointing,
+        )
+
 
 @dataclass(frozen=True)
 class Memory:
