@@ -24,6 +24,10 @@ and, for one training step (`activations`):
   model's head is a scalar. A stage that trains two models in one step (PPO: policy and value) holds
   both models' activations (`Memory.forwards`).
 
+A stage that rolls out (PPO) also scores its whole rollout batch at once without gradients: the policy's
+and then the reference's float32 logits and log-softmax for every token of `rollout` sequences, held one
+model at a time. Its peak is the larger of that and one training step.
+
 A step holds `sequences` sequences of `tokens` tokens: the batch (PPO: a minibatch; a pair-wise loss: both
 sides) of prompts plus completions. An external model's prompts are only read when a stage runs, so a
 prompt is taken to be `ASSUMED_PROMPT_TOKENS` long and an offline stage's completion
@@ -65,6 +69,7 @@ class StageLoad(NamedTuple):
     half: bool = False  # computes in 16-bit (bf16 weights, or bf16 autocast)
     sequences: int = 0  # sequences in one training step (0: no training step, e.g. evaluation)
     tokens: int = 0  # tokens in each
+    rollout: int = 0  # sequences scored at once without gradients (PPO's rollout batch), 0: none
 
 
 def stage_load(
@@ -80,8 +85,9 @@ def stage_load(
     from compare.stages import SPECS
 
     spec = SPECS[kind]
-    if getattr(settings, "rollout_batch_size", None):  # PPO: one minibatch per forward and backward pass
-        sequences = settings.rollout_batch_size // settings.minibatches
+    rollout = getattr(settings, "rollout_batch_size", None) or 0
+    if rollout:  # PPO: one minibatch per forward and backward pass
+        sequences = rollout // settings.minibatches
     else:
         sequences = getattr(settings, "batch_size", 0) * spec.memory.sequences
     completion = getattr(settings, "max_new_tokens", completion_tokens)
@@ -94,6 +100,7 @@ def stage_load(
         half=half or bf16 or bool(getattr(settings, "bf16_cpu", False)),
         sequences=sequences,
         tokens=prompt_tokens + completion,
+        rollout=rollout,
     )
 
 
@@ -105,7 +112,8 @@ def weight_bytes(stage: StageLoad) -> float:
 
 
 def activation_bytes(shape: Shape, stage: StageLoad) -> float:
-    """Bytes of one training step's activations and logits (0 when the model's dimensions are unknown)."""
+    """Bytes of one training step's activations and logits, or of scoring a rollout batch when that is
+    more (0 when the model's dimensions are unknown)."""
     from compare.stages import SPECS, Produces
 
     spec = SPECS[stage.kind]
@@ -118,7 +126,8 @@ def activation_bytes(shape: Shape, stage: StageLoad) -> float:
     else:
         per_token = shape.hidden * ACTIVATION_BYTES * shape.layers * scale
     logits = LOGIT_BYTES * shape.vocab if spec.produces is Produces.POLICY else 0  # an RM: a scalar head
-    return tokens * (per_token * spec.memory.forwards + logits)
+    rollout = stage.rollout * stage.tokens * LOGIT_BYTES * shape.vocab
+    return max(tokens * (per_token * spec.memory.forwards + logits), rollout)
 
 
 def stage_needed(model: int | Shape, stage: StageLoad | tuple) -> float:

@@ -44,6 +44,11 @@ def test_activations_by_hand():
     assert activation_bytes(shape, load._replace(kind="rm")) == 30 * (2 * 34 * 2 * 8)
     assert activation_bytes(shape, load._replace(kind="ppo")) == 30 * (2 * (2 * 34 * 2 * 8) + 8 * 100)
     assert activation_bytes(shape, StageLoad("eval")) == 0  # no training step
+    # PPO scores its whole rollout batch (no gradients): 40 sequences x 10 tokens of float32 logits, more
+    # than one minibatch's step here, so that is the peak; a small rollout batch leaves the step's
+    ppo = load._replace(kind="ppo", rollout=40, half=True)
+    assert activation_bytes(shape, ppo) == 40 * 10 * 8 * 100
+    assert activation_bytes(shape, ppo._replace(rollout=4)) == 30 * (2 * (34 * 2 * 8) + 8 * 100)
     total = memory_needed(shape, {load})
     assert total == pytest.approx((M * 16 + 30 * (2 * 34 * 2 * 8 + 8 * 100)) * OVERHEAD)
 
@@ -51,7 +56,7 @@ def test_activations_by_hand():
 def test_stage_load_reads_the_settings():
     s = PPOSettings(rollout_batch_size=64, minibatches=2, max_new_tokens=24, lora_r=16, bf16_cpu=True)
     load = stage_load("ppo", s)
-    assert load == StageLoad("ppo", lora=True, half=True, sequences=32, tokens=256 + 24)
+    assert load == StageLoad("ppo", lora=True, half=True, sequences=32, tokens=256 + 24, rollout=64)
     s = sft.SFTSettings(batch_size=8, gradient_checkpointing=True, bf16_weights=True)
     assert stage_load("sft", s) == StageLoad(
         "sft", bf16_weights=True, checkpointing=True, half=True, sequences=8, tokens=512
