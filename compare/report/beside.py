@@ -260,17 +260,17 @@ def beside_section(
     matched = pairs(tiny, claims, recipes)
     if matched:
         lines += [
-            "| claim | tiny world: suite (task) | tiny world: finding | tiny world: effect, all seeds | "
-            "here: verdict after correction | here: effect | agreement |",
-            "|---|---|---|---|---|---|---|",
+            "| claim | agreement | tiny world: finding (its suite, task) | tiny world: effect, all seeds | "
+            "here: verdict | here: effect |",
+            "|---|---|---|---|---|---|",
         ]
         for row, claim in matched:
             lines.append(
                 "| " + " | ".join([
                     table_cell(claim.short + (f" [{claim.arm}]" if claim.arm else "")),
-                    f"{row['suite']} ({row['task']})", _tiny_cell(row), _tiny_effect(row),
-                    f"**{MARKERS[claim.corrected or claim.verdict]}**", effect_text(claim.effect),
                     f"**{agreement(tiny_verdict(row), claim.corrected or claim.verdict)}**",
+                    f"{_tiny_cell(row)} in {row['suite']} ({row['task']})", _tiny_effect(row),
+                    f"**{MARKERS[claim.corrected or claim.verdict]}**", effect_text(claim.effect),
                 ]) + " |"
             )  # fmt: skip
         lines += ["", _in_short(matched), ""]
@@ -291,7 +291,7 @@ def beside_key_result(claims: Sequence[Claim], roles: Roles, base: str, tiny: pd
     if not decided:
         return (
             "- **Beside the tiny world**: none of the tiny world's findings (claims that replicated there) "
-            "is measured by this suite (section *Beside the tiny world*)."
+            "is measured by this suite (see Beside the tiny world, below)."
         )
     flipped = outcomes.count(FLIPPED)
     return (
@@ -299,13 +299,13 @@ def beside_key_result(claims: Sequence[Claim], roles: Roles, base: str, tiny: pd
         f"(claims that replicated there) that this suite measures hold on {base}"
         + (f"; {flipped} flipped" if flipped else "")
         + (f"; {outcomes.count(TINY_ONLY)} not decided here" if TINY_ONLY in outcomes else "")
-        + " (after Holm's correction; section *Beside the tiny world*)."
+        + " (after Holm's correction; see Beside the tiny world, below)."
     )
 
 
 def _tiny_cell(row) -> str:
     if _true(row["replicated"]):
-        return f"**{MARKERS[row['discovery']]}** (replicated)"
+        return f"**{MARKERS[row['discovery']]}**, replicated"
     if row["discovery"] in (SUPPORTED, CONTRADICTED):
         return f"not replicated (discovery {MARKERS[row['discovery']]}, confirmation {MARKERS[row['confirmation']]})"
     return f"not replicated (discovery {MARKERS[row['discovery']]})"
@@ -316,9 +316,7 @@ def _tiny_effect(row) -> str:
     half = (
         float(row["effect_half_width"]) if row["effect_half_width"] == row["effect_half_width"] else math.nan
     )
-    d = Difference(float(row["effect"]), half, n, math.nan, math.nan) if n else None
-    corrected = row["corrected"]
-    return f"{effect_text(d)}; {MARKERS[corrected]} after correction" if d else MARKERS[corrected]
+    return effect_text(Difference(float(row["effect"]), half, n, math.nan, math.nan) if n else None)
 
 
 def _in_short(matched: list[tuple]) -> str:
