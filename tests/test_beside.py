@@ -230,6 +230,12 @@ def test_a_bad_reference_is_one_line_naming_the_key(tmp_path, capsys):
     assert main(["plan", str(suite), "--cache-dir", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "results.csv: missing" in err
+    pd.DataFrame([{"arm": "base", "seed": 0, "split": "id", "gold_reward": 0.0, "budget": 1.0}]).to_csv(
+        tmp_path / "empty" / "x" / "results.csv", index=False
+    )
+    assert main(["plan", str(suite), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 seed; a findings report's suites" in err
 
 
 def test_the_key_leaves_stage_keys_alone(tmp_path, reference, capsys):

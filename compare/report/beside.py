@@ -1,18 +1,19 @@
 """Beside the tiny world: a suite's verdicts next to the project's findings (the suite key
 `beside_findings`, docs/own_model.md).
 
-A suite on a real model (experiments/smollm2_findings.yaml) names a findings report folder, what
-`make findings` writes (reports/findings). When its report is written, that folder's member suites are
+A suite (on a real model, say) names a findings report folder, what `make findings` writes
+(reports/findings). When its report is written, that folder's member suites are
 read (results.csv, training_logs.csv, suite.yaml) and their findings decided exactly as the findings
 report decides them (`findings.collection_findings`); what this report needs of them is saved in the
 report folder as `beside.csv`, so `sft-vs-rlhf report` rebuilds the section without the reference folder.
 
-The section sets, for every claim both worlds measure, the tiny world's finding beside this suite's
+The section puts, for every claim both worlds measure, the tiny world's finding beside this suite's
 verdict, and says whether they agree (`agreement`): a tiny-world verdict counts as decided only when it
 replicated (decided on the discovery half of its seeds and confirmed on the held-out half), this suite's
 after Holm's correction over its claims table. A claim of this suite stands for the tiny world's claim
 when both have the same key without its arm (`ood`, `diversity`) and the arm that stood for RLHF has the
-same recipe in both (`[rm, ppo]`): arms are matched by what they are, not by what they are called. Then
+same recipe in both (`[rm, ppo]`): arms are matched by what they are, not by what they are called (a
+claim whose key names no arm, such as `frontier`, by its key alone). Then
 the arms' rankings by ID and OOD gold in both worlds, over the arms both have (the same name and the same
 recipe), with Kendall's tau-b (`ladder.kendall_tau`); the tiny world's from its member suite that shares
 the most arms with this one.
@@ -160,6 +161,11 @@ def read_reference(folder: Path) -> list[tuple]:
     out = []
     for member in members:
         suite, results, _, logs, prov, _ = read_saved(member, samples=False)
+        if results["seed"].nunique() < 2:
+            raise ReportError(
+                f"{member / 'results.csv'}: {results['seed'].nunique()} seed; a findings report's suites "
+                "decide each claim on a discovery and a confirmation half of their seeds"
+            )
         roles = Roles.of(suite, set(results["arm"]))
         out.append((suite, results, logs, roles, prov, (member / "training_logs.csv").is_file()))
     return out
