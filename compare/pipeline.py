@@ -28,6 +28,7 @@ from compare.preflight import (
     plain_name,
     preflight,
     read_marker,
+    reference_state,
 )
 from compare.runner import (
     Outcome,
@@ -104,6 +105,7 @@ def run_suite(
     # a warm run whose report folder is already what it would write leaves it as it is
     every_run = [r for rs in runs.values() for r in rs]
     settings = [s.model_dump_json() for s in suites] + ([collection.model_dump_json()] if collection else [])
+    settings += [reference_state(s) for s in suites if s.beside_findings]  # a findings folder rewritten
     inputs = report_inputs(every_run, settings)
     report = out / "report.md" if collection is None else out / "index.md"
     shown = f"{report} and report.html" if collection is None else str(report)  # what the user opens
@@ -148,7 +150,12 @@ def write_suite(folder: Path, suite, runs: list[Run], cache: StageCache, outcome
     seconds = {
         s.name: cache.info(s.name).get("seconds", float("nan")) for r in done for s in stage_order(r.roots)
     }
-    write_report(folder, suite, results, samples, logs, seconds, failed, snapshots, compute)
+    beside = None
+    if suite.beside_findings:  # the tiny world's findings, decided again from the folder the suite names
+        from compare.report.beside import read_reference, reference_frame
+
+        beside = reference_frame(read_reference(suite.beside_folder), suite)
+    write_report(folder, suite, results, samples, logs, seconds, failed, snapshots, compute, beside)
     mark(folder)
 
 

@@ -98,11 +98,43 @@ def preflight(suites: list[Suite], out: Path | None = None, cache_root: Path | N
             check_lengths(resolved, stages, path)
             _check_dataset_task(resolved, path)
         check_memory(suite, path)
+        check_beside(suite, path)
     if cache_root is not None:
         make_cache_dir(cache_root)
 
 
 # -- files, packages, datasets ---------------------------------------------------------------------------
+def check_beside(suite: Suite, path: Path) -> None:
+    """The findings report folder the suite's report shows beside its own verdicts (`beside_findings`):
+    every member suite's saved files read and checked now, not after training."""
+    folder = suite.beside_folder
+    if folder is None:
+        return
+    where = f"{path}: beside_findings: {suite.beside_findings!r}"
+    if not folder.is_dir():
+        problem = "is a file" if folder.exists() else "does not exist"
+        raise SuiteError(
+            f"{where} ({folder}) {problem}; give a findings report folder (`make findings` writes one)"
+        )
+    from compare.report.beside import read_reference  # the report's modules: only for suites that ask
+    from compare.report.files import ReportError
+
+    try:
+        read_reference(folder)
+    except ReportError as e:
+        raise SuiteError(f"{where}: {e}") from None
+    except OSError as e:
+        raise SuiteError(f"{where}: cannot read it ({e.strerror or e})") from None
+
+
+def reference_state(suite: Suite) -> str:
+    """The size and time of every file of the suite's findings reference folder's member suites: a
+    rewritten reference makes a warm run write the report again."""
+    folder = suite.beside_folder
+    files = sorted(p for p in folder.glob("*/*") if p.is_file()) if folder and folder.is_dir() else []
+    return json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+
+
 def _exists(value: str | None, path: Path, key: str, what: str, folder: bool) -> None:
     """A local path must exist; a hub id is not checked (no network before a stage needs it)."""
     if value is not None and is_local(value):

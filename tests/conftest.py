@@ -39,7 +39,7 @@ eval: {samples_per_prompt: 2, max_new_tokens: 8, examples: 1}
 UNIT = {"test_stats", "test_claims", "test_claims_known", "test_ladder", "test_metrics", "test_compute", "test_oracle", "test_reviews",
         "test_ppo_math", "test_diversity", "test_suite", "test_suite_limits", "test_report",
         "test_report_roles", "test_report_html", "test_data_kinds",
-        "test_teaching"}  # fmt: skip
+        "test_teaching", "test_beside"}  # fmt: skip
 SLOW = {"test_benchmarks", "test_end_to_end", "test_findings", "test_notebook", "test_executor",
         "test_integrity", "test_safety", "test_cache_commands", "test_browser", "test_export"}  # fmt: skip
 

@@ -4,7 +4,7 @@ A report folder holds `results.csv` (one row per run and split), `samples.csv` (
 `training_logs.csv`, `snapshots.csv` (held-out samples along online RL training, when any stage saved
 them: one row per run, checkpoint and prompt), `compute.csv` (FLOPs and seconds per run and stage),
 `suite.yaml` (the resolved suite), `provenance.json`, `failed_runs.csv` (when runs
-failed), `report.md`, `report.html` (the same report as one self-contained page) and `plots/`. The report
+failed), `beside.csv` (the tiny world's findings, when the suite sets `beside_findings`), `report.md`, `report.html` (the same report as one self-contained page) and `plots/`. The report
 is built only from these, so it can be rebuilt at will.
 """
 
@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from compare.report.beside import BESIDE, read_beside
 from compare.report.claims import check_claims
 from compare.report.figures import report_figures, slide_figures
 from compare.report.html import render_html
@@ -51,9 +52,14 @@ def write_report(
     failed: list[dict] = (),
     snapshots: pd.DataFrame | None = None,
     compute: pd.DataFrame | None = None,
+    beside: pd.DataFrame | None = None,
 ) -> None:
+    """Every file of a report folder, then report.md, report.html and the plots from them. `beside`: the
+    tiny world's findings of a suite that sets `beside_findings` (`beside.reference_frame`)."""
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
+    if beside is not None:
+        beside.to_csv(out / BESIDE, index=False)
     if compute is not None and not compute.empty:  # per run and stage: `compare/compute.py`
         compute.to_csv(out / COMPUTE, index=False)
     samples.to_csv(out / "samples.csv", index=False)
@@ -260,8 +266,13 @@ def rebuild_report(folder: Path, slides: str | None = None) -> None:
             for axis, figs in drawn.items()
         }
         claims = check_claims(results, logs, roles)
-        text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs)
-        page = render_html(suite, results, samples, logs, prov, drawn, claims, failed, roles, snapshots)
+        beside = read_beside(folder) if suite.beside_findings else None
+        text = render_markdown(
+            suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs, beside
+        )
+        page = render_html(
+            suite, results, samples, logs, prov, drawn, claims, failed, roles, snapshots, beside
+        )
         md_tmp, html_tmp = pages
         write_file(md_tmp, text)  # whole, and never through a link at that name
         write_file(html_tmp, page)

@@ -25,10 +25,18 @@ import pandas as pd
 from compare.report.claims import check_claims
 from compare.report.render import quoted_text
 from compare.report.roles import Roles
-from compare.report.series import num
 from compare.report.stats import holm, seeds_to_decide
 from compare.report.tables import table_cell
-from compare.report.verdicts import CONTRADICTED, INCONCLUSIVE, LEVEL, MARKERS, NOT_MEASURED, SUPPORTED, Claim
+from compare.report.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    LEVEL,
+    MARKERS,
+    NOT_MEASURED,
+    SUPPORTED,
+    Claim,
+    effect_text,
+)
 
 SUITE_LINK = re.compile(r"\[([A-Za-z0-9_.-]+)\]\(([A-Za-z0-9_.-]+)/report\.md\)")
 # the figures that show what each claim compares, shown under the suite that decides it (when drawn)
@@ -119,11 +127,7 @@ def _seeds(seeds: tuple[int, ...]) -> str:
 
 
 def _effect(claim: Claim) -> str:
-    d = claim.effect
-    if d is None or d.n == 0:
-        return "–"
-    half = "" if math.isnan(d.half_width) else f" ± {d.half_width:.3f}"
-    return f"{num(d.mean, True)}{half} (n={d.n})"
+    return effect_text(claim.effect)
 
 
 def findings_markdown(collection, findings: list[Finding], figures: dict[str, list[Path]]) -> str:
@@ -230,15 +234,21 @@ def findings_html(markdown: str, folder: Path) -> str:
     return page(title, f'<div class="head-text"><h1>{escape(title)}</h1>{intro}</div>', body)
 
 
+def collection_findings(suites_data: list[tuple]) -> list[Finding]:
+    """Every suite's findings, corrected over the whole table: what a findings report decides.
+    `suites_data`: (suite, results, logs, roles) of every suite of the collection that has results."""
+    found = []
+    for suite, results, logs, roles in suites_data:
+        found += suite_findings(suite.name, results, logs, roles)
+    return corrected(found)
+
+
 def write_findings(folder: Path, collection, suites_data: list[tuple]) -> None:
     """report.md and report.html of a findings collection in `folder`, from each suite's saved results.
 
     `suites_data`: (suite, results, logs, roles) of every suite that has results, whose own report folder
     `folder/<suite name>/` is already written."""
-    found = []
-    for suite, results, logs, roles in suites_data:
-        found += suite_findings(suite.name, results, logs, roles)
-    found = corrected(found)
+    found = collection_findings(suites_data)
     figures = {}
     for suite, *_ in suites_data:
         wanted = [

@@ -59,11 +59,14 @@ def render_html(
     failed=None,
     roles: Roles | None = None,
     snapshots=None,
+    beside=None,
 ) -> str:
     """The whole page. `figures` is `report_figures`' answer: {axis: [(title, path of the PNG or None)]};
-    `snapshots`: snapshots.csv, for the over-optimisation view."""
+    `snapshots`: snapshots.csv, for the over-optimisation view; `beside`: beside.csv (`render_markdown`)."""
     roles = roles or Roles.of(suite, set(results["arm"]))
-    text = render_markdown(suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs)
+    text = render_markdown(
+        suite, results, samples, prov, figures, claims, failed, roles, snapshots, logs, beside
+    )
     scale = gold_scale(results, roles)
     pngs = {path.name: path for figs in figures.values() for _, path in figs if path is not None}
 

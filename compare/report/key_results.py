@@ -63,8 +63,11 @@ def gold_comparisons(results: pd.DataFrame, roles: Roles) -> list[tuple[str, str
     return [(label, ref, d, p) for (label, ref, d), p in zip(pairs, adjusted)]
 
 
-def key_results(results: pd.DataFrame, roles: Roles, claims: list[Claim], findings: str = "") -> list[str]:
-    """The section's markdown lines."""
+def key_results(
+    results: pd.DataFrame, roles: Roles, claims: list[Claim], findings: str = "", beside: str = ""
+) -> list[str]:
+    """The section's markdown lines; `beside`: the line on the tiny world's findings that hold here, when
+    the suite sets `beside_findings` (`beside.beside_key_result`)."""
     lines = ["## Key results", ""]
     seeds = results["seed"].nunique()
     scale = gold_scale(results, roles)
@@ -97,6 +100,8 @@ def key_results(results: pd.DataFrame, roles: Roles, claims: list[Claim], findin
         lines.append("- **What each paid** (ID, mean over seeds; KL to the base in nats / share of "
                      "well-formed completions): " + "; ".join(paid) + ".")  # fmt: skip
     lines.append(_claims_line(claims))
+    if beside:
+        lines.append(beside)
     if seeds < FEW_SEEDS:
         where = f" {findings}" if findings else ""
         lines.append(

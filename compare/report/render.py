@@ -9,6 +9,7 @@ import pandas as pd
 
 import compare.report.pass_at_k as pass_at_k
 import compare.report.preference_diagnostics as preference_diagnostics
+from compare.report.beside import beside_key_result, beside_section
 from compare.report.claims import data_needs_statements, forgetting_statements, generalisation_statements
 from compare.report.key_results import SCALE_NAMES, gold_scale, key_results
 from compare.report.ladder import ladder_section, sizes
@@ -110,10 +111,12 @@ def render_markdown(
     roles: Roles | None = None,
     snapshots=None,
     logs: pd.DataFrame | None = None,
+    beside: pd.DataFrame | None = None,
 ) -> str:
     """report.md. `snapshots`: snapshots.csv (held-out samples along training), for the line pointing to
     report.html's over-optimisation view; `logs` (the training logs) also decide the claims again per
-    base-model size when the grid sweeps it (`ladder_section`)."""
+    base-model size when the grid sweeps it (`ladder_section`); `beside`: beside.csv, the tiny world's
+    findings shown beside this suite's verdicts when the suite sets `beside_findings` (`beside_section`)."""
     roles = roles or Roles.of(suite, set(results["arm"]))
     base = describe_base(suite)
     ladder = sizes(results)
@@ -145,7 +148,9 @@ def render_markdown(
             if inherited and suite.description
             else []
         ),
-        *key_results(results, roles, claims, FINDINGS_POINTER),
+        *key_results(
+            results, roles, claims, FINDINGS_POINTER, beside_key_result(claims, roles, base, beside)
+        ),
         "## Setup",
         "",
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
@@ -206,6 +211,7 @@ def render_markdown(
         results, roles, figures, snapshots is not None and not snapshots.empty, samples, logs
     )
     lines += claims_section(claims, 0 if failed is None else len(failed))
+    lines += beside_section(suite, results, claims, roles, base, beside)
     lines += ladder_section(results, logs, roles)
     lines += ["## Example generations", "", examples_section(samples, roles, suite.eval.examples), ""]
     lines += [

@@ -128,6 +128,15 @@ def correct(claims: list[Claim]) -> list[Claim]:
     return out
 
 
+def effect_text(diff: Difference | None) -> str:
+    """A claim's deciding difference as the findings table shows it: mean ± 95% half-width (n seeds),
+    positive in the direction the claim predicts; "–" when there is none."""
+    if diff is None or diff.n == 0:
+        return "–"
+    half = "" if math.isnan(diff.half_width) else f" ± {diff.half_width:.3f}"
+    return f"{num(diff.mean, True)}{half} (n={diff.n})"
+
+
 def diff_text(diff: Difference, a: str, b: str, what: str) -> str:
     if diff.n == 0:
         return "no shared seeds"

@@ -10,6 +10,7 @@ field per recipe stage, typed by that stage's own settings model.
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import (
@@ -441,12 +442,26 @@ class Suite(Strict):
     eval: Evaluation = Field(
         default_factory=Evaluation, description="Evaluation settings, the same for every arm."
     )
+    beside_findings: str | None = Field(
+        None,
+        description="A findings report folder (what `make findings` writes: reports/findings), relative to "
+        "this file like `include`, whose verdicts the report shows beside this suite's own: every claim both "
+        "measure, and the arms' rankings (docs/own_model.md). Read when the report is written and kept in "
+        "the report folder's beside.csv; no stage reads it.",
+    )
     _source: str = PrivateAttr("suite")  # the file it was read from, for messages (not part of the suite)
     _description_from: str | None = PrivateAttr(None)  # the included file whose description it kept
 
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def beside_folder(self) -> Path | None:
+        """`beside_findings` relative to the suite file (as `include` is), or None; not checked here."""
+        if self.beside_findings is None:
+            return None
+        return Path(self.source).parent / Path(self.beside_findings).expanduser()
 
     @property
     def description_from(self) -> str | None:
@@ -458,6 +473,13 @@ class Suite(Strict):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         return _folder_name(v, "suite")
+
+    @field_validator("beside_findings")
+    @classmethod
+    def _a_folder_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("give a findings report folder, or leave the key out")
+        return v
 
     @field_validator("arms")
     @classmethod
