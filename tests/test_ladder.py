@@ -218,3 +218,18 @@ def test_ladder_end_to_end(tmp_path):
         last.startswith("scale stages=")
         and last.split()[1].split("=")[1].split("/")[0] == last.split()[1].split("/")[1]
     )
+
+
+def test_verdict_cell_shows_a_p_value_only_where_it_reads_as_one():
+    from compare.report.ladder import _verdict_cell
+    from compare.report.verdicts import Claim
+
+    decided = Claim("k", "c", SUPPORTED, "", p_value=0.001, corrected=SUPPORTED)
+    assert _verdict_cell(decided) == "▲ supported, p = 0.001"
+    corrected_away = Claim("k", "c", SUPPORTED, "", p_value=0.03, corrected=INCONCLUSIVE)
+    assert _verdict_cell(corrected_away) == "○ inconclusive, p = 0.03 (before correction: supported)"
+    fell_short = Claim("k", "c", INCONCLUSIVE, "", p_value=0.26, corrected=INCONCLUSIVE)
+    assert _verdict_cell(fell_short) == "○ inconclusive, p = 0.26"
+    # two tests, both arms below the demonstrator: the small p of one of them decides nothing
+    compound = Claim("k", "c", INCONCLUSIVE, "", p_value=2.4e-05, corrected=INCONCLUSIVE)
+    assert _verdict_cell(compound) == "○ inconclusive"

@@ -22,7 +22,7 @@ from compare.report.roles import Column, Roles
 from compare.report.series import fmt, policy_groups
 from compare.report.stats import Difference, paired_difference
 from compare.report.tables import table_cell
-from compare.report.verdicts import CONTRADICTED, MARKERS, NOT_MEASURED, SUPPORTED
+from compare.report.verdicts import CONTRADICTED, LEVEL, MARKERS, NOT_MEASURED, SUPPORTED
 
 HELD, FLIPPED, SOME, UNDECIDED = (
     "held at every size",
@@ -227,7 +227,11 @@ def _verdict_cell(claim) -> str:
         return MARKERS[NOT_MEASURED]
     verdict = claim.corrected or claim.verdict
     raw = "" if verdict == claim.verdict else f" (before correction: {claim.verdict})"
-    p = f", p = {claim.p_value:.2g}" if claim.p_value == claim.p_value and verdict != NOT_MEASURED else ""
+    # the p-value of an undecided claim only when it is a test that fell short: a claim of two tests left
+    # undecided by the other one (e.g. both arms below the demonstrator) has a small p that decides nothing
+    shown = claim.p_value == claim.p_value and verdict != NOT_MEASURED
+    shown = shown and (claim.decided or claim.p_value >= LEVEL)
+    p = f", p = {claim.p_value:.2g}" if shown else ""
     return f"{MARKERS[verdict]}{p}{raw}"
 
 
