@@ -127,6 +127,8 @@ def base_stage(suite: Suite) -> Stage:
     if base.external:  # copied into the cache as a plain model folder (compare/lm/external.py)
         source = {"model": base.model, "gguf_file": base.gguf_file, "package": base.package}
         source["chat_template"] = base.chat_template  # the tiny base has none: its key stays as it was
+        if base.system_prompt is not None:  # unset, the key stays as it was
+            source["system_prompt"] = base.system_prompt
         if base.package:  # a new release of the package is a new model
             source["version"] = importlib.metadata.version(base.package)
         stamp = local_stamp(base.model, base.gguf_file)

@@ -118,7 +118,41 @@ def test_template_helpers(tok, task):
     assert chat.prompt_text(row["prompt"]) == prompt
 
 
+def test_a_system_turn_goes_before_every_prompt(tok, task):
+    import copy
+
+    prompt = task.prompts("train")[0]
+    sys_tok = copy.deepcopy(tok)
+    sys_tok.init_kwargs[chat.SYSTEM_PROMPT] = "the food is good ."
+    system = ids(sys_tok, "<|system|> the food is good . ")
+    assert chat.system_turn(tok) == []
+    assert chat.prompt_token_ids(sys_tok, [prompt]) == [system + templated_prompt(sys_tok, prompt)]
+    scored = chat.scored_token_ids(sys_tok, [prompt], [" good ."])[0]
+    assert scored == system + templated_prompt(sys_tok, prompt) + templated_turn(sys_tok, " good .")
+    row = chat.conversational(sys_tok, [{"prompt": prompt, "completion": "x"}])[0]
+    assert row["prompt"] == [
+        {"role": "system", "content": "the food is good ."},
+        {"role": "user", "content": prompt},
+    ]
+    assert chat.prompt_text(row["prompt"]) == prompt  # what a reward function hands the task
+    # an empty system turn is a turn too (a template then leaves out its default)
+    sys_tok.init_kwargs[chat.SYSTEM_PROMPT] = ""
+    assert chat.system_turn(sys_tok) == [{"role": "system", "content": ""}]
+
+
 # -- the base stage keeps or drops the template -------------------------------------------------------------
+def test_base_saves_the_system_prompt_with_the_tokenizer(chat_dir, tiny_policy_dir, tmp_path):
+    materialize(Source(str(chat_dir)), tmp_path / "a", system_prompt="the food is good .")
+    _, tokenizer = load_policy(tmp_path / "a")
+    assert chat.system_turn(tokenizer) == [{"role": "system", "content": "the food is good ."}]
+    save_model(load_policy(tmp_path / "a")[0], tokenizer, tmp_path / "b")  # as every stage saves its output
+    assert chat.system_turn(load_policy(tmp_path / "b")[1]) == chat.system_turn(tokenizer)
+    with pytest.raises(ValueError, match="no chat template"):
+        materialize(Source(str(tiny_policy_dir)), tmp_path / "c", system_prompt="x")
+    with pytest.raises(ValueError, match="no chat template"):
+        materialize(Source(str(chat_dir)), tmp_path / "d", chat_template=False, system_prompt="x")
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_base_keeps_the_template_unless_none(chat_dir, tmp_path, keep):
     materialize(Source(str(chat_dir)), tmp_path, chat_template=keep)
@@ -275,7 +309,7 @@ def test_micro_suite_with_a_chat_template(chat_dir, tmp_path):
         "name": "chat",
         "description": "a tiny model with a chat template",
         "task": {"train_prompts": 64, "eval_prompts": 4},
-        "base": {"model": str(chat_dir)},
+        "base": {"model": str(chat_dir), "system_prompt": "the food is good ."},
         "budget": {"units": 48, "cost": {"demonstration": 4, "comparison": 1}},
         "stages": {
             "sft": {"epochs": 1, "batch_size": 8},
@@ -303,3 +337,13 @@ def test_micro_suite_with_a_chat_template(chat_dir, tmp_path):
     assert results.loc[results["arm"] != "base", "kl_to_base"].ne(0).all()
     (base,) = (tmp_path / "cache").glob("base-*")
     assert load_policy(base)[1].chat_template == TEMPLATE
+    # the system turn travels with every stage's saved tokenizer (each trained model's folder)
+    configs = list((tmp_path / "cache").glob("*/**/tokenizer_config.json"))
+    assert {c.parts[len((tmp_path / "cache").parts)].split("-")[0] for c in configs} >= {
+        "base",
+        "sft",
+        "dpo",
+        "ppo",
+        "rloo",
+    }
+    assert all(json.loads(c.read_text()).get(chat.SYSTEM_PROMPT) == "the food is good ." for c in configs)

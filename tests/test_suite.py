@@ -220,3 +220,23 @@ def test_pass_at_k_is_opt_in_and_needs_a_pass_rule(tmp_path):
         ]  # only the evaluation changes
     with pytest.raises(SuiteError, match=r"eval\.pass_at_k: task 'sentiment_en' has no pass rule"):
         load_suite(path, ["eval.pass_at_k=8", "task.name=sentiment_en"])
+
+
+def test_system_prompt_needs_a_chat_model_and_keys_the_base_only_when_set(tmp_path):
+    from compare.plan import base_stage
+    from compare.suite import SuiteError
+
+    path = write(tmp_path, MICRO)
+    with pytest.raises(
+        SuiteError, match=r"base\.system_prompt: a system turn needs a model with a chat template"
+    ):
+        load_suite(path, ["base.system_prompt=be brief"])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    unset = base_stage(load_suite(path, [f"base.model={model}"]))
+    assert "system_prompt" not in unset.params["source"]  # unset: the base's key is what it was
+    empty = base_stage(load_suite(path, [f"base.model={model}", 'base.system_prompt=""']))
+    assert empty.params["source"]["system_prompt"] == "" and empty.key != unset.key
+    with pytest.raises(SuiteError, match=r"base\.system_prompt"):
+        load_suite(path, [f"base.model={model}", "base.chat_template=none", "base.system_prompt=x"])

@@ -16,6 +16,10 @@ are the ones the sampler starts from:
 - A reward model scores `apply_chat_template([user, assistant])` (`scored_token_ids`), the text TRL's
   RewardTrainer trained it on; without a template, prompt + completion + EOS, as before.
 
+A suite's `base.system_prompt` is saved with the base model's tokenizer (its config's `system_prompt`,
+which every stage's saved tokenizer carries on) and put before every user turn (`system_turn`); unset,
+the template adds its own default system turn, if it has one.
+
 Task prompts and completions stay plain strings everywhere else (the data files, the gold reward, the
 report): the template is applied where tokens are made.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 Messages = list[dict[str, str]]
 TEXT_FIELDS = ("completion", "chosen", "rejected")  # the assistant's side of a TRL dataset row
+SYSTEM_PROMPT = "system_prompt"  # the tokenizer config's key that holds the suite's system turn
 
 
 def uses_chat(tokenizer) -> bool:
@@ -33,6 +38,17 @@ def uses_chat(tokenizer) -> bool:
 
 def user(prompt: str) -> Messages:
     return [{"role": "user", "content": prompt}]
+
+
+def system_turn(tokenizer) -> Messages:
+    """The suite's system turn that `tokenizer` carries (`base.system_prompt`), or none."""
+    text = (getattr(tokenizer, "init_kwargs", None) or {}).get(SYSTEM_PROMPT)
+    return [] if text is None else [{"role": "system", "content": text}]
+
+
+def asked(tokenizer, prompt: str) -> Messages:
+    """A prompt as the conversation the assistant answers: the system turn, if any, and the user's."""
+    return system_turn(tokenizer) + user(prompt)
 
 
 def assistant(text: str) -> Messages:
@@ -49,13 +65,16 @@ def prompt_text(prompt: str | Messages) -> str:
 def conversational(tokenizer, rows: list[dict]) -> list[dict]:
     """TRL dataset rows in its conversational format when `tokenizer` has a template, else as they are.
 
-    `prompt` becomes one user message; `completion`, `chosen` and `rejected` one assistant message each;
+    `prompt` becomes one user message (after the system turn, if the tokenizer carries one); `completion`, `chosen` and `rejected` one assistant message each;
     other columns (KTO's `label`) are kept.
     """
     if not uses_chat(tokenizer):
         return rows
     return [
-        {k: user(v) if k == "prompt" else assistant(v) if k in TEXT_FIELDS else v for k, v in row.items()}
+        {
+            k: asked(tokenizer, v) if k == "prompt" else assistant(v) if k in TEXT_FIELDS else v
+            for k, v in row.items()
+        }
         for row in rows
     ]
 
@@ -73,7 +92,7 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     """The token ids a completion of each prompt follows: the templated user turn with the assistant's
     generation prompt (as TRL tokenises a conversational prompt), or the plain prompt text."""
     if uses_chat(tokenizer):
-        return _template_ids(tokenizer, [user(p) for p in prompts], add_generation_prompt=True)
+        return _template_ids(tokenizer, [asked(tokenizer, p) for p in prompts], add_generation_prompt=True)
     return tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
 
 
@@ -82,7 +101,7 @@ def scored_token_ids(tokenizer, prompts: list[str], completions: list[str]) -> l
     RewardTrainer tokenises a conversational pair; or prompt + completion + EOS, as it does plain text
     (it appends EOS to every training text, docs/ppo.md row 8)."""
     if uses_chat(tokenizer):
-        conversations = [user(p) + assistant(c) for p, c in zip(prompts, completions)]
+        conversations = [asked(tokenizer, p) + assistant(c) for p, c in zip(prompts, completions)]
         return _template_ids(tokenizer, conversations, add_generation_prompt=False)
     texts = [p + c + tokenizer.eos_token for p, c in zip(prompts, completions)]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]

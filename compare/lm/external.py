@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from compare.lm.chat import SYSTEM_PROMPT
+
 GGUF_MAGIC = b"GGUF"
 GB = 1024**3
 
@@ -204,12 +206,15 @@ def available_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def materialize(source: Source, out: Path, chat_template: bool = True) -> None:
+def materialize(
+    source: Source, out: Path, chat_template: bool = True, system_prompt: str | None = None
+) -> None:
     """Load the model (dequantising GGUF to float32), give it a pad token, save a plain folder at `out`.
 
     The tokenizer keeps the chat template the model brings (a GGUF file's `tokenizer.chat_template`
     becomes the tokenizer's) unless `chat_template` is False: then it is saved without one, and every
-    stage uses plain text (compare/lm/chat.py).
+    stage uses plain text (compare/lm/chat.py). `system_prompt` is saved with the tokenizer (its
+    config's `system_prompt`) as the system turn every stage puts before a prompt (`chat.system_turn`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -227,6 +232,12 @@ def materialize(source: Source, out: Path, chat_template: bool = True) -> None:
     ensure_pad_token(model, tokenizer)  # also rows for tokens a GGUF tokenizer added
     if not chat_template:
         tokenizer.chat_template = None
+    if system_prompt is not None:
+        if not tokenizer.chat_template:
+            raise ValueError(
+                f"base.system_prompt: {source.path} has no chat template to put a system turn in"
+            )
+        tokenizer.init_kwargs[SYSTEM_PROMPT] = system_prompt  # saved in tokenizer_config.json, read back
     save_model(model, tokenizer, out)
 
 

@@ -4,8 +4,8 @@ Built-in: a tiny GPT-2 with a word-level tokenizer over the task's language, pre
 corpus (good, bad and mixed behaviour alike). Otherwise an external model (a folder, hub id, GGUF file or
 a package shipping one), copied into the cache as a plain float32 model folder with a pad token
 (compare/lm/external.py), so every later stage loads it the same way. Its tokenizer keeps the model's chat
-template (`base.chat_template: auto`) or is saved without one (`none`): later stages read it there
-(compare/lm/chat.py).
+template (`base.chat_template: auto`) or is saved without one (`none`), and the suite's system turn
+(`base.system_prompt`) if it sets one: later stages read them there (compare/lm/chat.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def run(params: dict, out: Path, inputs: dict[str, Path], ctx: Context) -> None:
     if "source" in params:
         source = params["source"]
         chat = source.get("chat_template", "auto") == "auto"
-        materialize(resolve(source["model"], source["gguf_file"], source["package"]), out, chat)
+        model = resolve(source["model"], source["gguf_file"], source["package"])
+        materialize(model, out, chat, source.get("system_prompt"))
         return
     tiny = params["tiny"]
     task = make_task(params["task"])

@@ -295,6 +295,12 @@ class BaseModelSettings(Strict):
         "file's), prompts are user turns and completions assistant turns in every stage and the "
         "evaluation; none: plain text even so. The built-in tiny model has none.",
     )
+    system_prompt: str | None = Field(
+        None,
+        description="With a chat template: the system turn before every prompt, in every stage and the "
+        "evaluation (\"\" an empty one); unset: the template's own default, if it has one (SmolLM2's is 30 "
+        "tokens, most of a short prompt). Needs an external model with chat_template: auto.",
+    )
     tiny: TinyBase = Field(default_factory=TinyBase, description="Settings of the built-in tiny model.")
 
     @field_validator("gguf_file")
@@ -309,6 +315,13 @@ class BaseModelSettings(Strict):
     def _one_source(self):
         if self.model is not None and self.package is not None:
             raise ValueError("give base.model or base.package, not both")
+        if self.system_prompt is not None and (not self.external or self.chat_template == "none"):
+            raise error_at(
+                ("system_prompt",),
+                "a system turn needs a model with a chat template: set base.model or base.package, and "
+                "chat_template: auto",
+                self.system_prompt,
+            )
         return self
 
     @property
