@@ -240,3 +240,19 @@ def test_system_prompt_needs_a_chat_model_and_keys_the_base_only_when_set(tmp_pa
     assert empty.params["source"]["system_prompt"] == "" and empty.key != unset.key
     with pytest.raises(SuiteError, match=r"base\.system_prompt"):
         load_suite(path, [f"base.model={model}", "base.chat_template=none", "base.system_prompt=x"])
+
+
+def test_setup_line_says_how_an_external_model_reads_its_prompts():
+    from compare.report.render import chat_format
+    from compare.suite.schema import Suite
+
+    def suite(base):
+        return Suite.model_validate({"name": "s", "arms": {"sft": {"recipe": ["sft"]}}, "base": base})
+
+    assert chat_format(suite({})) == ""  # the tiny model: no template
+    assert chat_format(suite({"package": "p", "chat_template": "none"})).startswith("; plain text")
+    assert "template's own system turn" in chat_format(suite({"package": "p"}))
+    assert chat_format(suite({"package": "p", "system_prompt": ""})).endswith("with an empty system turn")
+    assert chat_format(suite({"model": "m", "system_prompt": "Be kind."})).endswith(
+        "the system turn “Be kind.”"
+    )

@@ -67,6 +67,20 @@ def describe_base(suite: Suite) -> str:
     )
 
 
+def chat_format(suite: Suite) -> str:
+    """How an external model reads its prompts (compare/lm/chat.py), for the setup line; "" for the tiny
+    model, which has no chat template."""
+    b = suite.base
+    if not b.external:
+        return ""
+    if b.chat_template == "none":
+        return "; plain text, its chat template (if any) left out"
+    if b.system_prompt is None:
+        return "; in its chat format where its tokenizer has a template (with the template's own system turn)"
+    system = "an empty system turn" if not b.system_prompt else f"the system turn “{b.system_prompt}”"
+    return f"; in its chat format (its tokenizer's template), with {system}"
+
+
 def labels_line(suite: Suite) -> str:
     """Where the comparisons' labels come from: the dataset's people, or the simulated annotator."""
     from compare.tasks import TASKS
@@ -155,7 +169,7 @@ def render_markdown(
         "",
         f"- **Task:** `{suite.task.name}` (task seed {suite.task.seed}); demonstrator quality "
         f"{suite.task.demonstrator_quality:g}; {labels_line(suite)}.",
-        f"- **Base model (every arm starts here):** {base}.",
+        f"- **Base model (every arm starts here):** {base}{chat_format(suite)}.",
         f"- **Budget:** {', '.join(f'{b:g}' for b in budgets)} annotation units per arm; {prices}.",
         f"- **Seeds:** {', '.join(map(str, seeds))} ({len(seeds)} per cell); tables show mean ± 95% t-interval "
         "over seeds.",
