@@ -65,3 +65,22 @@ def test_main_table_shows_training_compute_when_recorded():
     assert "training" not in main_table(
         pd.DataFrame(rows).drop(columns=["compute_seconds", "compute_flops"]), roles
     )
+
+
+def test_reference_line_labels_never_overlap():
+    """Two gold-scale lines 0.01 apart (the SmolLM2 findings' base model 0.28 and demonstrator 0.29) get
+    labels at least LABEL_GAP apart; lines far apart keep their labels on the lines."""
+    from matplotlib.figure import Figure
+
+    from compare.report.figures import LABEL_GAP, reference_lines
+
+    ax = Figure().subplots()
+    ax.bar([0, 1], [0.5, 0.7])
+    ax.set_ylim(0, 1)
+    reference_lines(ax, {"base": 0.28, "demonstrator": 0.29, "ceiling": 0.9})
+    ys = sorted(a.xy[1] for a in ax.texts)
+    assert [round(y, 3) for y in ys] == [0.28, round(0.28 + LABEL_GAP, 3), 0.9]
+    assert [t.get_text() for t in sorted(ax.texts, key=lambda a: a.xy[1])][:2] == [
+        "base model 0.28",
+        "demonstrator 0.29",
+    ]

@@ -76,15 +76,21 @@ def _clipped(mean: float, half: float) -> list[list[float]]:
 REFERENCE_STYLE = {"base": ":", "demonstrator": "--", "ceiling": "-."}  # the gold scale's lines
 
 
+LABEL_GAP = 0.06  # the least distance between two reference lines' labels, in fractions of the axis height
+
+
 def reference_lines(ax, scale: dict[str, float], horizontal: bool = True) -> None:
     """The gold reward's scale drawn across a chart: the base model, the demonstrator, the best possible
-    completion (`key_results.gold_scale`), each labelled at the right edge."""
-    for key, style in REFERENCE_STYLE.items():
-        if key not in scale:
-            continue
-        name = SCALE_NAMES[key]
-        ax.axhline(scale[key], color="grey", linestyle=style, linewidth=0.9, zorder=0)
-        ax.annotate(f"{name} {scale[key]:.2f}", (1.0, scale[key]), xycoords=("axes fraction", "data"),
+    completion (`key_results.gold_scale`), each labelled at the right edge; labels of lines closer than
+    `LABEL_GAP` are moved apart (upwards, in the lines' order) so that none is written over another."""
+    drawn = [(scale[key], key) for key in REFERENCE_STYLE if key in scale]
+    for value, key in drawn:
+        ax.axhline(value, color="grey", linestyle=REFERENCE_STYLE[key], linewidth=0.9, zorder=0)
+    low, high = ax.get_ylim()  # the lines are drawn: the limits hold them
+    placed = -math.inf
+    for value, key in sorted(drawn):
+        placed = max((value - low) / (high - low), placed + LABEL_GAP)
+        ax.annotate(f"{SCALE_NAMES[key]} {value:.2f}", (1.0, placed), xycoords="axes fraction",
                     xytext=(3, 0), textcoords="offset points", fontsize="small", va="center", color="dimgrey")  # fmt: skip
 
 
