@@ -70,18 +70,23 @@ def tiny_policy_dir(tmp_path_factory, task):
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_rm_dir(tmp_path_factory, tiny_policy_dir):
-    """A reward model: the tiny policy's body with a fresh scalar head (untrained, but a valid scorer)."""
+def reward_model_from(policy_dir, path):
+    """A reward model at `path`: the policy's body with a fresh scalar head (untrained, but a valid
+    scorer), its tokenizer (and any chat template) kept."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = tmp_path_factory.mktemp("tiny_rm")
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_policy_dir, num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_policy_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     model.config.pad_token_id = tokenizer.pad_token_id
     save_model(model, tokenizer, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tmp_path_factory, tiny_policy_dir):
+    """A reward model: the tiny policy's body with a fresh scalar head (untrained, but a valid scorer)."""
+    return reward_model_from(tiny_policy_dir, tmp_path_factory.mktemp("tiny_rm"))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from conftest import reward_model_from
 
 from compare.lm import chat
 from compare.lm.external import Source, materialize
@@ -49,15 +50,7 @@ def chat_dir(tmp_path_factory, task):
 
 @pytest.fixture(scope="module")
 def chat_rm_dir(tmp_path_factory, chat_dir):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    path = tmp_path_factory.mktemp("chat_rm")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(chat_dir, num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(chat_dir)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    save_model(model, tokenizer, path)
-    return path
+    return reward_model_from(chat_dir, tmp_path_factory.mktemp("chat_rm"))
 
 
 @pytest.fixture(scope="module")
